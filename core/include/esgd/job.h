@@ -1,0 +1,91 @@
+/* The job configuration: every training setting that the coordinator, the
+ * agents and the simulator must agree on. One table of options drives the
+ * command-line flags (--name value), the environment (ESGD_NAME), --help and
+ * the config message on the wire, so each setting is declared once. */
+#ifndef ESGD_JOB_H
+#define ESGD_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "esgd/dataset.h"
+#include "esgd/error.h"
+#include "esgd/model.h"
+#include "esgd/sparsifier.h"
+
+#define JOB_NAME_MAX 64
+
+typedef enum value_format {
+    VALUE_FORMAT_F32, /* IEEE 754 binary32, little-endian */
+    VALUE_FORMAT_F16  /* IEEE 754 binary16, little-endian, round to nearest even */
+} value_format;
+
+typedef struct esgd_job_config {
+    char job[JOB_NAME_MAX + 1];  /* [A-Za-z0-9_.-], used in topic names */
+    model_kind model;
+    sparsifier_config sparsify;  /* method, drop ratio, eSGD options, seed */
+    uint32_t agents;             /* N, expected agents */
+    uint32_t batch;              /* minibatch per agent per round */
+    double lr;                   /* learning rate of epoch 0 */
+    double lr_decay;             /* lr_e = lr * lr_decay^e */
+    uint32_t epochs;             /* length of the job in epochs ... */
+    uint32_t rounds;             /* ... or in rounds when non-zero */
+    uint64_t seed;               /* model init, partition, sampling */
+    partition_kind partition;
+    double alpha;                /* Dirichlet concentration for noniid */
+    value_format values;         /* encoding of update values */
+    uint32_t train_samples;      /* training-set size, sets rounds per epoch */
+    uint32_t eval_every;         /* rounds between test evaluations (0: per epoch) */
+} esgd_job_config;
+
+typedef enum job_option_type {
+    JOB_OPTION_UINT,   /* msgpack positive integer */
+    JOB_OPTION_FLOAT,  /* msgpack float 64 */
+    JOB_OPTION_STRING  /* msgpack str: free text or one of an enum's names */
+} job_option_type;
+
+typedef struct job_option {
+    const char *name;     /* flag "--name", env "ESGD_NAME" (upper, '-' -> '_'), msgpack key */
+    job_option_type type;
+    const char *help;     /* one line for --help, with the allowed values */
+} job_option;
+
+void job_config_defaults(esgd_job_config *cfg);
+
+size_t job_option_count(void);
+const job_option *job_option_at(size_t i);
+const job_option *job_option_find(const char *name);
+
+/* Sets an option from text (flag or env value), checking syntax and range. */
+esgd_status job_config_set(esgd_job_config *cfg, const char *name, const char *text, esgd_error *err);
+/* Typed access for the codec. Type mismatches return ESGD_ERR_TYPE. */
+esgd_status job_config_set_uint(esgd_job_config *cfg, const job_option *opt, uint64_t value, esgd_error *err);
+esgd_status job_config_set_float(esgd_job_config *cfg, const job_option *opt, double value, esgd_error *err);
+esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, const char *value, size_t len,
+                                  esgd_error *err);
+uint64_t job_config_get_uint(const esgd_job_config *cfg, const job_option *opt);
+double job_config_get_float(const esgd_job_config *cfg, const job_option *opt);
+const char *job_config_get_string(const esgd_job_config *cfg, const job_option *opt);
+
+/* Reads ESGD_<NAME> for every option that is set in the environment. */
+esgd_status job_config_from_env(esgd_job_config *cfg, esgd_error *err);
+/* Checks the combination (agents <= train_samples, batch > 0, ...). */
+esgd_status job_config_validate(const esgd_job_config *cfg, esgd_error *err);
+/* "--name VALUE  help [default]" for every option. */
+void job_config_print_help(FILE *out);
+
+uint32_t job_dimension(const esgd_job_config *cfg);          /* d of the model */
+uint32_t job_rounds_per_epoch(const esgd_job_config *cfg);   /* ceil(train_samples / (agents * batch)) */
+uint32_t job_total_rounds(const esgd_job_config *cfg);       /* rounds, or epochs * rounds_per_epoch */
+uint32_t job_epoch_of_round(const esgd_job_config *cfg, uint32_t round);
+double job_lr_at_round(const esgd_job_config *cfg, uint32_t round);
+
+/* Names of enum values, from the same table the options are parsed with
+ * (parse them with job_config_set). */
+const char *value_format_name(value_format f);       /* "f32", "f16" */
+const char *model_kind_name(model_kind kind);        /* "mlp", "lenet" */
+const char *sparsify_method_name(sparsify_method m); /* "dense", "threshold", "esgd", "topk", "randk" */
+const char *partition_kind_name(partition_kind p);   /* "iid", "noniid" */
+
+#endif

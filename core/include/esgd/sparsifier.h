@@ -1,0 +1,96 @@
+/* Choosing what an agent sends each round: dense, threshold SGD, eSGD (see
+ * shared/docs/esgd-algorithm.md, the contract), top-k with error feedback and
+ * random-k, behind one interface.
+ *
+ *   sparsifier *s = sparsifier_new(&config, d, agent_id, &err);
+ *   each round:  sparsifier_select(s, grad, round, loss_fell, local_loss, &out);
+ *
+ * All state (H, residual, previous selection, scratch) is allocated by
+ * sparsifier_new; sparsifier_select allocates nothing and costs O(d) or
+ * O(d log k). out's arrays belong to the sparsifier and stay valid until the
+ * next call. */
+#ifndef ESGD_SPARSIFIER_H
+#define ESGD_SPARSIFIER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "esgd/error.h"
+#include "esgd/sparse.h"
+
+typedef enum sparsify_method {
+    SPARSIFY_DENSE,     /* every coordinate, every round */
+    SPARSIFY_THRESHOLD, /* |g + r| > threshold, rest kept as residual r */
+    SPARSIFY_ESGD,      /* importance updating + momentum residual (the spec) */
+    SPARSIFY_TOPK,      /* k largest |g + r|, rest kept as residual */
+    SPARSIFY_RANDK      /* k uniformly random coordinates, no residual */
+} sparsify_method;
+
+typedef enum esgd_loss_signal {
+    ESGD_LOSS_SIGNAL_GLOBAL, /* L_t < L_{t-1} from the coordinator */
+    ESGD_LOSS_SIGNAL_LOCAL   /* this agent's l_i(x_t) < l_i(x_{t-1}) */
+} esgd_loss_signal;
+
+typedef enum esgd_h_increment {
+    ESGD_H_INCREMENT_ONE,    /* H[j] += 1 */
+    ESGD_H_INCREMENT_ABSGRAD /* H[j] += |g[j]| */
+} esgd_h_increment;
+
+typedef enum esgd_value_mode {
+    ESGD_VALUE_GRAD,               /* selected j sends g[j] (paper) */
+    ESGD_VALUE_GRAD_PLUS_RESIDUAL  /* selected j sends g[j] + r[j] */
+} esgd_value_mode;
+
+typedef enum esgd_tau_mode {
+    ESGD_TAU_MEAN_ABS, /* tau = mean |g| each round */
+    ESGD_TAU_FIXED     /* tau = config.tau */
+} esgd_tau_mode;
+
+typedef struct sparsifier_config {
+    sparsify_method method;
+    double drop_ratio;          /* k = ceil((1 - drop_ratio) * d), 0 <= drop < 1 */
+    float threshold;            /* threshold SGD: fixed |g| threshold */
+    esgd_loss_signal loss_signal;
+    esgd_h_increment h_increment;
+    float eps;                  /* sampling weight H[j] + eps, eps > 0 */
+    float beta;                 /* residual decay, 0..1 */
+    esgd_value_mode value_mode;
+    esgd_tau_mode tau_mode;
+    float tau;                  /* used when tau_mode == ESGD_TAU_FIXED */
+    uint64_t seed;
+} sparsifier_config;
+
+#define SPARSIFIER_CONFIG_DEFAULT                                                               \
+    {                                                                                           \
+        .method = SPARSIFY_ESGD, .drop_ratio = 0.875, .threshold = 0.01f,                       \
+        .loss_signal = ESGD_LOSS_SIGNAL_GLOBAL, .h_increment = ESGD_H_INCREMENT_ONE,            \
+        .eps = 1e-3f, .beta = 0.9f, .value_mode = ESGD_VALUE_GRAD,                              \
+        .tau_mode = ESGD_TAU_MEAN_ABS, .tau = 0.0f, .seed = 1                                   \
+    }
+
+typedef struct sparsifier sparsifier;
+
+/* k for a dimension and drop ratio: ceil((1 - drop) * d), at least 1. */
+uint32_t sparsifier_keep_count(uint32_t dim, double drop_ratio);
+
+/* Validates config (ESGD_ERR_ARG with the offending option) and allocates all
+ * state. agent_id selects the agent's own random stream. */
+sparsifier *sparsifier_new(const sparsifier_config *config, uint32_t dim, uint32_t agent_id, esgd_error *err);
+void sparsifier_free(sparsifier *s); /* NULL is a no-op */
+
+/* Largest count sparsifier_select can return (k, or d for dense/threshold). */
+uint32_t sparsifier_capacity(const sparsifier *s);
+
+/* One round. grad: (dim) this round's gradient g. loss_fell: the global
+ * signal (L_t < L_{t-1}) the coordinator sent with the model; local_loss:
+ * this agent's minibatch loss, used when loss_signal is LOCAL. Writes the
+ * entries to send, indices ascending, into *out. */
+esgd_status sparsifier_select(sparsifier *s, const float *grad, uint32_t round, bool loss_fell, float local_loss,
+                              sparse_vector *out, esgd_error *err);
+
+/* Read access to the state, for tests and persistence (NULL if the method
+ * has no such state): H (dim), residual (dim). */
+const float *sparsifier_importance(const sparsifier *s);
+const float *sparsifier_residual(const sparsifier *s);
+
+#endif

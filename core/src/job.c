@@ -1,0 +1,369 @@
+/* The job options table and everything derived from it: parsing from flags
+ * and the environment, typed access for the codec, validation, --help, and
+ * the round/epoch/learning-rate arithmetic. */
+#include "esgd/job.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum field_kind { FIELD_U32, FIELD_U64, FIELD_F64, FIELD_F32, FIELD_ENUM, FIELD_NAME } field_kind;
+
+typedef struct option_entry {
+    job_option public;
+    field_kind kind;
+    size_t offset;
+    double min, max;          /* inclusive numeric range */
+    const char *const *names; /* FIELD_ENUM: value names, NULL-terminated */
+} option_entry;
+
+static const char *const model_names[] = {"mlp", "lenet", NULL};
+static const char *const method_names[] = {"dense", "threshold", "esgd", "topk", "randk", NULL};
+static const char *const signal_names[] = {"global", "local", NULL};
+static const char *const hinc_names[] = {"one", "absgrad", NULL};
+static const char *const value_mode_names[] = {"grad", "grad+residual", NULL};
+static const char *const tau_names[] = {"mean", "fixed", NULL};
+static const char *const partition_names[] = {"iid", "noniid", NULL};
+static const char *const format_names[] = {"f32", "f16", NULL};
+
+#define OFF(field) offsetof(esgd_job_config, field)
+#define NUM(n, k, f, lo, hi, h) {{n, (k) == FIELD_F64 || (k) == FIELD_F32 ? JOB_OPTION_FLOAT : JOB_OPTION_UINT, h}, k, OFF(f), lo, hi, NULL}
+#define ENUM(n, f, list, h) {{n, JOB_OPTION_STRING, h}, FIELD_ENUM, OFF(f), 0, 0, list}
+
+static const option_entry options[] = {
+    {{"job", JOB_OPTION_STRING, "job name, [A-Za-z0-9_.-], used in topics"}, FIELD_NAME, OFF(job), 0, 0, NULL},
+    ENUM("model", model, model_names, "network: mlp | lenet"),
+    ENUM("method", sparsify.method, method_names, "what agents send: dense | threshold | esgd | topk | randk"),
+    NUM("drop", FIELD_F64, sparsify.drop_ratio, 0.0, 0.999999, "gradient drop ratio, k = ceil((1-drop) d)"),
+    NUM("threshold", FIELD_F32, sparsify.threshold, 0.0, 1e30, "threshold SGD: fixed |g| threshold"),
+    ENUM("loss-signal", sparsify.loss_signal, signal_names, "eSGD loss signal: global | local"),
+    ENUM("h-increment", sparsify.h_increment, hinc_names, "eSGD importance increment when loss fell: one | absgrad"),
+    NUM("eps", FIELD_F32, sparsify.eps, 1e-30, 1e30, "eSGD sampling weight H[j] + eps (> 0)"),
+    NUM("beta", FIELD_F32, sparsify.beta, 0.0, 1.0, "eSGD residual decay"),
+    ENUM("value-mode", sparsify.value_mode, value_mode_names, "eSGD value of a selected j: grad | grad+residual"),
+    ENUM("tau-mode", sparsify.tau_mode, tau_names, "eSGD swap threshold: mean (mean |g|) | fixed (--tau)"),
+    NUM("tau", FIELD_F32, sparsify.tau, 0.0, 1e30, "eSGD fixed swap threshold"),
+    NUM("agents", FIELD_U32, agents, 1, 100000, "number of agents N"),
+    NUM("batch", FIELD_U32, batch, 1, 4096, "minibatch per agent per round"),
+    NUM("lr", FIELD_F64, lr, 1e-12, 1e6, "learning rate in epoch 0"),
+    NUM("lr-decay", FIELD_F64, lr_decay, 1e-12, 1.0, "per-epoch factor: lr_e = lr * lr-decay^e"),
+    NUM("epochs", FIELD_U32, epochs, 0, 100000, "length of the job in epochs"),
+    NUM("rounds", FIELD_U32, rounds, 0, 4000000000.0, "length in rounds (overrides --epochs when > 0)"),
+    NUM("seed", FIELD_U64, seed, 0, 18446744073709551615.0, "random seed"),
+    ENUM("partition", partition, partition_names, "shards: iid | noniid (label skew, Dirichlet(alpha))"),
+    NUM("alpha", FIELD_F64, alpha, 1e-6, 1e6, "Dirichlet concentration for noniid"),
+    ENUM("values", values, format_names, "update value encoding: f32 | f16"),
+    NUM("train-samples", FIELD_U32, train_samples, 1, 4000000000.0, "training-set size (sets rounds per epoch)"),
+    NUM("eval-every", FIELD_U32, eval_every, 0, 4000000000.0, "rounds between test evaluations (0: once per epoch)"),
+};
+#define OPTION_COUNT (sizeof options / sizeof options[0])
+
+void job_config_defaults(esgd_job_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->job, "mnist");
+    cfg->model = MODEL_KIND_LENET;
+    cfg->sparsify = (sparsifier_config)SPARSIFIER_CONFIG_DEFAULT;
+    cfg->agents = 4;
+    cfg->batch = 32;
+    cfg->lr = 0.1;
+    cfg->lr_decay = 0.5;
+    cfg->epochs = 2;
+    cfg->rounds = 0;
+    cfg->seed = 1;
+    cfg->partition = PARTITION_IID;
+    cfg->alpha = 0.5;
+    cfg->values = VALUE_FORMAT_F32;
+    cfg->train_samples = 60000;
+    cfg->eval_every = 0;
+}
+
+size_t job_option_count(void)
+{
+    return OPTION_COUNT;
+}
+
+const job_option *job_option_at(size_t i)
+{
+    return i < OPTION_COUNT ? &options[i].public : NULL;
+}
+
+const job_option *job_option_find(const char *name)
+{
+    for (size_t i = 0; i < OPTION_COUNT; i++)
+        if (strcmp(options[i].public.name, name) == 0)
+            return &options[i].public;
+    return NULL;
+}
+
+/* public is the first member, so the public pointer is the entry pointer. */
+static const option_entry *entry_of(const job_option *opt)
+{
+    return (const option_entry *)opt;
+}
+
+static void *field_ptr(esgd_job_config *cfg, const option_entry *e)
+{
+    return (char *)cfg + e->offset;
+}
+
+static const void *field_cptr(const esgd_job_config *cfg, const option_entry *e)
+{
+    return (const char *)cfg + e->offset;
+}
+
+esgd_status job_config_set_uint(esgd_job_config *cfg, const job_option *opt, uint64_t value, esgd_error *err)
+{
+    const option_entry *e = entry_of(opt);
+    if (e->kind != FIELD_U32 && e->kind != FIELD_U64)
+        return esgd_error_set(err, ESGD_ERR_TYPE, "option %s is not an integer", opt->name);
+    if ((double)value < e->min || (double)value > e->max)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "option %s = %llu outside [%.0f, %.0f]", opt->name,
+                              (unsigned long long)value, e->min, e->max);
+    if (e->kind == FIELD_U32)
+        *(uint32_t *)field_ptr(cfg, e) = (uint32_t)value;
+    else
+        *(uint64_t *)field_ptr(cfg, e) = value;
+    return ESGD_OK;
+}
+
+esgd_status job_config_set_float(esgd_job_config *cfg, const job_option *opt, double value, esgd_error *err)
+{
+    const option_entry *e = entry_of(opt);
+    if (e->kind != FIELD_F64 && e->kind != FIELD_F32)
+        return esgd_error_set(err, ESGD_ERR_TYPE, "option %s is not a number", opt->name);
+    if (!isfinite(value))
+        return esgd_error_set(err, ESGD_ERR_NONFINITE, "option %s is not finite", opt->name);
+    if (value < e->min || value > e->max)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "option %s = %g outside [%g, %g]", opt->name, value, e->min,
+                              e->max);
+    if (e->kind == FIELD_F64)
+        *(double *)field_ptr(cfg, e) = value;
+    else
+        *(float *)field_ptr(cfg, e) = (float)value;
+    return ESGD_OK;
+}
+
+static bool valid_job_name(const char *s, size_t len)
+{
+    if (len == 0 || len > JOB_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != '_' && c != '-' && c != '.')
+            return false;
+    }
+    return true;
+}
+
+esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, const char *value, size_t len,
+                                  esgd_error *err)
+{
+    const option_entry *e = entry_of(opt);
+    if (e->kind == FIELD_NAME) {
+        if (!valid_job_name(value, len))
+            return esgd_error_set(err, ESGD_ERR_RANGE, "job name must be 1..%d of [A-Za-z0-9_.-]", JOB_NAME_MAX);
+        memcpy(cfg->job, value, len);
+        cfg->job[len] = '\0';
+        return ESGD_OK;
+    }
+    if (e->kind != FIELD_ENUM)
+        return esgd_error_set(err, ESGD_ERR_TYPE, "option %s is not a string", opt->name);
+    for (int i = 0; e->names[i]; i++) {
+        if (strlen(e->names[i]) == len && memcmp(e->names[i], value, len) == 0) {
+            *(int *)field_ptr(cfg, e) = i;
+            return ESGD_OK;
+        }
+    }
+    char allowed[160] = "";
+    for (int i = 0; e->names[i]; i++) {
+        strncat(allowed, i ? " | " : "", sizeof allowed - strlen(allowed) - 1);
+        strncat(allowed, e->names[i], sizeof allowed - strlen(allowed) - 1);
+    }
+    return esgd_error_set(err, ESGD_ERR_RANGE, "option %s = '%.*s' is not one of %s", opt->name,
+                          (int)(len > 40 ? 40 : len), value, allowed);
+}
+
+uint64_t job_config_get_uint(const esgd_job_config *cfg, const job_option *opt)
+{
+    const option_entry *e = entry_of(opt);
+    if (e->kind == FIELD_U32)
+        return *(const uint32_t *)field_cptr(cfg, e);
+    if (e->kind == FIELD_U64)
+        return *(const uint64_t *)field_cptr(cfg, e);
+    return 0;
+}
+
+double job_config_get_float(const esgd_job_config *cfg, const job_option *opt)
+{
+    const option_entry *e = entry_of(opt);
+    if (e->kind == FIELD_F64)
+        return *(const double *)field_cptr(cfg, e);
+    if (e->kind == FIELD_F32)
+        return *(const float *)field_cptr(cfg, e);
+    return 0;
+}
+
+const char *job_config_get_string(const esgd_job_config *cfg, const job_option *opt)
+{
+    const option_entry *e = entry_of(opt);
+    if (e->kind == FIELD_NAME)
+        return cfg->job;
+    if (e->kind == FIELD_ENUM)
+        return e->names[*(const int *)field_cptr(cfg, e)];
+    return "";
+}
+
+esgd_status job_config_set(esgd_job_config *cfg, const char *name, const char *text, esgd_error *err)
+{
+    const job_option *opt = job_option_find(name);
+    if (!opt)
+        return esgd_error_set(err, ESGD_ERR_ARG, "unknown option --%s", name);
+    const option_entry *e = entry_of(opt);
+    char *end = NULL;
+    errno = 0;
+    switch (e->kind) {
+    case FIELD_U32:
+    case FIELD_U64: {
+        if (text[0] == '-' || text[0] == '\0')
+            return esgd_error_set(err, ESGD_ERR_ARG, "--%s needs a non-negative integer, got '%s'", name, text);
+        unsigned long long v = strtoull(text, &end, 10);
+        if (errno || *end)
+            return esgd_error_set(err, ESGD_ERR_ARG, "--%s needs a non-negative integer, got '%s'", name, text);
+        return job_config_set_uint(cfg, opt, v, err);
+    }
+    case FIELD_F32:
+    case FIELD_F64: {
+        double v = strtod(text, &end);
+        if (errno || *end || end == text)
+            return esgd_error_set(err, ESGD_ERR_ARG, "--%s needs a number, got '%s'", name, text);
+        return job_config_set_float(cfg, opt, v, err);
+    }
+    case FIELD_ENUM:
+    case FIELD_NAME:
+        return job_config_set_string(cfg, opt, text, strlen(text), err);
+    }
+    return esgd_error_set(err, ESGD_ERR_ARG, "option --%s has no parser", name);
+}
+
+esgd_status job_config_from_env(esgd_job_config *cfg, esgd_error *err)
+{
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        char var[64] = "ESGD_";
+        const char *name = options[i].public.name;
+        size_t n = strlen(var);
+        for (size_t j = 0; name[j] && n + 1 < sizeof var; j++)
+            var[n++] = name[j] == '-' ? '_' : (char)toupper((unsigned char)name[j]);
+        var[n] = '\0';
+        const char *value = getenv(var);
+        if (!value)
+            continue;
+        esgd_status st = job_config_set(cfg, name, value, err);
+        if (st != ESGD_OK) {
+            esgd_error_prefix(err, "environment %s", var);
+            return st;
+        }
+    }
+    return ESGD_OK;
+}
+
+esgd_status job_config_validate(const esgd_job_config *cfg, esgd_error *err)
+{
+    if (!valid_job_name(cfg->job, strlen(cfg->job)))
+        return esgd_error_set(err, ESGD_ERR_ARG, "job name must be 1..%d of [A-Za-z0-9_.-]", JOB_NAME_MAX);
+    if (cfg->agents == 0 || cfg->agents > cfg->train_samples)
+        return esgd_error_set(err, ESGD_ERR_ARG, "agents = %u must be in 1..train-samples (%u)", cfg->agents,
+                              cfg->train_samples);
+    if (cfg->batch == 0)
+        return esgd_error_set(err, ESGD_ERR_ARG, "batch must be > 0");
+    if (cfg->epochs == 0 && cfg->rounds == 0)
+        return esgd_error_set(err, ESGD_ERR_ARG, "set --epochs or --rounds to a positive number");
+    if (!(cfg->sparsify.drop_ratio >= 0.0 && cfg->sparsify.drop_ratio < 1.0))
+        return esgd_error_set(err, ESGD_ERR_ARG, "drop = %g must be in [0, 1)", cfg->sparsify.drop_ratio);
+    if (!(cfg->sparsify.eps > 0.0f))
+        return esgd_error_set(err, ESGD_ERR_ARG, "eps must be > 0");
+    return ESGD_OK;
+}
+
+void job_config_print_help(FILE *out)
+{
+    esgd_job_config defaults;
+    job_config_defaults(&defaults);
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        const job_option *opt = &options[i].public;
+        char shown[64];
+        switch (opt->type) {
+        case JOB_OPTION_UINT:
+            snprintf(shown, sizeof shown, "%llu", (unsigned long long)job_config_get_uint(&defaults, opt));
+            break;
+        case JOB_OPTION_FLOAT:
+            snprintf(shown, sizeof shown, "%g", job_config_get_float(&defaults, opt));
+            break;
+        case JOB_OPTION_STRING:
+            snprintf(shown, sizeof shown, "%s", job_config_get_string(&defaults, opt));
+            break;
+        }
+        fprintf(out, "  --%-14s %s [%s]\n", opt->name, opt->help, shown);
+    }
+}
+
+uint32_t job_dimension(const esgd_job_config *cfg)
+{
+    return model_kind_num_params(cfg->model);
+}
+
+uint32_t job_rounds_per_epoch(const esgd_job_config *cfg)
+{
+    uint64_t per_round = (uint64_t)cfg->agents * cfg->batch;
+    uint64_t rounds = (cfg->train_samples + per_round - 1) / per_round;
+    return rounds ? (uint32_t)rounds : 1;
+}
+
+uint32_t job_total_rounds(const esgd_job_config *cfg)
+{
+    if (cfg->rounds > 0)
+        return cfg->rounds;
+    uint64_t total = (uint64_t)cfg->epochs * job_rounds_per_epoch(cfg);
+    return total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+}
+
+uint32_t job_epoch_of_round(const esgd_job_config *cfg, uint32_t round)
+{
+    return round / job_rounds_per_epoch(cfg);
+}
+
+double job_lr_at_round(const esgd_job_config *cfg, uint32_t round)
+{
+    return cfg->lr * pow(cfg->lr_decay, (double)job_epoch_of_round(cfg, round));
+}
+
+static const char *enum_name(const char *const *names, int value)
+{
+    for (int i = 0; names[i]; i++)
+        if (i == value)
+            return names[i];
+    return "unknown";
+}
+
+const char *value_format_name(value_format f)
+{
+    return enum_name(format_names, (int)f);
+}
+
+const char *model_kind_name(model_kind kind)
+{
+    return enum_name(model_names, (int)kind);
+}
+
+const char *sparsify_method_name(sparsify_method m)
+{
+    return enum_name(method_names, (int)m);
+}
+
+const char *partition_kind_name(partition_kind p)
+{
+    return enum_name(partition_names, (int)p);
+}
