@@ -1,0 +1,53 @@
+/* One edge agent's side of a round, transport-free: apply the model message
+ * the coordinator broadcast, compute the minibatch gradient on its shard,
+ * sparsify it and encode the update message. esgd-sim and esgd-agent (MQTT)
+ * both call exactly these functions; they only move the bytes.
+ *
+ *   esgd_agent *a = agent_new(&cfg, id, &shard, &err);
+ *   agent_apply_model(a, model_bytes, n, &err);      // x_t, loss signal
+ *   agent_compute_update(a, &msg, &msg_size, &err);  // update for round t
+ */
+#ifndef ESGD_AGENT_H
+#define ESGD_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esgd/dataset.h"
+#include "esgd/error.h"
+#include "esgd/job.h"
+#include "esgd/sparsifier.h"
+
+typedef struct esgd_agent esgd_agent;
+
+/* shard: the agent's examples (borrowed; must outlive the agent). */
+esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_dataset *shard, esgd_error *err);
+void agent_free(esgd_agent *agent); /* NULL is a no-op */
+
+/* Decodes and applies a model message (full, or delta on the model the agent
+ * holds). Errors leave the agent's model as it was: ESGD_ERR_MISMATCH (other
+ * job, or a delta whose base is not the agent's round: the caller should
+ * fetch the retained full model), plus every codec error. */
+esgd_status agent_apply_model(esgd_agent *agent, const uint8_t *data, size_t size, esgd_error *err);
+
+/* True once a model has been applied and the job is not done. */
+bool agent_has_model(const esgd_agent *agent);
+bool agent_job_done(const esgd_agent *agent);
+uint32_t agent_current_round(const esgd_agent *agent);
+const float *agent_params(const esgd_agent *agent);
+
+/* Round t = the round of the last applied model: gradient on the round's
+ * minibatch, sparsify, encode. *msg points into the agent's buffer, valid
+ * until the next call. The minibatch is a pure function of (seed, agent,
+ * round), so a restarted agent draws the same data for the same round. */
+esgd_status agent_compute_update(esgd_agent *agent, const uint8_t **msg, size_t *size, esgd_error *err);
+
+/* Loss and entries of the last computed update (for logs). */
+float agent_last_loss(const esgd_agent *agent);
+uint32_t agent_last_count(const esgd_agent *agent);
+
+/* The agent's sparsifier, for persistence of its state. */
+sparsifier *agent_sparsifier(esgd_agent *agent);
+
+#endif

@@ -1,0 +1,93 @@
+/* The coordinator's side of the rounds, transport-free: the config and model
+ * messages it publishes, the update messages it accepts (decoded, checked,
+ * counted by outcome and reason), and closing a round with the aggregator.
+ * esgd-sim and esgd-coordinator (MQTT) both call exactly these functions.
+ *
+ *   c = coordinator_new(&cfg, &err);
+ *   while (!coordinator_done(c)) {
+ *       coordinator_round_model(c, &msg, &n);        // publish x_t
+ *       coordinator_receive_update(c, bytes, n, &err); // for each message
+ *       coordinator_close_round(c, &summary);          // x_{t+1}, L_t
+ *   }
+ *   coordinator_round_model(c, &msg, &n);            // final model, done=1
+ */
+#ifndef ESGD_COORDINATOR_H
+#define ESGD_COORDINATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esgd/aggregator.h"
+#include "esgd/dataset.h"
+#include "esgd/error.h"
+#include "esgd/job.h"
+
+typedef struct esgd_coordinator esgd_coordinator;
+
+typedef enum update_outcome {
+    UPDATE_ACCEPTED,
+    UPDATE_DUPLICATE, /* the agent's update for this round is already held (QoS 1 redelivery) */
+    UPDATE_LATE,      /* for a round already closed */
+    UPDATE_EARLY,     /* for a round not open yet */
+    UPDATE_REJECTED   /* failed to decode or to pass checks: see err, counted by reason */
+} update_outcome;
+
+typedef struct coordinator_counters {
+    uint64_t accepted;
+    uint64_t duplicate;
+    uint64_t late;
+    uint64_t early;
+    uint64_t rejected[ESGD_STATUS_COUNT]; /* by reason (esgd_status_name) */
+    uint64_t uplink_bytes;                /* every update message received */
+    uint64_t accepted_uplink_bytes;       /* accepted update messages */
+    uint64_t broadcast_bytes;             /* model messages published (once each) */
+    uint64_t downlink_bytes;              /* model bytes delivered: broadcast x agents */
+} coordinator_counters;
+
+typedef struct round_summary {
+    uint32_t round;           /* the round that closed */
+    double lr;                /* learning rate applied */
+    aggregate_result result;  /* participants, samples, L_t, changed */
+    int8_t loss_fell;         /* L_t < L_{t-1}: 1, 0, or -1 when unknown */
+} round_summary;
+
+esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err);
+void coordinator_free(esgd_coordinator *c); /* NULL is a no-op */
+
+const esgd_job_config *coordinator_config(const esgd_coordinator *c);
+uint32_t coordinator_round(const esgd_coordinator *c); /* the open round t */
+bool coordinator_done(const esgd_coordinator *c);      /* all rounds closed */
+const float *coordinator_params(const esgd_coordinator *c);
+const coordinator_counters *coordinator_get_counters(const esgd_coordinator *c);
+uint32_t coordinator_participants(const esgd_coordinator *c); /* updates held for the open round */
+bool coordinator_has_update(const esgd_coordinator *c, uint32_t agent);
+
+/* Loss L_t of every closed round (count = coordinator_round). */
+const float *coordinator_loss_history(const esgd_coordinator *c);
+
+/* Encoded messages; *msg stays valid until the next call that encodes. */
+esgd_status coordinator_config_message(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
+/* The broadcast that opens the current round: the smaller of a delta
+ * against the previous round's model and the full model (always full for
+ * the first round after start or restore). Adds its bytes to the counters
+ * (broadcast once, delivered to every agent). */
+esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
+/* The current model in full form, for the retained topic. Not counted. */
+esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
+
+/* Decodes and checks an update message and holds it for the open round. */
+update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size,
+                                          esgd_error *err);
+
+/* Applies the held updates (N_t may be 0: the model stays), records L_t,
+ * advances to the next round. */
+void coordinator_close_round(esgd_coordinator *c, round_summary *summary);
+
+/* Test accuracy and loss of the current model. */
+esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, uint32_t limit, float *accuracy,
+                                 float *loss, esgd_error *err);
+
+const char *update_outcome_name(update_outcome o); /* "accepted", "duplicate", "late", "early", "rejected" */
+
+#endif

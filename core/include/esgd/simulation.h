@@ -1,0 +1,28 @@
+/* N agents and the coordinator in one process, passing each other the same
+ * encoded messages they would pass through a broker. Used by esgd-sim and
+ * by the tests; the round functions are agent.h's and coordinator.h's. */
+#ifndef ESGD_SIMULATION_H
+#define ESGD_SIMULATION_H
+
+#include "esgd/agent.h"
+#include "esgd/coordinator.h"
+#include "esgd/dataset.h"
+#include "esgd/job.h"
+
+typedef struct esgd_simulation esgd_simulation;
+
+/* Loads DIR's training labels (cfg->train_samples is set from them), cuts
+ * the shards, loads each agent's shard and the t10k test set. */
+esgd_simulation *simulation_new(esgd_job_config *cfg, const char *data_dir, esgd_error *err);
+void simulation_free(esgd_simulation *sim); /* NULL is a no-op */
+
+/* Broadcast x_t to every agent, collect every agent's update, close. */
+esgd_status simulation_round(esgd_simulation *sim, round_summary *summary, esgd_error *err);
+/* After the last round: deliver the final model (done = 1) to every agent. */
+esgd_status simulation_finish(esgd_simulation *sim, esgd_error *err);
+
+esgd_coordinator *simulation_coordinator(esgd_simulation *sim);
+esgd_agent *simulation_agent(esgd_simulation *sim, uint32_t agent);
+const esgd_dataset *simulation_test_set(const esgd_simulation *sim);
+
+#endif

@@ -1,0 +1,225 @@
+/* The agent's round function shared by the simulator and the MQTT agent:
+ * model message in, update message out, with the minibatch schedule, the
+ * model and the sparsifier state in between. */
+#include "esgd/agent.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "esgd/codec.h"
+#include "esgd/model.h"
+#include "esgd/rng.h"
+
+struct esgd_agent {
+    esgd_job_config cfg;
+    uint32_t id;
+    const esgd_dataset *shard;
+    esgd_model *model;
+    sparsifier *sparsify;
+    codec_decoder *decoder;
+    esgd_buffer out;       /* encoded update */
+    model_msg incoming;    /* decode target; params arrays sized d */
+
+    bool has_model;
+    bool done;
+    uint32_t round;        /* round of the model held */
+    int8_t loss_fell;      /* signal that came with it */
+
+    uint32_t *order;       /* (shard count) example order of the current pass */
+    int64_t order_pass;    /* which pass `order` holds, -1 none */
+    uint32_t *batch_idx;   /* (batch) */
+    float *batch_x;        /* (batch, 784) */
+    uint8_t *batch_y;      /* (batch) */
+
+    float last_loss;
+    uint32_t last_count;
+};
+
+esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_dataset *shard, esgd_error *err)
+{
+    if (job_config_validate(cfg, err) != ESGD_OK)
+        return NULL;
+    if (agent_id >= cfg->agents) {
+        esgd_error_set(err, ESGD_ERR_ARG, "agent id %u not in 0..%u", agent_id, cfg->agents - 1);
+        return NULL;
+    }
+    if (!shard || shard->count == 0 || shard->rows * shard->cols != MODEL_INPUT_SIZE) {
+        esgd_error_set(err, ESGD_ERR_ARG, "agent %u: shard must hold 28x28 images (has %u)", agent_id,
+                       shard ? shard->count : 0);
+        return NULL;
+    }
+    esgd_agent *a = calloc(1, sizeof *a);
+    if (!a) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "agent: out of memory");
+        return NULL;
+    }
+    a->cfg = *cfg;
+    a->id = agent_id;
+    a->shard = shard;
+    a->order_pass = -1;
+    a->loss_fell = -1;
+    uint32_t d = job_dimension(cfg);
+    sparsifier_config sc = cfg->sparsify;
+    sc.seed = cfg->seed;
+    if (!(a->model = model_new(cfg->model, cfg->batch, err)) ||
+        !(a->sparsify = sparsifier_new(&sc, d, agent_id, err)) || !(a->decoder = codec_decoder_new(err)) ||
+        buffer_init(&a->out, codec_update_bound(d), err) != ESGD_OK)
+        goto fail;
+    a->incoming.params.capacity = d;
+    a->incoming.params.indices = malloc((size_t)d * sizeof(uint32_t));
+    a->incoming.params.values = malloc((size_t)d * sizeof(float));
+    a->order = malloc((size_t)shard->count * sizeof(uint32_t));
+    a->batch_idx = malloc((size_t)cfg->batch * sizeof(uint32_t));
+    a->batch_x = malloc((size_t)cfg->batch * MODEL_INPUT_SIZE * sizeof(float));
+    a->batch_y = malloc(cfg->batch);
+    if (!a->incoming.params.indices || !a->incoming.params.values || !a->order || !a->batch_idx ||
+        !a->batch_x || !a->batch_y) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "agent: out of memory");
+        goto fail;
+    }
+    return a;
+fail:
+    agent_free(a);
+    return NULL;
+}
+
+void agent_free(esgd_agent *a)
+{
+    if (!a)
+        return;
+    model_free(a->model);
+    sparsifier_free(a->sparsify);
+    codec_decoder_free(a->decoder);
+    buffer_destroy(&a->out);
+    free(a->incoming.params.indices);
+    free(a->incoming.params.values);
+    free(a->order);
+    free(a->batch_idx);
+    free(a->batch_x);
+    free(a->batch_y);
+    free(a);
+}
+
+esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, esgd_error *err)
+{
+    uint32_t d = a->model->num_params;
+    model_msg *m = &a->incoming;
+    esgd_status st = codec_decode_model(a->decoder, data, size, d, m, err);
+    if (st != ESGD_OK)
+        return st;
+    if (strcmp(m->job, a->cfg.job) != 0)
+        return esgd_error_set(err, ESGD_ERR_MISMATCH, "model for job '%s', agent is in job '%s'", m->job,
+                              a->cfg.job);
+    if (m->form == MODEL_FORM_DELTA && (!a->has_model || m->base_round != a->round))
+        return esgd_error_set(err, ESGD_ERR_MISMATCH,
+                              "model delta for round %u applies to round %u, agent holds %s%u", m->round,
+                              m->base_round, a->has_model ? "round " : "no model, ", a->round);
+    if (m->form == MODEL_FORM_FULL) {
+        memcpy(a->model->params, m->params.values, (size_t)d * sizeof(float));
+    } else {
+        for (uint32_t i = 0; i < m->params.count; i++)
+            a->model->params[m->params.indices[i]] = m->params.values[i];
+    }
+    a->has_model = true;
+    a->round = m->round;
+    a->loss_fell = m->loss_fell;
+    a->done = m->done != 0;
+    return ESGD_OK;
+}
+
+bool agent_has_model(const esgd_agent *a)
+{
+    return a->has_model && !a->done;
+}
+
+bool agent_job_done(const esgd_agent *a)
+{
+    return a->done;
+}
+
+uint32_t agent_current_round(const esgd_agent *a)
+{
+    return a->round;
+}
+
+const float *agent_params(const esgd_agent *a)
+{
+    return a->model->params;
+}
+
+float agent_last_loss(const esgd_agent *a)
+{
+    return a->last_loss;
+}
+
+uint32_t agent_last_count(const esgd_agent *a)
+{
+    return a->last_count;
+}
+
+sparsifier *agent_sparsifier(esgd_agent *a)
+{
+    return a->sparsify;
+}
+
+/* Pass p over the shard is a fresh shuffle seeded by (seed, agent, p), so
+ * the batch of round t depends only on t. */
+static void fill_round_batch(esgd_agent *a, uint32_t round)
+{
+    uint32_t n = a->shard->count;
+    uint64_t first = (uint64_t)round * a->cfg.batch;
+    for (uint32_t i = 0; i < a->cfg.batch; i++) {
+        uint64_t pos = first + i;
+        int64_t pass = (int64_t)(pos / n);
+        if (pass != a->order_pass) {
+            esgd_rng rng;
+            rng_seed(&rng, a->cfg.seed ^ ((uint64_t)pass << 32), 0x1000 + a->id);
+            for (uint32_t k = 0; k < n; k++)
+                a->order[k] = k;
+            for (uint32_t k = n - 1; k > 0; k--) {
+                uint32_t j = rng_below(&rng, k + 1);
+                uint32_t t = a->order[k];
+                a->order[k] = a->order[j];
+                a->order[j] = t;
+            }
+            a->order_pass = pass;
+        }
+        a->batch_idx[i] = a->order[pos % n];
+    }
+    dataset_fill_batch(a->shard, a->batch_idx, a->cfg.batch, a->batch_x, a->batch_y);
+}
+
+esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *size, esgd_error *err)
+{
+    if (!a->has_model)
+        return esgd_error_set(err, ESGD_ERR_ARG, "agent %u has no model yet", a->id);
+    if (a->done)
+        return esgd_error_set(err, ESGD_ERR_ARG, "agent %u: job is done", a->id);
+    fill_round_batch(a, a->round);
+    float loss = 0;
+    esgd_status st = model_forward_backward(a->model, a->batch_x, a->batch_y, a->cfg.batch, &loss);
+    if (st != ESGD_OK)
+        return esgd_error_set(err, st, "agent %u round %u: forward/backward failed", a->id, a->round);
+    if (!isfinite(loss))
+        return esgd_error_set(err, ESGD_ERR_NONFINITE, "agent %u round %u: training diverged (loss %g)", a->id,
+                              a->round, (double)loss);
+    update_msg u;
+    memset(&u, 0, sizeof u);
+    strcpy(u.job, a->cfg.job);
+    u.round = a->round;
+    u.agent = a->id;
+    u.samples = a->cfg.batch;
+    u.loss = loss;
+    st = sparsifier_select(a->sparsify, a->model->grads, a->round, a->loss_fell == 1, loss, &u.grad, err);
+    if (st != ESGD_OK)
+        return st;
+    st = codec_encode_update(&a->out, &u, a->cfg.values, err);
+    if (st != ESGD_OK)
+        return st;
+    a->last_loss = loss;
+    a->last_count = u.grad.count;
+    *msg = a->out.data;
+    *size = a->out.size;
+    return ESGD_OK;
+}

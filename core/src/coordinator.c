@@ -1,0 +1,280 @@
+/* The coordinator's round function shared by the simulator and the MQTT
+ * coordinator: publishes x_t, checks and holds updates, closes rounds with
+ * the aggregator and keeps the loss signal and the counters. */
+#include "esgd/coordinator.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "esgd/codec.h"
+#include "esgd/model.h"
+
+/* Largest batch used when evaluating the test set. */
+#define EVAL_BATCH 500
+
+struct esgd_coordinator {
+    esgd_job_config cfg;
+    uint32_t dim;
+    uint32_t total_rounds;
+    uint32_t round;            /* the open round */
+    esgd_model *model;         /* params = x_t; also used for evaluation */
+    aggregator *agg;
+    codec_decoder *decoder;
+    esgd_buffer out;           /* last encoded message */
+    update_msg incoming;       /* decode target, capacity = slot capacity */
+    uint32_t *changed;         /* (dim) coordinates changed by the last close */
+    float *delta_values;       /* (dim) their new values, for the delta message */
+    uint32_t changed_count;
+    bool delta_valid;          /* changed[] describes x_round - x_{round-1} */
+    float *loss_history;       /* (total_rounds) L_t */
+    coordinator_counters counters;
+};
+
+esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
+{
+    if (job_config_validate(cfg, err) != ESGD_OK)
+        return NULL;
+    esgd_coordinator *c = calloc(1, sizeof *c);
+    if (!c) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "coordinator: out of memory");
+        return NULL;
+    }
+    c->cfg = *cfg;
+    c->dim = job_dimension(cfg);
+    c->total_rounds = job_total_rounds(cfg);
+    /* An update can never hold more entries than its method sends. */
+    uint32_t slot = c->dim;
+    if (cfg->sparsify.method == SPARSIFY_ESGD || cfg->sparsify.method == SPARSIFY_TOPK ||
+        cfg->sparsify.method == SPARSIFY_RANDK)
+        slot = sparsifier_keep_count(c->dim, cfg->sparsify.drop_ratio);
+    if (!(c->model = model_new(cfg->model, EVAL_BATCH, err)) ||
+        !(c->agg = aggregator_new(c->dim, cfg->agents, slot, err)) || !(c->decoder = codec_decoder_new(err)) ||
+        buffer_init(&c->out, codec_model_bound(c->dim), err) != ESGD_OK)
+        goto fail;
+    c->incoming.grad.capacity = slot;
+    c->incoming.grad.indices = malloc((size_t)slot * sizeof(uint32_t));
+    c->incoming.grad.values = malloc((size_t)slot * sizeof(float));
+    c->changed = malloc((size_t)c->dim * sizeof(uint32_t));
+    c->delta_values = malloc((size_t)c->dim * sizeof(float));
+    c->loss_history = malloc((size_t)(c->total_rounds ? c->total_rounds : 1) * sizeof(float));
+    if (!c->incoming.grad.indices || !c->incoming.grad.values || !c->changed || !c->delta_values || !c->loss_history) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "coordinator: out of memory");
+        goto fail;
+    }
+    model_init_params(c->model, cfg->seed);
+    return c;
+fail:
+    coordinator_free(c);
+    return NULL;
+}
+
+void coordinator_free(esgd_coordinator *c)
+{
+    if (!c)
+        return;
+    model_free(c->model);
+    aggregator_free(c->agg);
+    codec_decoder_free(c->decoder);
+    buffer_destroy(&c->out);
+    free(c->incoming.grad.indices);
+    free(c->incoming.grad.values);
+    free(c->changed);
+    free(c->delta_values);
+    free(c->loss_history);
+    free(c);
+}
+
+const esgd_job_config *coordinator_config(const esgd_coordinator *c)
+{
+    return &c->cfg;
+}
+
+uint32_t coordinator_round(const esgd_coordinator *c)
+{
+    return c->round;
+}
+
+bool coordinator_done(const esgd_coordinator *c)
+{
+    return c->round >= c->total_rounds;
+}
+
+const float *coordinator_params(const esgd_coordinator *c)
+{
+    return c->model->params;
+}
+
+const coordinator_counters *coordinator_get_counters(const esgd_coordinator *c)
+{
+    return &c->counters;
+}
+
+uint32_t coordinator_participants(const esgd_coordinator *c)
+{
+    return aggregator_count(c->agg);
+}
+
+bool coordinator_has_update(const esgd_coordinator *c, uint32_t agent)
+{
+    return aggregator_has(c->agg, agent);
+}
+
+const float *coordinator_loss_history(const esgd_coordinator *c)
+{
+    return c->loss_history;
+}
+
+esgd_status coordinator_config_message(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
+{
+    esgd_status st = codec_encode_config(&c->out, &c->cfg, err);
+    if (st == ESGD_OK) {
+        *msg = c->out.data;
+        *size = c->out.size;
+    }
+    return st;
+}
+
+/* The loss signal after round t closed: L_t < L_{t-1} as 1 or 0, -1 when
+ * either is unknown (t < 1, or a round closed with no update). */
+static int8_t loss_fell_after(const esgd_coordinator *c, uint32_t t)
+{
+    if (t < 1 || t >= c->round + 1)
+        return -1;
+    float now = c->loss_history[t], before = c->loss_history[t - 1];
+    if (!isfinite(now) || !isfinite(before))
+        return -1;
+    return now < before;
+}
+
+/* Header fields of the model message for the open round. */
+static void model_header(const esgd_coordinator *c, model_msg *m)
+{
+    memset(m, 0, sizeof *m);
+    strcpy(m->job, c->cfg.job);
+    m->round = c->round;
+    m->base_round = c->round;
+    m->lr = (float)job_lr_at_round(&c->cfg, coordinator_done(c) ? c->total_rounds - 1 : c->round);
+    m->prev_loss = c->round > 0 ? c->loss_history[c->round - 1] : NAN;
+    m->loss_fell = c->round >= 1 ? loss_fell_after(c, c->round - 1) : -1;
+    m->done = coordinator_done(c);
+    m->params.dim = c->dim;
+}
+
+static esgd_status encode_full(esgd_coordinator *c, esgd_error *err)
+{
+    model_msg m;
+    model_header(c, &m);
+    m.form = MODEL_FORM_FULL;
+    m.params.count = c->dim;
+    m.params.capacity = c->dim;
+    m.params.values = c->model->params;
+    return codec_encode_model(&c->out, &m, err);
+}
+
+esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
+{
+    esgd_status st = encode_full(c, err);
+    if (st == ESGD_OK) {
+        *msg = c->out.data;
+        *size = c->out.size;
+    }
+    return st;
+}
+
+esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
+{
+    esgd_status st;
+    /* A delta costs 4 bytes a value plus its indices; above about half the
+     * coordinates the full form is smaller, so only try the delta below. */
+    if (c->delta_valid && (uint64_t)c->changed_count * 2 < c->dim) {
+        model_msg m;
+        model_header(c, &m);
+        m.form = MODEL_FORM_DELTA;
+        m.base_round = c->round - 1;
+        m.params.count = c->changed_count;
+        m.params.capacity = c->dim;
+        m.params.indices = c->changed;
+        for (uint32_t i = 0; i < c->changed_count; i++)
+            c->delta_values[i] = c->model->params[c->changed[i]];
+        m.params.values = c->delta_values;
+        st = codec_encode_model(&c->out, &m, err);
+    } else {
+        st = encode_full(c, err);
+    }
+    if (st != ESGD_OK)
+        return st;
+    c->counters.broadcast_bytes += c->out.size;
+    c->counters.downlink_bytes += (uint64_t)c->out.size * c->cfg.agents;
+    *msg = c->out.data;
+    *size = c->out.size;
+    return ESGD_OK;
+}
+
+update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size, esgd_error *err)
+{
+    c->counters.uplink_bytes += size;
+    update_msg *u = &c->incoming;
+    esgd_status st = codec_decode_update(c->decoder, data, size, c->dim, u, err);
+    if (st == ESGD_OK && strcmp(u->job, c->cfg.job) != 0)
+        st = esgd_error_set(err, ESGD_ERR_MISMATCH, "update for job '%s', this job is '%s'", u->job, c->cfg.job);
+    if (st == ESGD_OK && u->agent >= c->cfg.agents)
+        st = esgd_error_set(err, ESGD_ERR_RANGE, "update from agent %u, job has agents 0..%u", u->agent,
+                            c->cfg.agents - 1);
+    if (st != ESGD_OK) {
+        c->counters.rejected[st]++;
+        return UPDATE_REJECTED;
+    }
+    if (u->round < c->round) {
+        c->counters.late++;
+        esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update for closed round %u (open: %u)", u->agent,
+                       u->round, c->round);
+        return UPDATE_LATE;
+    }
+    if (u->round > c->round || coordinator_done(c)) {
+        c->counters.early++;
+        esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update for round %u, open round is %u", u->agent,
+                       u->round, c->round);
+        return UPDATE_EARLY;
+    }
+    if (aggregator_has(c->agg, u->agent)) {
+        c->counters.duplicate++;
+        esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u round %u: duplicate update ignored", u->agent, u->round);
+        return UPDATE_DUPLICATE;
+    }
+    st = aggregator_add(c->agg, u->agent, &u->grad, u->samples, u->loss, err);
+    if (st != ESGD_OK) {
+        c->counters.rejected[st]++;
+        return UPDATE_REJECTED;
+    }
+    c->counters.accepted++;
+    c->counters.accepted_uplink_bytes += size;
+    return UPDATE_ACCEPTED;
+}
+
+void coordinator_close_round(esgd_coordinator *c, round_summary *summary)
+{
+    memset(summary, 0, sizeof *summary);
+    if (coordinator_done(c))
+        return;
+    summary->round = c->round;
+    summary->lr = job_lr_at_round(&c->cfg, c->round);
+    aggregator_apply(c->agg, c->model->params, summary->lr, &summary->result, c->changed);
+    c->changed_count = summary->result.changed;
+    c->delta_valid = true;
+    c->loss_history[c->round] = (float)summary->result.loss;
+    summary->loss_fell = loss_fell_after(c, c->round);
+    c->round++;
+}
+
+esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, uint32_t limit, float *accuracy,
+                                 float *loss, esgd_error *err)
+{
+    return model_evaluate(c->model, test, limit, accuracy, loss, err);
+}
+
+const char *update_outcome_name(update_outcome o)
+{
+    static const char *const names[] = {"accepted", "duplicate", "late", "early", "rejected"};
+    return (unsigned)o < sizeof names / sizeof names[0] ? names[o] : "unknown";
+}
