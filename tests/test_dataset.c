@@ -1,0 +1,646 @@
+/* IDX loading (whole file, subsets, every malformed-file error), batch
+ * scaling, the IID and Dirichlet partitions, and, when $ESGD_DATA_DIR holds
+ * it, the real MNIST files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "esgd/dataset.h"
+#include "esgd/rng.h"
+
+/* ---- IDX files in a temporary directory ---- */
+
+#define TEST_COUNT 5
+#define TEST_ROWS 2
+#define TEST_COLS 3
+#define TEST_DIM (TEST_ROWS * TEST_COLS)
+
+static char tmp_dir[64];
+
+/* How to write one IDX file; a zero byte0/extra/cut is the valid file. */
+typedef struct idx_spec {
+    int missing;        /* do not write the file at all */
+    int empty;          /* write a file of 0 bytes */
+    uint8_t byte0;      /* first magic byte, 0 in a valid file */
+    uint8_t type;       /* element type, 0x08 */
+    uint8_t ndims;
+    uint32_t dims[3];
+    long data_delta;    /* bytes added to (> 0) or cut from (< 0) the data */
+    size_t header_only; /* when non-zero, write only this many header bytes */
+} idx_spec;
+
+#define IMAGES_SPEC {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}
+#define LABELS_SPEC {.type = 0x08, .ndims = 1, .dims = {TEST_COUNT}}
+
+static const uint8_t test_labels[TEST_COUNT] = {3, 1, 4, 1, 5};
+
+/* Pixel p of example i: distinct per example, and covering 0 and 255. */
+static uint8_t test_pixel(uint32_t i, uint32_t p)
+{
+    if (i == 0 && p == 0)
+        return 255;
+    return (uint8_t)(i * 40 + p * 3);
+}
+
+/* Two buffers in turn, so a test can hold the images and the labels path. */
+static const char *tmp_path(const char *name)
+{
+    static char path[2][512];
+    static int turn;
+    turn ^= 1;
+    snprintf(path[turn], sizeof path[turn], "%s/%s", tmp_dir, name);
+    return path[turn];
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Writes the file spec describes (data: labels for 1 dim, pixels for 3) and
+ * returns its path. */
+static const char *write_idx(const char *name, const idx_spec *spec)
+{
+    const char *path = tmp_path(name);
+    unlink(path);
+    if (spec->missing)
+        return path;
+    if (spec->empty) {
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fclose(f), 0);
+        return path;
+    }
+    uint8_t header[16] = {spec->byte0, 0, spec->type, spec->ndims};
+    size_t header_bytes = 4;
+    size_t data_bytes = 1;
+    for (unsigned i = 0; i < spec->ndims && i < 3; i++) {
+        put_be32(header + header_bytes, spec->dims[i]);
+        header_bytes += 4;
+        data_bytes *= spec->dims[i];
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (spec->header_only) {
+        assert_int_equal(fwrite(header, 1, spec->header_only, f), spec->header_only);
+        assert_int_equal(fclose(f), 0);
+        return path;
+    }
+    assert_int_equal(fwrite(header, 1, header_bytes, f), header_bytes);
+    size_t row_bytes = spec->ndims == 3 ? (size_t)spec->dims[1] * spec->dims[2] : 1;
+    long total = (long)data_bytes + spec->data_delta;
+    for (long b = 0; b < total; b++) {
+        uint32_t i = (uint32_t)((size_t)b / row_bytes), p = (uint32_t)((size_t)b % row_bytes);
+        uint8_t v = spec->ndims == 1 ? test_labels[i % TEST_COUNT] : test_pixel(i, p);
+        assert_int_equal(fputc(v, f), v);
+    }
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+static int make_tmp_dir(void **state)
+{
+    (void)state;
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/esgd-test-dataset-XXXXXX");
+    return mkdtemp(tmp_dir) ? 0 : -1;
+}
+
+static int remove_tmp_dir(void **state)
+{
+    (void)state;
+    DIR *dir = opendir(tmp_dir);
+    if (!dir)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            const char *path = tmp_path(e->d_name);
+            if (unlink(path) != 0)
+                rmdir(path);
+        }
+    }
+    closedir(dir);
+    return rmdir(tmp_dir);
+}
+
+static void assert_dataset_empty(const esgd_dataset *ds)
+{
+    assert_int_equal(ds->count, 0);
+    assert_int_equal(ds->rows, 0);
+    assert_int_equal(ds->cols, 0);
+    assert_null(ds->pixels);
+    assert_null(ds->labels);
+}
+
+/* ---- loading ---- */
+
+static void test_load_whole_file(void **state)
+{
+    (void)state;
+    const idx_spec images = IMAGES_SPEC, labels = LABELS_SPEC;
+    const char *images_path = write_idx("whole-images", &images);
+    const char *labels_path = write_idx("whole-labels", &labels);
+    esgd_dataset ds;
+    esgd_error err = {0};
+    assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, NULL, 0, &err), ESGD_OK);
+    assert_int_equal(ds.count, TEST_COUNT);
+    assert_int_equal(ds.rows, TEST_ROWS);
+    assert_int_equal(ds.cols, TEST_COLS);
+    for (uint32_t i = 0; i < TEST_COUNT; i++) {
+        assert_int_equal(ds.labels[i], test_labels[i]);
+        for (uint32_t p = 0; p < TEST_DIM; p++)
+            assert_int_equal(ds.pixels[i * TEST_DIM + p], test_pixel(i, p));
+    }
+    dataset_destroy(&ds);
+    assert_dataset_empty(&ds);
+    dataset_destroy(&ds); /* safe twice */
+}
+
+static void test_load_subset_keeps_the_given_order(void **state)
+{
+    (void)state;
+    const idx_spec images = IMAGES_SPEC, labels = LABELS_SPEC;
+    const char *images_path = write_idx("subset-images", &images);
+    const char *labels_path = write_idx("subset-labels", &labels);
+    /* Unsorted, with a repeat: the reader must seek backwards too. */
+    const uint32_t subset[] = {4, 0, 3, 3, 1};
+    const uint32_t n = sizeof subset / sizeof subset[0];
+    esgd_dataset ds;
+    esgd_error err = {0};
+    assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, subset, n, &err), ESGD_OK);
+    assert_int_equal(ds.count, n);
+    assert_int_equal(ds.rows, TEST_ROWS);
+    assert_int_equal(ds.cols, TEST_COLS);
+    for (uint32_t k = 0; k < n; k++) {
+        assert_int_equal(ds.labels[k], test_labels[subset[k]]);
+        for (uint32_t p = 0; p < TEST_DIM; p++)
+            assert_int_equal(ds.pixels[k * TEST_DIM + p], test_pixel(subset[k], p));
+    }
+    dataset_destroy(&ds);
+}
+
+static void test_load_split_and_labels_path(void **state)
+{
+    (void)state;
+    const idx_spec images = IMAGES_SPEC, labels = LABELS_SPEC;
+    write_idx("train-images-idx3-ubyte", &images);
+    const char *labels_path = write_idx("train-labels-idx1-ubyte", &labels);
+    char path[256];
+    dataset_labels_path(path, sizeof path, tmp_dir, "train");
+    assert_string_equal(path, labels_path);
+
+    uint8_t *read = NULL;
+    uint32_t count = 0;
+    esgd_error err = {0};
+    assert_int_equal(idx_read_labels(path, &read, &count, &err), ESGD_OK);
+    assert_int_equal(count, TEST_COUNT);
+    assert_memory_equal(read, test_labels, TEST_COUNT);
+    free(read);
+
+    const uint32_t subset[] = {2};
+    esgd_dataset ds;
+    assert_int_equal(dataset_load_split(&ds, tmp_dir, "train", subset, 1, &err), ESGD_OK);
+    assert_int_equal(ds.count, 1);
+    assert_int_equal(ds.labels[0], test_labels[2]);
+    dataset_destroy(&ds);
+
+    assert_int_equal(dataset_load_split(&ds, tmp_dir, "t10k", NULL, 0, &err), ESGD_ERR_IO);
+    assert_non_null(strstr(err.message, "t10k-images-idx3-ubyte"));
+    assert_dataset_empty(&ds);
+}
+
+static void test_fill_batch_scales_to_unit_range(void **state)
+{
+    (void)state;
+    const idx_spec images = IMAGES_SPEC, labels = LABELS_SPEC;
+    const char *images_path = write_idx("batch-images", &images);
+    const char *labels_path = write_idx("batch-labels", &labels);
+    esgd_dataset ds;
+    assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, NULL, 0, NULL), ESGD_OK);
+    const uint32_t idx[] = {2, 0};
+    float x[2 * TEST_DIM];
+    uint8_t y[2];
+    dataset_fill_batch(&ds, idx, 2, x, y);
+    assert_int_equal(y[0], test_labels[2]);
+    assert_int_equal(y[1], test_labels[0]);
+    for (uint32_t p = 0; p < TEST_DIM; p++) {
+        assert_true(x[p] == test_pixel(2, p) / 255.0f);
+        assert_true(x[TEST_DIM + p] == test_pixel(0, p) / 255.0f);
+    }
+    assert_true(x[TEST_DIM] == 1.0f);  /* pixel 255 */
+    assert_true(x[TEST_DIM + 1] == 3.0f / 255.0f);
+    assert_true(x[0] == 80.0f / 255.0f);
+    dataset_destroy(&ds);
+}
+
+/* ---- malformed files ---- */
+
+typedef struct load_case {
+    const char *name;
+    idx_spec images, labels;
+    const uint32_t *subset;
+    uint32_t subset_count;
+    esgd_status expected;
+    const char *in_message; /* a piece the error message must contain */
+} load_case;
+
+static const uint32_t subset_out_of_range[] = {0, TEST_COUNT};
+static const uint32_t subset_valid[] = {1};
+
+static const load_case load_cases[] = {
+    {"missing images", {.missing = 1}, LABELS_SPEC, NULL, 0, ESGD_ERR_IO, "No such file or directory"},
+    {"missing labels", IMAGES_SPEC, {.missing = 1}, NULL, 0, ESGD_ERR_IO, "labels"},
+    {"bad magic", {.byte0 = 1, .type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}, LABELS_SPEC,
+     NULL, 0, ESGD_ERR_FORMAT, "magic 0x01000803"},
+    {"float element type", {.type = 0x0d, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}, LABELS_SPEC, NULL,
+     0, ESGD_ERR_FORMAT, "0x0d"},
+    {"labels with 3 dims", IMAGES_SPEC, {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, 1, 1}}, NULL, 0,
+     ESGD_ERR_FORMAT, "3 dimensions, expected 1"},
+    {"images with 2 dims", {.type = 0x08, .ndims = 2, .dims = {TEST_COUNT, TEST_DIM}}, LABELS_SPEC, NULL, 0,
+     ESGD_ERR_FORMAT, "2 dimensions, expected 3"},
+    {"empty file", {.empty = 1}, LABELS_SPEC, NULL, 0, ESGD_ERR_TRUNCATED, "magic"},
+    {"header cut in the magic",
+     {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}, .header_only = 3}, LABELS_SPEC, NULL, 0,
+     ESGD_ERR_TRUNCATED, "magic"},
+    {"header cut in the dims",
+     {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}, .header_only = 10}, LABELS_SPEC, NULL, 0,
+     ESGD_ERR_TRUNCATED, "header"},
+    {"data one byte short", {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}, .data_delta = -1},
+     LABELS_SPEC, NULL, 0, ESGD_ERR_TRUNCATED, "needs 46 bytes, the file has 45"},
+    {"labels one byte short", IMAGES_SPEC, {.type = 0x08, .ndims = 1, .dims = {TEST_COUNT}, .data_delta = -1}, NULL,
+     0, ESGD_ERR_TRUNCATED, "needs 13 bytes, the file has 12"},
+    {"trailing bytes", {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}, .data_delta = 2},
+     LABELS_SPEC, NULL, 0, ESGD_ERR_FORMAT, "2 more"},
+    {"count mismatch", IMAGES_SPEC, {.type = 0x08, .ndims = 1, .dims = {TEST_COUNT - 1}}, NULL, 0, ESGD_ERR_FORMAT,
+     "5 images"},
+    {"subset out of range", IMAGES_SPEC, LABELS_SPEC, subset_out_of_range, 2, ESGD_ERR_RANGE, "subset[1] = 5"},
+    {"empty subset", IMAGES_SPEC, LABELS_SPEC, subset_valid, 0, ESGD_ERR_ARG, "empty subset"},
+    {"zero rows", {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, 0, TEST_COLS}}, LABELS_SPEC, NULL, 0,
+     ESGD_ERR_RANGE, "dimension 1 is 0"},
+    {"zero count", {.type = 0x08, .ndims = 3, .dims = {0, TEST_ROWS, TEST_COLS}},
+     {.type = 0x08, .ndims = 1, .dims = {0}}, NULL, 0, ESGD_ERR_RANGE, "dimension 0 is 0"},
+    {"1025 columns", {.type = 0x08, .ndims = 3, .dims = {1, 1, 1025}}, {.type = 0x08, .ndims = 1, .dims = {1}}, NULL,
+     0, ESGD_ERR_RANGE, "1..1024"},
+    {"count over the limit", {.type = 0x08, .ndims = 3, .dims = {100000001, 1, 1}, .header_only = 16}, LABELS_SPEC,
+     NULL, 0, ESGD_ERR_RANGE, "1..100000000"},
+};
+
+static void test_load_rejects_malformed_files(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof load_cases / sizeof load_cases[0]; c++) {
+        const load_case *lc = &load_cases[c];
+        const char *images_path = write_idx("bad-images", &lc->images);
+        const char *labels_path = write_idx("bad-labels", &lc->labels);
+        esgd_dataset ds = {.count = 99}; /* must come back zeroed */
+        esgd_error err = {0};
+        esgd_status st = dataset_load_idx(&ds, images_path, labels_path, lc->subset, lc->subset_count, &err);
+        if (st != lc->expected || err.status != lc->expected)
+            fail_msg("case %s: status %s, expected %s (%s)", lc->name, esgd_status_name(st),
+                     esgd_status_name(lc->expected), err.message);
+        if (!strstr(err.message, lc->in_message))
+            fail_msg("case %s: message \"%s\" lacks \"%s\"", lc->name, err.message, lc->in_message);
+        assert_dataset_empty(&ds);
+    }
+}
+
+static void test_errors_name_the_file(void **state)
+{
+    (void)state;
+    const idx_spec images = {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}, .data_delta = -1};
+    const idx_spec labels = LABELS_SPEC;
+    const char *images_path = write_idx("named-images", &images);
+    const char *labels_path = write_idx("named-labels", &labels);
+    esgd_dataset ds;
+    esgd_error err = {0};
+    assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, NULL, 0, &err), ESGD_ERR_TRUNCATED);
+    assert_non_null(strstr(err.message, images_path));
+}
+
+static void test_read_labels_errors(void **state)
+{
+    (void)state;
+    static uint8_t sentinel[1];
+    uint8_t *labels = sentinel;
+    uint32_t count = 7;
+    esgd_error err = {0};
+    assert_int_equal(idx_read_labels(tmp_path("no-such-labels"), &labels, &count, &err), ESGD_ERR_IO);
+    assert_null(labels);
+    assert_int_equal(count, 0);
+    assert_non_null(strstr(err.message, "no-such-labels"));
+
+    const idx_spec images = IMAGES_SPEC;
+    const char *images_path = write_idx("labels-from-images", &images);
+    assert_int_equal(idx_read_labels(images_path, &labels, &count, &err), ESGD_ERR_FORMAT);
+    assert_null(labels);
+
+    assert_int_equal(idx_read_labels(tmp_dir, &labels, &count, &err), ESGD_ERR_IO);
+    assert_non_null(strstr(err.message, "not a regular file"));
+    assert_int_equal(idx_read_labels(images_path, NULL, &count, &err), ESGD_ERR_ARG);
+}
+
+/* ---- partitions ---- */
+
+#define PART_CLASSES 10
+
+static uint8_t *random_labels(uint32_t count, uint64_t seed)
+{
+    uint8_t *labels = malloc(count);
+    assert_non_null(labels);
+    esgd_rng rng;
+    rng_seed(&rng, seed, 1);
+    for (uint32_t i = 0; i < count; i++)
+        labels[i] = (uint8_t)rng_below(&rng, PART_CLASSES);
+    return labels;
+}
+
+static uint32_t shard_size(const esgd_shards *s, uint32_t a)
+{
+    return s->offsets[a + 1] - s->offsets[a];
+}
+
+/* Every example exactly once, offsets consistent, no empty shard. */
+static void assert_valid_partition(const esgd_shards *s, uint32_t count, uint32_t agents)
+{
+    assert_int_equal(s->agents, agents);
+    assert_int_equal(s->offsets[0], 0);
+    assert_int_equal(s->offsets[agents], count);
+    for (uint32_t a = 0; a < agents; a++)
+        assert_true(s->offsets[a + 1] > s->offsets[a]); /* ordered, none empty */
+    uint8_t *seen = calloc(count, 1);
+    assert_non_null(seen);
+    for (uint32_t k = 0; k < count; k++) {
+        assert_true(s->indices[k] < count);
+        assert_int_equal(seen[s->indices[k]], 0);
+        seen[s->indices[k]] = 1;
+    }
+    free(seen);
+}
+
+static void test_iid_shards_are_near_equal(void **state)
+{
+    (void)state;
+    const uint32_t count = 1003, agents = 7;
+    uint8_t *labels = random_labels(count, 1);
+    esgd_shards s;
+    assert_int_equal(shards_make(&s, labels, count, agents, PARTITION_IID, 0, 42, NULL), ESGD_OK);
+    assert_valid_partition(&s, count, agents);
+    uint32_t min = count, max = 0;
+    for (uint32_t a = 0; a < agents; a++) {
+        min = shard_size(&s, a) < min ? shard_size(&s, a) : min;
+        max = shard_size(&s, a) > max ? shard_size(&s, a) : max;
+    }
+    assert_int_equal(min, 143);
+    assert_int_equal(max, 144);
+    /* A shuffle, not the identity: fewer than 1% of examples keep their place. */
+    uint32_t fixed = 0;
+    for (uint32_t k = 0; k < count; k++)
+        fixed += s.indices[k] == k;
+    assert_true(fixed < 10);
+    shards_destroy(&s);
+
+    assert_int_equal(shards_make(&s, labels, count, 1, PARTITION_IID, 0, 42, NULL), ESGD_OK);
+    assert_valid_partition(&s, count, 1);
+    shards_destroy(&s);
+    free(labels);
+}
+
+static void assert_same_shards(const esgd_shards *a, const esgd_shards *b, uint32_t count, int expect_same)
+{
+    int same = memcmp(a->offsets, b->offsets, (a->agents + 1) * sizeof *a->offsets) == 0 &&
+               memcmp(a->indices, b->indices, count * sizeof *a->indices) == 0;
+    assert_int_equal(same, expect_same);
+}
+
+static void test_partitions_are_deterministic_per_seed(void **state)
+{
+    (void)state;
+    const uint32_t count = 2000, agents = 5;
+    uint8_t *labels = random_labels(count, 2);
+    const partition_kind kinds[] = {PARTITION_IID, PARTITION_DIRICHLET};
+    for (size_t k = 0; k < 2; k++) {
+        esgd_shards first, again, other;
+        assert_int_equal(shards_make(&first, labels, count, agents, kinds[k], 0.5, 7, NULL), ESGD_OK);
+        assert_int_equal(shards_make(&again, labels, count, agents, kinds[k], 0.5, 7, NULL), ESGD_OK);
+        assert_int_equal(shards_make(&other, labels, count, agents, kinds[k], 0.5, 8, NULL), ESGD_OK);
+        assert_valid_partition(&first, count, agents);
+        assert_valid_partition(&other, count, agents);
+        assert_same_shards(&first, &again, count, 1);
+        assert_same_shards(&first, &other, count, 0);
+        shards_destroy(&first);
+        shards_destroy(&again);
+        shards_destroy(&other);
+    }
+    free(labels);
+}
+
+/* Fraction of agent a's examples in its most common class. */
+static double dominant_fraction(const esgd_shards *s, const uint8_t *labels, uint32_t a)
+{
+    uint32_t hist[PART_CLASSES] = {0}, top = 0;
+    for (uint32_t k = s->offsets[a]; k < s->offsets[a + 1]; k++)
+        hist[labels[s->indices[k]]]++;
+    for (int c = 0; c < PART_CLASSES; c++)
+        top = hist[c] > top ? hist[c] : top;
+    return (double)top / shard_size(s, a);
+}
+
+static void test_dirichlet_alpha_controls_skew(void **state)
+{
+    (void)state;
+    const uint32_t count = 5000, agents = 10;
+    uint8_t *labels = random_labels(count, 3);
+    esgd_shards s;
+
+    assert_int_equal(shards_make(&s, labels, count, agents, PARTITION_DIRICHLET, 0.1, 11, NULL), ESGD_OK);
+    assert_valid_partition(&s, count, agents);
+    double mean_dominant = 0;
+    for (uint32_t a = 0; a < agents; a++)
+        mean_dominant += dominant_fraction(&s, labels, a) / agents;
+    print_message("alpha 0.1: mean dominant-class fraction %.3f\n", mean_dominant);
+    assert_true(mean_dominant > 0.5);
+    shards_destroy(&s);
+
+    assert_int_equal(shards_make(&s, labels, count, agents, PARTITION_DIRICHLET, 100, 11, NULL), ESGD_OK);
+    assert_valid_partition(&s, count, agents);
+    double max_dominant = 0;
+    for (uint32_t a = 0; a < agents; a++) {
+        double f = dominant_fraction(&s, labels, a);
+        max_dominant = f > max_dominant ? f : max_dominant;
+        /* Near-equal shards as well: 500 expected each. */
+        assert_true(shard_size(&s, a) > 400 && shard_size(&s, a) < 600);
+    }
+    print_message("alpha 100: max dominant-class fraction %.3f\n", max_dominant);
+    assert_true(max_dominant < 0.2);
+    shards_destroy(&s);
+
+    /* Within a shard classes are mixed, not left in runs: with one class
+     * per run the label would change only a few times. */
+    assert_int_equal(shards_make(&s, labels, count, 2, PARTITION_DIRICHLET, 100, 11, NULL), ESGD_OK);
+    uint32_t changes = 0;
+    for (uint32_t k = s.offsets[0] + 1; k < s.offsets[1]; k++)
+        changes += labels[s.indices[k]] != labels[s.indices[k - 1]];
+    assert_true(changes > shard_size(&s, 0) / 2);
+    shards_destroy(&s);
+    free(labels);
+}
+
+static void test_dirichlet_leaves_no_shard_empty(void **state)
+{
+    (void)state;
+    const uint32_t count = 1000;
+    uint8_t *labels = random_labels(count, 4);
+    const uint32_t agent_counts[] = {300, 999, 1000};
+    const double alphas[] = {0.01, 0.001, 1e-6};
+    for (size_t i = 0; i < 3; i++) {
+        esgd_shards s;
+        assert_int_equal(shards_make(&s, labels, count, agent_counts[i], PARTITION_DIRICHLET, alphas[i], 5, NULL),
+                         ESGD_OK);
+        assert_valid_partition(&s, count, agent_counts[i]);
+        if (agent_counts[i] == count)
+            for (uint32_t a = 0; a < count; a++)
+                assert_int_equal(shard_size(&s, a), 1);
+        shards_destroy(&s);
+    }
+    free(labels);
+}
+
+static void test_shards_reject_bad_arguments(void **state)
+{
+    (void)state;
+    static const uint8_t labels[4] = {0, 1, 2, 3};
+    static const struct {
+        const uint8_t *labels;
+        uint32_t count, agents;
+        partition_kind kind;
+        double alpha;
+    } cases[] = {
+        {labels, 4, 0, PARTITION_IID, 1},         {labels, 4, 5, PARTITION_IID, 1},
+        {labels, 0, 1, PARTITION_IID, 1},         {NULL, 4, 2, PARTITION_IID, 1},
+        {labels, 4, 2, PARTITION_DIRICHLET, 0},   {labels, 4, 2, PARTITION_DIRICHLET, -1},
+        {labels, 4, 2, PARTITION_DIRICHLET, NAN}, {labels, 4, 2, PARTITION_DIRICHLET, INFINITY},
+        {labels, 4, 2, (partition_kind)7, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        esgd_shards s = {.agents = 99};
+        esgd_error err = {0};
+        assert_int_equal(shards_make(&s, cases[c].labels, cases[c].count, cases[c].agents, cases[c].kind,
+                                     cases[c].alpha, 1, &err),
+                         ESGD_ERR_ARG);
+        assert_true(err.message[0] != '\0');
+        assert_int_equal(s.agents, 0);
+        assert_null(s.offsets);
+        assert_null(s.indices);
+    }
+    /* alpha is only read by the Dirichlet partition. */
+    esgd_shards s;
+    assert_int_equal(shards_make(&s, labels, 4, 4, PARTITION_IID, 0, 1, NULL), ESGD_OK);
+    shards_destroy(&s);
+    shards_destroy(&s);
+}
+
+/* ---- MNIST, when it has been fetched ---- */
+
+static const char *mnist_dir(void)
+{
+    const char *dir = getenv("ESGD_DATA_DIR");
+    if (!dir || !*dir) {
+        print_message("ESGD_DATA_DIR is not set: skipping the MNIST checks\n");
+        return NULL;
+    }
+    char path[4096];
+    dataset_labels_path(path, sizeof path, dir, "train");
+    if (access(path, R_OK) != 0) {
+        print_message("%s: %s; run scripts/fetch-mnist.sh: skipping the MNIST checks\n", path, strerror(errno));
+        return NULL;
+    }
+    return dir;
+}
+
+static void assert_histogram(const esgd_dataset *ds, const uint32_t expected[10])
+{
+    uint32_t hist[DATASET_MAX_CLASSES] = {0};
+    for (uint32_t i = 0; i < ds->count; i++)
+        hist[ds->labels[i]]++;
+    assert_memory_equal(hist, expected, 10 * sizeof *expected);
+    for (int c = 10; c < DATASET_MAX_CLASSES; c++)
+        assert_int_equal(hist[c], 0);
+}
+
+static void test_mnist_files(void **state)
+{
+    (void)state;
+    const char *dir = mnist_dir();
+    if (!dir)
+        skip();
+    static const uint32_t train_hist[10] = {5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949};
+    static const uint32_t test_hist[10] = {980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009};
+    esgd_error err = {0};
+    esgd_dataset train, test;
+    assert_int_equal(dataset_load_split(&train, dir, "train", NULL, 0, &err), ESGD_OK);
+    assert_int_equal(train.count, 60000);
+    assert_int_equal(train.rows, 28);
+    assert_int_equal(train.cols, 28);
+    assert_histogram(&train, train_hist);
+    assert_int_equal(dataset_load_split(&test, dir, "t10k", NULL, 0, &err), ESGD_OK);
+    assert_int_equal(test.count, 10000);
+    assert_int_equal(test.rows, 28);
+    assert_int_equal(test.cols, 28);
+    assert_histogram(&test, test_hist);
+
+    /* A gateway's shard, read row by row, equals the same rows of the whole file. */
+    char path[4096];
+    uint8_t *labels = NULL;
+    uint32_t count = 0;
+    dataset_labels_path(path, sizeof path, dir, "train");
+    assert_int_equal(idx_read_labels(path, &labels, &count, &err), ESGD_OK);
+    assert_int_equal(count, 60000);
+    assert_memory_equal(labels, train.labels, count);
+    esgd_shards shards;
+    assert_int_equal(shards_make(&shards, labels, count, 4, PARTITION_DIRICHLET, 0.5, 3, &err), ESGD_OK);
+    const uint32_t a = 2, *idx = shards.indices + shards.offsets[a], n = shard_size(&shards, a);
+    esgd_dataset shard;
+    assert_int_equal(dataset_load_split(&shard, dir, "train", idx, n, &err), ESGD_OK);
+    assert_int_equal(shard.count, n);
+    const size_t dim = 28 * 28;
+    for (uint32_t k = 0; k < n; k++) {
+        assert_int_equal(shard.labels[k], train.labels[idx[k]]);
+        assert_memory_equal(shard.pixels + k * dim, train.pixels + (size_t)idx[k] * dim, dim);
+    }
+    dataset_destroy(&shard);
+    shards_destroy(&shards);
+    free(labels);
+    dataset_destroy(&train);
+    dataset_destroy(&test);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_whole_file),
+        cmocka_unit_test(test_load_subset_keeps_the_given_order),
+        cmocka_unit_test(test_load_split_and_labels_path),
+        cmocka_unit_test(test_fill_batch_scales_to_unit_range),
+        cmocka_unit_test(test_load_rejects_malformed_files),
+        cmocka_unit_test(test_errors_name_the_file),
+        cmocka_unit_test(test_read_labels_errors),
+        cmocka_unit_test(test_iid_shards_are_near_equal),
+        cmocka_unit_test(test_partitions_are_deterministic_per_seed),
+        cmocka_unit_test(test_dirichlet_alpha_controls_skew),
+        cmocka_unit_test(test_dirichlet_leaves_no_shard_empty),
+        cmocka_unit_test(test_shards_reject_bad_arguments),
+        cmocka_unit_test(test_mnist_files),
+    };
+    return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
+}
