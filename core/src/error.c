@@ -61,7 +61,20 @@ void esgd_error_prefix(esgd_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    /* Joined by hand: snprintf("%s: %s") into a same-sized buffer trips
+     * -Wformat-truncation, and truncation is the intended behaviour. */
     char joined[sizeof err->message];
-    snprintf(joined, sizeof joined, "%s: %s", prefix, err->message);
+    size_t cap = sizeof joined - 1;
+    size_t used = strlen(prefix); /* vsnprintf terminated it within cap */
+    memcpy(joined, prefix, used);
+    const char *separator = ": ";
+    for (const char *c = separator; *c && used < cap; c++)
+        joined[used++] = *c;
+    err->message[sizeof err->message - 1] = '\0';
+    size_t tail = strlen(err->message);
+    if (tail > cap - used)
+        tail = cap - used;
+    memcpy(joined + used, err->message, tail);
+    joined[used + tail] = '\0';
     memcpy(err->message, joined, sizeof joined);
 }
