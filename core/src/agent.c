@@ -10,6 +10,7 @@
 #include "esgd/codec.h"
 #include "esgd/model.h"
 #include "esgd/rng.h"
+#include "esgd/state_file.h"
 
 struct esgd_agent {
     esgd_job_config cfg;
@@ -34,6 +35,8 @@ struct esgd_agent {
 
     float last_loss;
     uint32_t last_count;
+    bool answered;         /* out holds the update for answered_round */
+    uint32_t answered_round;
 };
 
 esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_dataset *shard, esgd_error *err)
@@ -111,6 +114,10 @@ esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, e
     if (strcmp(m->job, a->cfg.job) != 0)
         return esgd_error_set(err, ESGD_ERR_MISMATCH, "model for job '%s', agent is in job '%s'", m->job,
                               a->cfg.job);
+    if (a->has_model && m->round < a->round)
+        return ESGD_OK;
+    if (a->has_model && m->round == a->round && m->form == MODEL_FORM_DELTA)
+        return ESGD_OK; /* already applied; its base is no longer what we hold */
     if (m->form == MODEL_FORM_DELTA && (!a->has_model || m->base_round != a->round))
         return esgd_error_set(err, ESGD_ERR_MISMATCH,
                               "model delta for round %u applies to round %u, agent holds %s%u", m->round,
@@ -158,6 +165,13 @@ uint32_t agent_last_count(const esgd_agent *a)
     return a->last_count;
 }
 
+bool agent_answered_round(const esgd_agent *a, uint32_t *round)
+{
+    if (a->answered && round)
+        *round = a->answered_round;
+    return a->answered;
+}
+
 sparsifier *agent_sparsifier(esgd_agent *a)
 {
     return a->sparsify;
@@ -196,6 +210,11 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
         return esgd_error_set(err, ESGD_ERR_ARG, "agent %u has no model yet", a->id);
     if (a->done)
         return esgd_error_set(err, ESGD_ERR_ARG, "agent %u: job is done", a->id);
+    if (a->answered && a->answered_round == a->round) {
+        *msg = a->out.data;
+        *size = a->out.size;
+        return ESGD_OK;
+    }
     fill_round_batch(a, a->round);
     float loss = 0;
     esgd_status st = model_forward_backward(a->model, a->batch_x, a->batch_y, a->cfg.batch, &loss);
@@ -219,7 +238,84 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
         return st;
     a->last_loss = loss;
     a->last_count = u.grad.count;
+    a->answered = true;
+    a->answered_round = a->round;
     *msg = a->out.data;
     *size = a->out.size;
     return ESGD_OK;
+}
+
+/* The job configuration is stored as its wire encoding, so any setting that
+ * differs makes the state file refuse to load. */
+static esgd_status config_bytes(const esgd_agent *a, esgd_buffer *buf, esgd_error *err)
+{
+    esgd_status st = buffer_init(buf, CODEC_CONFIG_BOUND, err);
+    if (st == ESGD_OK && (st = codec_encode_config(buf, &a->cfg, err)) != ESGD_OK)
+        buffer_destroy(buf);
+    return st;
+}
+
+esgd_status agent_save(esgd_agent *a, const char *path, esgd_error *err)
+{
+    esgd_buffer config;
+    esgd_status st = config_bytes(a, &config, err);
+    if (st != ESGD_OK)
+        return st;
+    state_writer w;
+    state_writer_init(&w);
+    state_put_bytes(&w, config.data, config.size);
+    state_put_u32(&w, a->id);
+    state_put_u32(&w, a->answered ? 1 : 0);
+    state_put_u32(&w, a->answered_round);
+    state_put_bytes(&w, a->out.data, a->answered ? a->out.size : 0);
+    sparsifier_save_state(a->sparsify, &w);
+    st = state_file_write(path, STATE_KIND_AGENT, &w, err);
+    state_writer_destroy(&w);
+    buffer_destroy(&config);
+    return st;
+}
+
+esgd_status agent_restore(esgd_agent *a, const char *path, esgd_error *err)
+{
+    esgd_buffer config;
+    esgd_status st = config_bytes(a, &config, err);
+    if (st != ESGD_OK)
+        return st;
+    state_reader r;
+    if ((st = state_file_read(path, STATE_KIND_AGENT, &r, err)) != ESGD_OK) {
+        buffer_destroy(&config);
+        return st;
+    }
+    const uint8_t *saved_config = NULL, *update = NULL;
+    size_t saved_size = 0, update_size = 0;
+    uint32_t id = 0, answered = 0, answered_round = 0;
+    if ((st = state_get_bytes(&r, &saved_config, &saved_size, err)) != ESGD_OK ||
+        (st = state_get_u32(&r, &id, err)) != ESGD_OK || (st = state_get_u32(&r, &answered, err)) != ESGD_OK ||
+        (st = state_get_u32(&r, &answered_round, err)) != ESGD_OK ||
+        (st = state_get_bytes(&r, &update, &update_size, err)) != ESGD_OK)
+        goto out;
+    if (saved_size != config.size || memcmp(saved_config, config.data, config.size) != 0 || id != a->id) {
+        st = esgd_error_set(err, ESGD_ERR_MISMATCH,
+                            "state %s belongs to another job configuration or agent (saved agent %u, this is %u)",
+                            path, id, a->id);
+        goto out;
+    }
+    if (update_size > a->out.capacity || (answered && update_size == 0)) {
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "state %s: stored update of %zu bytes is invalid", path,
+                            update_size);
+        goto out;
+    }
+    /* The sparsifier restores all or nothing, so it goes last. */
+    if ((st = sparsifier_load_state(a->sparsify, &r, err)) != ESGD_OK)
+        goto out;
+    memcpy(a->out.data, update, update_size);
+    a->out.size = update_size;
+    a->answered = answered != 0;
+    a->answered_round = answered_round;
+out:
+    if (st != ESGD_OK)
+        esgd_error_prefix(err, "agent %u restoring %s", a->id, path);
+    state_reader_destroy(&r);
+    buffer_destroy(&config);
+    return st;
 }

@@ -4,11 +4,13 @@
 #include "esgd/coordinator.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "esgd/codec.h"
 #include "esgd/model.h"
+#include "esgd/state_file.h"
 
 /* Largest batch used when evaluating the test set. */
 #define EVAL_BATCH 500
@@ -271,6 +273,116 @@ esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, 
                                  float *loss, esgd_error *err)
 {
     return model_evaluate(c->model, test, limit, accuracy, loss, err);
+}
+
+/* The counters in a fixed order, so the file does not depend on struct layout. */
+static const size_t counter_offsets[] = {
+    offsetof(coordinator_counters, accepted),        offsetof(coordinator_counters, duplicate),
+    offsetof(coordinator_counters, late),            offsetof(coordinator_counters, early),
+    offsetof(coordinator_counters, uplink_bytes),    offsetof(coordinator_counters, accepted_uplink_bytes),
+    offsetof(coordinator_counters, broadcast_bytes), offsetof(coordinator_counters, downlink_bytes),
+};
+#define COUNTER_COUNT (sizeof counter_offsets / sizeof counter_offsets[0])
+
+static uint64_t *counter_at(coordinator_counters *k, size_t i)
+{
+    return (uint64_t *)((char *)k + counter_offsets[i]);
+}
+
+esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *err)
+{
+    const uint8_t *config;
+    size_t config_size;
+    esgd_status st = coordinator_config_message(c, &config, &config_size, err);
+    if (st != ESGD_OK)
+        return st;
+    state_writer w;
+    state_writer_init(&w);
+    state_put_bytes(&w, config, config_size);
+    state_put_u32(&w, c->round);
+    state_put_bytes(&w, c->loss_history, (size_t)c->round * sizeof(float));
+    state_put_u32(&w, (uint32_t)COUNTER_COUNT);
+    for (size_t i = 0; i < COUNTER_COUNT; i++)
+        state_put_u64(&w, *counter_at(&c->counters, i));
+    state_put_u32(&w, ESGD_STATUS_COUNT);
+    for (int i = 0; i < ESGD_STATUS_COUNT; i++)
+        state_put_u64(&w, c->counters.rejected[i]);
+    state_put_bytes(&w, c->model->params, (size_t)c->dim * sizeof(float));
+    st = state_file_write(path, STATE_KIND_COORDINATOR, &w, err);
+    state_writer_destroy(&w);
+    return st;
+}
+
+esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_error *err)
+{
+    state_reader r;
+    esgd_status st = state_file_read(path, STATE_KIND_COORDINATOR, &r, err);
+    if (st != ESGD_OK)
+        return st;
+    const uint8_t *saved_config = NULL, *own_config = NULL;
+    size_t saved_size = 0, own_size = 0;
+    uint32_t round = 0, counter_count = 0, status_count = 0;
+    coordinator_counters counters;
+    memset(&counters, 0, sizeof counters);
+    if ((st = state_get_bytes(&r, &saved_config, &saved_size, err)) != ESGD_OK ||
+        (st = coordinator_config_message(c, &own_config, &own_size, err)) != ESGD_OK)
+        goto out;
+    if (saved_size != own_size || memcmp(saved_config, own_config, own_size) != 0) {
+        st = esgd_error_set(err, ESGD_ERR_MISMATCH,
+                            "checkpoint %s was written for another job configuration (remove it or use the same "
+                            "settings)", path);
+        goto out;
+    }
+    if ((st = state_get_u32(&r, &round, err)) != ESGD_OK)
+        goto out;
+    if (round > c->total_rounds) {
+        st = esgd_error_set(err, ESGD_ERR_RANGE, "checkpoint %s: round %u beyond the job's %u", path, round,
+                            c->total_rounds);
+        goto out;
+    }
+    /* Read everything into temporaries first: a damaged file must leave the
+     * coordinator as it was. */
+    const uint8_t *losses = NULL, *params = NULL;
+    size_t losses_size = 0, params_size = 0;
+    if ((st = state_get_bytes(&r, &losses, &losses_size, err)) != ESGD_OK)
+        goto out;
+    if (losses_size != (size_t)round * sizeof(float)) {
+        st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: loss history does not match round %u", path,
+                            round);
+        goto out;
+    }
+    if ((st = state_get_u32(&r, &counter_count, err)) != ESGD_OK)
+        goto out;
+    if (counter_count != COUNTER_COUNT) {
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u counters, expected %zu", path, counter_count,
+                            COUNTER_COUNT);
+        goto out;
+    }
+    for (size_t i = 0; i < COUNTER_COUNT && st == ESGD_OK; i++)
+        st = state_get_u64(&r, counter_at(&counters, i), err);
+    if (st == ESGD_OK)
+        st = state_get_u32(&r, &status_count, err);
+    if (st == ESGD_OK && status_count != ESGD_STATUS_COUNT)
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u rejection reasons, expected %d", path,
+                            status_count, ESGD_STATUS_COUNT);
+    for (int i = 0; i < ESGD_STATUS_COUNT && st == ESGD_OK; i++)
+        st = state_get_u64(&r, &counters.rejected[i], err);
+    if (st == ESGD_OK)
+        st = state_get_bytes(&r, &params, &params_size, err);
+    if (st == ESGD_OK && params_size != (size_t)c->dim * sizeof(float))
+        st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: %zu parameter bytes, model has %u parameters",
+                            path, params_size, c->dim);
+    if (st != ESGD_OK)
+        goto out;
+    memcpy(c->loss_history, losses, losses_size);
+    memcpy(c->model->params, params, params_size);
+    c->counters = counters;
+    c->round = round;
+    c->delta_valid = false;
+    aggregator_reset(c->agg);
+out:
+    state_reader_destroy(&r);
+    return st;
 }
 
 const char *update_outcome_name(update_outcome o)

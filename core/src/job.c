@@ -367,3 +367,9 @@ const char *partition_kind_name(partition_kind p)
 {
     return enum_name(partition_names, (int)p);
 }
+
+bool job_is_eval_round(const esgd_job_config *cfg, uint32_t round)
+{
+    uint32_t every = cfg->eval_every ? cfg->eval_every : job_rounds_per_epoch(cfg);
+    return (round + 1) % every == 0 || round + 1 == job_total_rounds(cfg);
+}

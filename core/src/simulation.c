@@ -32,38 +32,27 @@ static esgd_status load_data(esgd_simulation *s, const char *dir, esgd_job_confi
     char path[4096];
     uint8_t *labels = NULL;
     uint32_t count = 0;
-    esgd_shards shards = {0};
     dataset_labels_path(path, sizeof path, dir, "train");
     esgd_status st = idx_read_labels(path, &labels, &count, err);
+    free(labels);
     if (st != ESGD_OK)
         return st;
     cfg->train_samples = count;
     if ((st = job_config_validate(cfg, err)) != ESGD_OK ||
-        (st = shards_make(&shards, labels, count, cfg->agents, cfg->partition, cfg->alpha, cfg->seed, err)) !=
-            ESGD_OK ||
         (st = dataset_load_split(&s->test, dir, "t10k", NULL, 0, err)) != ESGD_OK)
-        goto out;
+        return st;
     s->shards = calloc(cfg->agents, sizeof *s->shards);
     s->agents = calloc(cfg->agents, sizeof *s->agents);
-    if (!s->shards || !s->agents) {
-        st = esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory for %u agents", cfg->agents);
-        goto out;
-    }
+    if (!s->shards || !s->agents)
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory for %u agents", cfg->agents);
     s->agent_count = cfg->agents;
     for (uint32_t a = 0; a < cfg->agents; a++) {
-        const uint32_t *idx = shards.indices + shards.offsets[a];
-        uint32_t n = shards.offsets[a + 1] - shards.offsets[a];
-        if ((st = dataset_load_split(&s->shards[a], dir, "train", idx, n, err)) != ESGD_OK)
-            goto out;
-        if (!(s->agents[a] = agent_new(cfg, a, &s->shards[a], err))) {
-            st = err ? err->status : ESGD_ERR_ARG;
-            goto out;
-        }
+        if ((st = job_load_shard(cfg, dir, a, cfg->agents, &s->shards[a], NULL, err)) != ESGD_OK)
+            return st;
+        if (!(s->agents[a] = agent_new(cfg, a, &s->shards[a], err)))
+            return err ? err->status : ESGD_ERR_ARG;
     }
-out:
-    free(labels);
-    shards_destroy(&shards);
-    return st;
+    return ESGD_OK;
 }
 
 esgd_simulation *simulation_new(esgd_job_config *cfg, const char *data_dir, esgd_error *err)

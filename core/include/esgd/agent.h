@@ -26,9 +26,11 @@ esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_
 void agent_free(esgd_agent *agent); /* NULL is a no-op */
 
 /* Decodes and applies a model message (full, or delta on the model the agent
- * holds). Errors leave the agent's model as it was: ESGD_ERR_MISMATCH (other
- * job, or a delta whose base is not the agent's round: the caller should
- * fetch the retained full model), plus every codec error. */
+ * holds). A model for a round older than the one held is ignored (ESGD_OK):
+ * QoS 1 redelivery and retained copies make that normal. Errors leave the
+ * agent's model as it was: ESGD_ERR_MISMATCH (other job, or a delta whose
+ * base is not the agent's round: the caller should fetch the retained full
+ * model), plus every codec error. */
 esgd_status agent_apply_model(esgd_agent *agent, const uint8_t *data, size_t size, esgd_error *err);
 
 /* True once a model has been applied and the job is not done. */
@@ -40,14 +42,28 @@ const float *agent_params(const esgd_agent *agent);
 /* Round t = the round of the last applied model: gradient on the round's
  * minibatch, sparsify, encode. *msg points into the agent's buffer, valid
  * until the next call. The minibatch is a pure function of (seed, agent,
- * round), so a restarted agent draws the same data for the same round. */
+ * round), so a restarted agent draws the same data for the same round.
+ * Idempotent per round: asked again for the round it last answered, it
+ * returns the same message without touching its state (for re-sending). */
 esgd_status agent_compute_update(esgd_agent *agent, const uint8_t **msg, size_t *size, esgd_error *err);
 
 /* Loss and entries of the last computed update (for logs). */
 float agent_last_loss(const esgd_agent *agent);
 uint32_t agent_last_count(const esgd_agent *agent);
 
-/* The agent's sparsifier, for persistence of its state. */
+/* The last round answered (false if none yet). */
+bool agent_answered_round(const esgd_agent *agent, uint32_t *round);
+
+/* What a restarted gateway needs to continue exactly where it was: the
+ * sparsifier's state (importance, residual, previous selection, random
+ * stream), the last answered round and its encoded update. The model is not
+ * saved; it comes back from the retained model. Written atomically
+ * (state_file.h). agent_restore refuses a file of another job configuration
+ * or agent (ESGD_ERR_MISMATCH) and leaves the agent unchanged on any error. */
+esgd_status agent_save(esgd_agent *agent, const char *path, esgd_error *err);
+esgd_status agent_restore(esgd_agent *agent, const char *path, esgd_error *err);
+
+/* The agent's sparsifier, for tests. */
 sparsifier *agent_sparsifier(esgd_agent *agent);
 
 #endif

@@ -88,6 +88,15 @@ void coordinator_close_round(esgd_coordinator *c, round_summary *summary);
 esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, uint32_t limit, float *accuracy,
                                  float *loss, esgd_error *err);
 
+/* Checkpoint between rounds (after a close, before the next round's
+ * updates): the job configuration, the open round, the loss history, the
+ * counters and x_round, written atomically (state_file.h). */
+esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *err);
+/* Restores a checkpoint of the same job configuration; ESGD_ERR_MISMATCH if
+ * it was written for another one, any state_file error if it is damaged
+ * (the coordinator is unchanged then). The next round model is full. */
+esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_error *err);
+
 const char *update_outcome_name(update_outcome o); /* "accepted", "duplicate", "late", "early", "rejected" */
 
 #endif

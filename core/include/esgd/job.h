@@ -5,6 +5,7 @@
 #ifndef ESGD_JOB_H
 #define ESGD_JOB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,6 +81,16 @@ uint32_t job_rounds_per_epoch(const esgd_job_config *cfg);   /* ceil(train_sampl
 uint32_t job_total_rounds(const esgd_job_config *cfg);       /* rounds, or epochs * rounds_per_epoch */
 uint32_t job_epoch_of_round(const esgd_job_config *cfg, uint32_t round);
 double job_lr_at_round(const esgd_job_config *cfg, uint32_t round);
+/* True when the test set is evaluated after closing `round`: every
+ * eval_every rounds (or at each epoch's end when 0) and after the last. */
+bool job_is_eval_round(const esgd_job_config *cfg, uint32_t round);
+
+/* The training examples of shard `index` of `parts`: reads DIR's training
+ * labels, cuts them as the job says (partition, alpha, seed) and loads that
+ * shard's images. *train_samples (may be NULL) receives the training-set
+ * size. Errors: every dataset error, ESGD_ERR_ARG (index >= parts). */
+esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
+                           esgd_dataset *out, uint32_t *train_samples, esgd_error *err);
 
 /* Names of enum values, from the same table the options are parsed with
  * (parse them with job_config_set). */

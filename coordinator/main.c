@@ -1,0 +1,360 @@
+/* esgd-coordinator: the parameter server of an eSGD job over MQTT. It
+ * publishes the job configuration, opens each round by publishing the model,
+ * collects the agents' updates, closes the round when every agent has
+ * reported (or a quorum has and the deadline has passed), and checkpoints.
+ * All training arithmetic is the core's (coordinator.h); this file only
+ * moves bytes and keeps time. */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "esgd/cli.h"
+#include "esgd/codec.h"
+#include "esgd/coordinator.h"
+#include "esgd/log.h"
+#include "esgd/mqtt_link.h"
+#include "esgd/report.h"
+#include "esgd/state_file.h"
+#include "esgd/topics.h"
+
+enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
+
+typedef struct settings {
+    const char *broker, *data_dir, *state_dir, *csv_path, *username, *password, *ca_file;
+    uint32_t quorum;          /* 0: majority of the expected agents */
+    double round_timeout;     /* seconds */
+    uint32_t eval_limit;
+    uint32_t connect_timeout;
+    int json;
+} settings;
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct run {
+    settings set;
+    esgd_job_config cfg;
+    esgd_coordinator *coordinator;
+    mqtt_link *link;
+    esgd_dataset test;
+    FILE *csv;
+    char checkpoint[4096];
+    uint8_t *agent_online;    /* (agents) last status seen + 1, for logs */
+    codec_decoder *status_decoder;
+    float accuracy, test_loss;
+} run;
+
+static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained)
+{
+    esgd_error err = {0};
+    esgd_status st = mqtt_link_publish(r->link, topic, msg, size, 1, retained, &err);
+    if (st != ESGD_OK)
+        log_error("%s", err.message);
+    return st;
+}
+
+/* The broadcast that opens the round, and the retained full model that lets
+ * a late or restarted agent start at once. */
+static esgd_status open_round(run *r)
+{
+    esgd_error err = {0};
+    const uint8_t *msg;
+    size_t size;
+    char topic[TOPIC_MAX];
+    uint32_t round = coordinator_round(r->coordinator);
+    esgd_status st = coordinator_full_model(r->coordinator, &msg, &size, &err);
+    if (st == ESGD_OK) {
+        topic_latest_model(topic, r->cfg.job);
+        st = publish(r, topic, msg, size, true);
+    }
+    if (st == ESGD_OK && (st = coordinator_round_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
+        topic_round_model(topic, r->cfg.job, round);
+        st = publish(r, topic, msg, size, false);
+    }
+    if (st != ESGD_OK && err.message[0])
+        log_error("round %u: cannot publish the model: %s", round, err.message);
+    return st;
+}
+
+static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
+{
+    esgd_error err = {0};
+    status_msg s;
+    if (codec_decode_status(r->status_decoder, m->data, m->size, &s, &err) != ESGD_OK) {
+        if (m->size > 0) /* an empty payload clears a retained status */
+            log_warn("agent %u: unreadable status message: %s", agent, err.message);
+        return;
+    }
+    if (agent >= r->cfg.agents)
+        return;
+    uint8_t online = s.state == AGENT_STATE_ONLINE;
+    if (r->agent_online[agent] != online + 1) {
+        log_info("agent %u is %s (last answered round %u)", agent, agent_state_name(s.state), s.round);
+        r->agent_online[agent] = (uint8_t)(online + 1);
+    }
+}
+
+static void handle_message(run *r, const mqtt_message *m)
+{
+    topic_info t = topic_parse(m->topic, r->cfg.job);
+    if (t.kind == TOPIC_STATUS) {
+        handle_status(r, t.agent, m);
+        return;
+    }
+    if (t.kind != TOPIC_ROUND_GRAD)
+        return;
+    esgd_error err = {0};
+    update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, &err);
+    if (outcome == UPDATE_REJECTED)
+        log_warn("round %u: rejected update on %s (%s): %s", coordinator_round(r->coordinator), m->topic,
+                 esgd_status_name(err.status), err.message);
+    else if (outcome != UPDATE_ACCEPTED)
+        log_info("round %u: %s update on %s", coordinator_round(r->coordinator), update_outcome_name(outcome),
+                 m->topic);
+}
+
+/* Collects updates until every expected agent has reported, or the quorum
+ * has and round_timeout has passed. False when a stop was requested. */
+static bool collect_round(run *r, uint32_t quorum)
+{
+    double opened = now_seconds(), last_notice = opened;
+    uint32_t agents = r->cfg.agents;
+    for (;;) {
+        uint32_t have = coordinator_participants(r->coordinator);
+        double waited = now_seconds() - opened;
+        if (have == agents || (have >= quorum && waited >= r->set.round_timeout))
+            return true;
+        if (stop_requested)
+            return false;
+        if (now_seconds() - last_notice >= 30) {
+            log_warn("round %u: %u of %u agents after %.0f s (quorum %u); waiting",
+                     coordinator_round(r->coordinator), have, agents, waited, quorum);
+            last_notice = now_seconds();
+        }
+        mqtt_message m;
+        if (mqtt_link_next(r->link, 50, &m))
+            handle_message(r, &m);
+    }
+}
+
+static int after_round(run *r, const round_summary *s)
+{
+    esgd_error err = {0};
+    float accuracy = NAN;
+    if (job_is_eval_round(&r->cfg, s->round)) {
+        uint32_t limit = coordinator_done(r->coordinator) ? 0 : r->set.eval_limit;
+        if (coordinator_evaluate(r->coordinator, &r->test, limit, &r->accuracy, &r->test_loss, &err) != ESGD_OK) {
+            log_error("evaluation: %s", err.message);
+            return EXIT_RUNTIME;
+        }
+        accuracy = r->accuracy;
+    }
+    /* The checkpoint is written before the next model goes out, so agents
+     * can never be ahead of what a restarted coordinator remembers. */
+    if (r->set.state_dir && coordinator_save(r->coordinator, r->checkpoint, &err) != ESGD_OK) {
+        log_error("checkpoint: %s", err.message);
+        return EXIT_RUNTIME;
+    }
+    report_progress(stderr, r->coordinator, s, accuracy);
+    if (r->csv) {
+        report_csv_row(r->csv, r->coordinator, s, accuracy);
+        fflush(r->csv);
+    }
+    return EXIT_DONE;
+}
+
+static int train(run *r)
+{
+    esgd_error err = {0};
+    char topic[TOPIC_MAX];
+    const uint8_t *msg;
+    size_t size;
+    uint32_t quorum = r->set.quorum ? r->set.quorum : r->cfg.agents / 2 + 1;
+    if (quorum > r->cfg.agents)
+        quorum = r->cfg.agents;
+
+    topic_filter_grads(topic, r->cfg.job);
+    if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK)
+        goto io_error;
+    topic_filter_status(topic, r->cfg.job);
+    if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK)
+        goto io_error;
+    if (coordinator_config_message(r->coordinator, &msg, &size, &err) != ESGD_OK)
+        goto io_error;
+    topic_config(topic, r->cfg.job);
+    if (publish(r, topic, msg, size, true) != ESGD_OK)
+        return EXIT_RUNTIME;
+    log_info("job %s: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds from round %u", r->cfg.job,
+             model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method), r->cfg.sparsify.drop_ratio,
+             r->cfg.agents, quorum, r->set.round_timeout, job_total_rounds(&r->cfg), coordinator_round(r->coordinator));
+
+    while (!coordinator_done(r->coordinator)) {
+        if (open_round(r) != ESGD_OK)
+            return EXIT_RUNTIME;
+        if (!collect_round(r, quorum))
+            return EXIT_INTERRUPTED;
+        round_summary s;
+        coordinator_close_round(r->coordinator, &s);
+        int rc = after_round(r, &s);
+        if (rc != EXIT_DONE)
+            return rc;
+    }
+    /* The final model, done = 1: agents stop when they see it. */
+    if (open_round(r) != ESGD_OK)
+        return EXIT_RUNTIME;
+    if (!mqtt_link_flush(r->link, 10000))
+        log_warn("some final messages were not acknowledged by the broker");
+    return EXIT_DONE;
+io_error:
+    log_error("%s", err.message);
+    return EXIT_RUNTIME;
+}
+
+static int setup(run *r, esgd_error *err)
+{
+    char path[4096];
+    uint8_t *labels = NULL;
+    uint32_t count = 0;
+    /* The training-set size fixes the rounds per epoch; read it from the
+     * data the agents train on, as the simulator does. */
+    dataset_labels_path(path, sizeof path, r->set.data_dir, "train");
+    if (idx_read_labels(path, &labels, &count, err) != ESGD_OK)
+        return EXIT_RUNTIME;
+    free(labels);
+    r->cfg.train_samples = count;
+    if (job_config_validate(&r->cfg, err) != ESGD_OK)
+        return EXIT_USAGE;
+    if (dataset_load_split(&r->test, r->set.data_dir, "t10k", NULL, 0, err) != ESGD_OK)
+        return EXIT_RUNTIME;
+    if (!(r->coordinator = coordinator_new(&r->cfg, err)))
+        return EXIT_RUNTIME;
+    if (!(r->agent_online = calloc(r->cfg.agents, 1))) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    if (!(r->status_decoder = codec_decoder_new(err)))
+        return EXIT_RUNTIME;
+    if (r->set.state_dir) {
+        if (mkdir(r->set.state_dir, 0755) != 0 && errno != EEXIST) {
+            esgd_error_set(err, ESGD_ERR_IO, "cannot create state dir %s: %s", r->set.state_dir, strerror(errno));
+            return EXIT_RUNTIME;
+        }
+        snprintf(r->checkpoint, sizeof r->checkpoint, "%s/coordinator-%s.ckpt", r->set.state_dir, r->cfg.job);
+        if (state_file_exists(r->checkpoint)) {
+            if (coordinator_restore(r->coordinator, r->checkpoint, err) != ESGD_OK)
+                return EXIT_RUNTIME;
+            log_info("resumed from %s at round %u", r->checkpoint, coordinator_round(r->coordinator));
+        }
+    }
+    if (r->set.csv_path) {
+        bool fresh = coordinator_round(r->coordinator) == 0;
+        if (!(r->csv = fopen(r->set.csv_path, fresh ? "w" : "a"))) {
+            esgd_error_set(err, ESGD_ERR_IO, "cannot write %s: %s", r->set.csv_path, strerror(errno));
+            return EXIT_RUNTIME;
+        }
+        if (fresh)
+            report_csv_header(r->csv);
+    }
+    char client_id[128];
+    snprintf(client_id, sizeof client_id, "esgd-coordinator-%s", r->cfg.job);
+    mqtt_link_options mo = {.broker_url = r->set.broker, .client_id = client_id,
+                            .connect_timeout_seconds = (int)r->set.connect_timeout,
+                            .username = r->set.username, .password = r->set.password, .ca_file = r->set.ca_file};
+    if (!(r->link = mqtt_link_open(&mo, err)))
+        return EXIT_RUNTIME;
+    return EXIT_DONE;
+}
+
+int main(int argc, char **argv)
+{
+    run r;
+    memset(&r, 0, sizeof r);
+    r.accuracy = r.test_loss = NAN;
+    settings *set = &r.set;
+    set->broker = "tcp://127.0.0.1:1883";
+    set->data_dir = "data/mnist";
+    set->round_timeout = 30;
+    set->connect_timeout = 30;
+    const cli_option options[] = {
+        {"broker", CLI_STRING, &set->broker, "broker URL, tcp://host:port or ssl://host:port"},
+        {"data", CLI_STRING, &set->data_dir, "IDX data folder: train labels (epoch length) and t10k test set"},
+        {"quorum", CLI_UINT, &set->quorum, "fewest updates that may close a round after the timeout (0: majority)"},
+        {"round-timeout", CLI_DOUBLE, &set->round_timeout, "seconds to wait for all agents before a quorum suffices"},
+        {"state-dir", CLI_STRING, &set->state_dir, "folder for the checkpoint; resumes from it on restart"},
+        {"csv", CLI_STRING, &set->csv_path, "per-round CSV: round,loss,participants,lr,test_accuracy,bytes"},
+        {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
+        {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
+        {"connect-timeout", CLI_UINT, &set->connect_timeout, "seconds to keep trying the first connection"},
+        {"username", CLI_STRING, &set->username, "broker user name"},
+        {"password", CLI_STRING, &set->password, "broker password (prefer ESGD_PASSWORD)"},
+        {"ca-file", CLI_STRING, &set->ca_file, "CA bundle for ssl:// brokers"},
+    };
+    const cli_program program = {
+        .name = "esgd-coordinator",
+        .summary = "usage: esgd-coordinator [options] [job options]\n"
+                   "Runs an eSGD job over MQTT: publishes the configuration and each round's model,\n"
+                   "aggregates the agents' sparse updates and tracks the global loss.",
+        .options = options,
+        .option_count = sizeof options / sizeof options[0],
+        .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data, checkpoint),\n"
+                    "             2 bad usage or configuration, 3 stopped by SIGINT/SIGTERM (checkpoint kept)",
+    };
+    job_config_defaults(&r.cfg);
+    int rc = cli_parse(&program, argc, argv, &r.cfg);
+    if (rc != CLI_CONTINUE)
+        return rc == CLI_HELP ? EXIT_DONE : EXIT_USAGE;
+    if (!(set->round_timeout >= 0)) {
+        fprintf(stderr, "esgd-coordinator: --round-timeout must be >= 0\n");
+        return EXIT_USAGE;
+    }
+    log_set_subject("esgd-coordinator");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    esgd_error err = {0};
+    double started = now_seconds();
+    rc = setup(&r, &err);
+    if (rc != EXIT_DONE)
+        log_error("%s", err.message);
+    else
+        rc = train(&r);
+    if (rc == EXIT_INTERRUPTED)
+        log_info("stopped at round %u%s", coordinator_round(r.coordinator),
+                 r.set.state_dir ? "; the checkpoint holds the last closed round" : "");
+    if (rc == EXIT_DONE) {
+        mqtt_link_counters k = mqtt_link_get_counters(r.link);
+        log_info("job %s finished: %u rounds, test accuracy %.4f; broker link: %llu messages in, %llu out",
+                 r.cfg.job, coordinator_round(r.coordinator), r.accuracy, (unsigned long long)k.received,
+                 (unsigned long long)k.published);
+        if (set->json)
+            report_json(stdout, r.coordinator, r.accuracy, r.test_loss, now_seconds() - started);
+    }
+    mqtt_link_close(r.link);
+    if (r.csv)
+        fclose(r.csv);
+    coordinator_free(r.coordinator);
+    dataset_destroy(&r.test);
+    free(r.agent_online);
+    codec_decoder_free(r.status_decoder);
+    return rc;
+}

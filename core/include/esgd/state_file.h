@@ -1,0 +1,59 @@
+/* Small binary state files that survive a crash at any moment: the
+ * coordinator's checkpoint and the agent's eSGD state.
+ *
+ * A file is "ESGDSTAT", u32 format version, u32 kind, u64 payload size, the
+ * payload, and an FNV-1a 64 checksum of the payload (all little-endian).
+ * Writes go to PATH.tmp, are fsync'd and renamed over PATH, then the folder
+ * is fsync'd, so PATH always holds either the old or the new state whole.
+ *
+ * The payload is built and read with state_writer / state_reader, which
+ * check every length: a short or corrupt file is an error, never an
+ * out-of-bounds read. */
+#ifndef ESGD_STATE_FILE_H
+#define ESGD_STATE_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esgd/error.h"
+
+enum { STATE_KIND_COORDINATOR = 1, STATE_KIND_AGENT = 2 };
+
+typedef struct state_writer {
+    uint8_t *data;
+    size_t size, capacity;
+    bool failed; /* out of memory; reported by state_file_write */
+} state_writer;
+
+void state_writer_init(state_writer *w);
+void state_writer_destroy(state_writer *w);
+void state_put_u32(state_writer *w, uint32_t v);
+void state_put_u64(state_writer *w, uint64_t v);
+void state_put_f64(state_writer *w, double v);
+/* u64 length, then the bytes */
+void state_put_bytes(state_writer *w, const void *data, size_t size);
+
+esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err);
+
+typedef struct state_reader {
+    uint8_t *data; /* owned; freed by state_reader_destroy */
+    size_t size, pos;
+} state_reader;
+
+/* Errors: ESGD_ERR_IO (missing: check with state_file_exists first),
+ * ESGD_ERR_FORMAT (magic, checksum), ESGD_ERR_VERSION, ESGD_ERR_MISMATCH
+ * (another kind), ESGD_ERR_TRUNCATED. */
+esgd_status state_file_read(const char *path, uint32_t kind, state_reader *r, esgd_error *err);
+bool state_file_exists(const char *path);
+void state_reader_destroy(state_reader *r);
+
+esgd_status state_get_u32(state_reader *r, uint32_t *v, esgd_error *err);
+esgd_status state_get_u64(state_reader *r, uint64_t *v, esgd_error *err);
+esgd_status state_get_f64(state_reader *r, double *v, esgd_error *err);
+/* A length-prefixed block; *data points into the reader. */
+esgd_status state_get_bytes(state_reader *r, const uint8_t **data, size_t *size, esgd_error *err);
+/* A block that must be exactly `size` bytes, copied to out. */
+esgd_status state_get_exact(state_reader *r, void *out, size_t size, esgd_error *err);
+
+#endif

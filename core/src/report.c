@@ -1,0 +1,80 @@
+/* The progress line, CSV row and result object shared by the simulator and
+ * the MQTT coordinator, so both report the same numbers the same way. */
+#include "esgd/report.h"
+
+#include <math.h>
+
+double report_mean_tail(const float *values, uint32_t n, uint32_t tail)
+{
+    uint32_t from = n > tail ? n - tail : 0, used = 0;
+    double sum = 0;
+    for (uint32_t i = from; i < n; i++) {
+        if (isnan(values[i]))
+            continue;
+        sum += values[i];
+        used++;
+    }
+    return used ? sum / used : NAN;
+}
+
+void report_progress(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy)
+{
+    const esgd_job_config *cfg = coordinator_config(c);
+    const coordinator_counters *k = coordinator_get_counters(c);
+    fprintf(out, "round %u/%u epoch %.2f participants %u loss %.4f", s->round + 1, job_total_rounds(cfg),
+            (double)(s->round + 1) / job_rounds_per_epoch(cfg), s->result.participants, s->result.loss);
+    if (!isnan(accuracy))
+        fprintf(out, " test_accuracy %.4f", accuracy);
+    fprintf(out, " up %.2f MB down %.2f MB\n", (double)k->uplink_bytes / 1e6, (double)k->downlink_bytes / 1e6);
+}
+
+void report_csv_header(FILE *out)
+{
+    fprintf(out, "round,loss,participants,lr,test_accuracy,uplink_bytes,downlink_bytes\n");
+}
+
+void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy)
+{
+    const coordinator_counters *k = coordinator_get_counters(c);
+    fprintf(out, "%u,%.6f,%u,%g,", s->round, s->result.loss, s->result.participants, s->lr);
+    if (!isnan(accuracy))
+        fprintf(out, "%.4f", accuracy);
+    fprintf(out, ",%llu,%llu\n", (unsigned long long)k->uplink_bytes, (unsigned long long)k->downlink_bytes);
+}
+
+/* JSON has no NaN: a value that was never measured is null. */
+static void json_real(FILE *out, const char *key, double value)
+{
+    if (isfinite(value))
+        fprintf(out, ", \"%s\": %.4f", key, value);
+    else
+        fprintf(out, ", \"%s\": null", key);
+}
+
+void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, double seconds)
+{
+    const esgd_job_config *cfg = coordinator_config(c);
+    const coordinator_counters *k = coordinator_get_counters(c);
+    uint32_t rounds = coordinator_round(c);
+    uint64_t dense = k->accepted * job_dimension(cfg) * 4ull;
+    uint64_t rejected = 0;
+    for (int i = 0; i < ESGD_STATUS_COUNT; i++)
+        rejected += k->rejected[i];
+    fprintf(out,
+            "{\"method\": \"%s\", \"drop\": %g, \"model\": \"%s\", \"agents\": %u, \"partition\": \"%s\", "
+            "\"epochs\": %u, \"rounds\": %u, \"batch\": %u, \"lr\": %g, \"seed\": %llu, \"values\": \"%s\"",
+            sparsify_method_name(cfg->sparsify.method), cfg->sparsify.drop_ratio, model_kind_name(cfg->model),
+            cfg->agents, partition_kind_name(cfg->partition), cfg->rounds ? 0 : cfg->epochs, rounds, cfg->batch,
+            cfg->lr, (unsigned long long)cfg->seed, value_format_name(cfg->values));
+    json_real(out, "test_accuracy", test_accuracy);
+    json_real(out, "test_loss", test_loss);
+    json_real(out, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100));
+    fprintf(out,
+            ", \"uplink_bytes\": %llu, \"dense_uplink_bytes\": %llu, \"compression\": %.2f, "
+            "\"downlink_bytes\": %llu, \"accepted\": %llu, \"late\": %llu, \"duplicate\": %llu, "
+            "\"rejected\": %llu, \"seconds\": %.2f}\n",
+            (unsigned long long)k->uplink_bytes, (unsigned long long)dense,
+            (double)dense / (double)(k->uplink_bytes ? k->uplink_bytes : 1), (unsigned long long)k->downlink_bytes,
+            (unsigned long long)k->accepted, (unsigned long long)k->late, (unsigned long long)k->duplicate,
+            (unsigned long long)rejected, seconds);
+}

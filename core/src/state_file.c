@@ -1,0 +1,270 @@
+/* Crash-safe state files: checksummed payload, written atomically. */
+#include "esgd/state_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STATE_MAGIC "ESGDSTAT"
+#define STATE_FORMAT_VERSION 1
+#define HEADER_SIZE 24 /* magic 8, version 4, kind 4, size 8 */
+
+static uint64_t fnv1a64(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+void state_writer_init(state_writer *w)
+{
+    memset(w, 0, sizeof *w);
+}
+
+void state_writer_destroy(state_writer *w)
+{
+    free(w->data);
+    memset(w, 0, sizeof *w);
+}
+
+static uint8_t *reserve(state_writer *w, size_t n)
+{
+    if (w->failed)
+        return NULL;
+    if (w->size + n > w->capacity) {
+        size_t cap = w->capacity ? w->capacity : 4096;
+        while (cap < w->size + n)
+            cap *= 2;
+        uint8_t *grown = realloc(w->data, cap);
+        if (!grown) {
+            w->failed = true;
+            return NULL;
+        }
+        w->data = grown;
+        w->capacity = cap;
+    }
+    uint8_t *p = w->data + w->size;
+    w->size += n;
+    return p;
+}
+
+void state_put_u32(state_writer *w, uint32_t v)
+{
+    uint8_t *p = reserve(w, 4);
+    if (p)
+        put_le(p, v, 4);
+}
+
+void state_put_u64(state_writer *w, uint64_t v)
+{
+    uint8_t *p = reserve(w, 8);
+    if (p)
+        put_le(p, v, 8);
+}
+
+void state_put_f64(state_writer *w, double v)
+{
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof bits);
+    state_put_u64(w, bits);
+}
+
+void state_put_bytes(state_writer *w, const void *data, size_t size)
+{
+    state_put_u64(w, size);
+    uint8_t *p = reserve(w, size);
+    if (p && size)
+        memcpy(p, data, size);
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err)
+{
+    if (w->failed)
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory building it", path);
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return esgd_error_set(err, ESGD_ERR_ARG, "state path too long: %s", path);
+    uint8_t header[HEADER_SIZE], trailer[8];
+    memcpy(header, STATE_MAGIC, 8);
+    put_le(header + 8, STATE_FORMAT_VERSION, 4);
+    put_le(header + 12, kind, 4);
+    put_le(header + 16, w->size, 8);
+    put_le(trailer, fnv1a64(w->data, w->size), 8);
+
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return esgd_error_set(err, ESGD_ERR_IO, "state %s: cannot create: %s", tmp, strerror(errno));
+    bool ok = write_all(fd, header, sizeof header) && write_all(fd, w->data ? w->data : trailer, w->size) &&
+              write_all(fd, trailer, sizeof trailer) && fsync(fd) == 0;
+    int saved = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        saved = errno;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        saved = ok ? errno : saved;
+        unlink(tmp);
+        return esgd_error_set(err, ESGD_ERR_IO, "state %s: write failed: %s", path, strerror(saved));
+    }
+    /* The rename itself is only durable once the folder is synced. */
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", path);
+    int dfd = open(dirname(folder), O_RDONLY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return ESGD_OK;
+}
+
+bool state_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+esgd_status state_file_read(const char *path, uint32_t kind, state_reader *r, esgd_error *err)
+{
+    memset(r, 0, sizeof *r);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return esgd_error_set(err, ESGD_ERR_IO, "state %s: cannot open: %s", path, strerror(errno));
+    uint8_t header[HEADER_SIZE], trailer[8];
+    esgd_status st = ESGD_OK;
+    if (fread(header, 1, sizeof header, f) != sizeof header) {
+        st = esgd_error_set(err, ESGD_ERR_TRUNCATED, "state %s: shorter than its header", path);
+    } else if (memcmp(header, STATE_MAGIC, 8) != 0) {
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "state %s: not an eSGD state file", path);
+    } else if (get_le(header + 8, 4) != STATE_FORMAT_VERSION) {
+        st = esgd_error_set(err, ESGD_ERR_VERSION, "state %s: format version %u, this build reads %u", path,
+                            (unsigned)get_le(header + 8, 4), STATE_FORMAT_VERSION);
+    } else if (get_le(header + 12, 4) != kind) {
+        st = esgd_error_set(err, ESGD_ERR_MISMATCH, "state %s: holds kind %u, expected %u", path,
+                            (unsigned)get_le(header + 12, 4), kind);
+    }
+    uint64_t size = st == ESGD_OK ? get_le(header + 16, 8) : 0;
+    if (st == ESGD_OK) {
+        struct stat info;
+        if (fstat(fileno(f), &info) != 0 || (uint64_t)info.st_size != HEADER_SIZE + size + 8)
+            st = esgd_error_set(err, ESGD_ERR_TRUNCATED, "state %s: size does not match its header", path);
+    }
+    if (st == ESGD_OK && !(r->data = malloc(size ? size : 1)))
+        st = esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory", path);
+    if (st == ESGD_OK && (fread(r->data, 1, size, f) != size || fread(trailer, 1, 8, f) != 8))
+        st = esgd_error_set(err, ESGD_ERR_TRUNCATED, "state %s: short read", path);
+    if (st == ESGD_OK && get_le(trailer, 8) != fnv1a64(r->data, size))
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "state %s: checksum mismatch (corrupt file)", path);
+    fclose(f);
+    if (st != ESGD_OK) {
+        state_reader_destroy(r);
+        return st;
+    }
+    r->size = size;
+    return ESGD_OK;
+}
+
+void state_reader_destroy(state_reader *r)
+{
+    free(r->data);
+    memset(r, 0, sizeof *r);
+}
+
+static esgd_status take(state_reader *r, size_t n, const uint8_t **p, esgd_error *err)
+{
+    if (r->size - r->pos < n)
+        return esgd_error_set(err, ESGD_ERR_TRUNCATED, "state: field of %zu bytes at offset %zu runs past the end",
+                              n, r->pos);
+    *p = r->data + r->pos;
+    r->pos += n;
+    return ESGD_OK;
+}
+
+esgd_status state_get_u32(state_reader *r, uint32_t *v, esgd_error *err)
+{
+    const uint8_t *p = NULL;
+    esgd_status st = take(r, 4, &p, err);
+    if (st == ESGD_OK)
+        *v = (uint32_t)get_le(p, 4);
+    return st;
+}
+
+esgd_status state_get_u64(state_reader *r, uint64_t *v, esgd_error *err)
+{
+    const uint8_t *p = NULL;
+    esgd_status st = take(r, 8, &p, err);
+    if (st == ESGD_OK)
+        *v = get_le(p, 8);
+    return st;
+}
+
+esgd_status state_get_f64(state_reader *r, double *v, esgd_error *err)
+{
+    uint64_t bits = 0;
+    esgd_status st = state_get_u64(r, &bits, err);
+    if (st == ESGD_OK)
+        memcpy(v, &bits, sizeof *v);
+    return st;
+}
+
+esgd_status state_get_bytes(state_reader *r, const uint8_t **data, size_t *size, esgd_error *err)
+{
+    uint64_t n = 0;
+    esgd_status st = state_get_u64(r, &n, err);
+    if (st != ESGD_OK)
+        return st;
+    if (n > r->size - r->pos)
+        return esgd_error_set(err, ESGD_ERR_TRUNCATED, "state: block of %llu bytes runs past the end",
+                              (unsigned long long)n);
+    *size = (size_t)n;
+    return take(r, (size_t)n, data, err);
+}
+
+esgd_status state_get_exact(state_reader *r, void *out, size_t size, esgd_error *err)
+{
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    esgd_status st = state_get_bytes(r, &p, &n, err);
+    if (st != ESGD_OK)
+        return st;
+    if (n != size)
+        return esgd_error_set(err, ESGD_ERR_DIMENSION, "state: block of %zu bytes, expected %zu", n, size);
+    if (size)
+        memcpy(out, p, size);
+    return ESGD_OK;
+}

@@ -1,0 +1,356 @@
+/* esgd-agent: one edge gateway's side of an eSGD job over MQTT. It needs
+ * only the broker, the job name, its id, its data and its shard; the rest
+ * comes from the coordinator's retained job configuration. Each round it
+ * takes the model, computes, sparsifies and publishes its update (the
+ * core's agent.h does all of that; this file moves bytes). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "esgd/agent.h"
+#include "esgd/cli.h"
+#include "esgd/codec.h"
+#include "esgd/log.h"
+#include "esgd/mqtt_link.h"
+#include "esgd/state_file.h"
+#include "esgd/topics.h"
+
+enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3, EXIT_CONFIG_CHANGED = 4 };
+
+typedef struct settings {
+    const char *broker, *job, *data_dir, *shard, *state_dir, *username, *password, *ca_file;
+    uint32_t id, connect_timeout, config_timeout;
+} settings;
+
+typedef struct agent_run {
+    settings set;
+    mqtt_link *link;
+    codec_decoder *decoder;
+    esgd_job_config cfg;
+    uint8_t *config_bytes; /* the configuration we run, to notice a change */
+    size_t config_size;
+    esgd_dataset shard;
+    esgd_agent *agent;
+    char state_path[4096];
+    char latest_topic[TOPIC_MAX];
+    bool fetching_latest;  /* subscribed to the retained full model */
+} agent_run;
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *err)
+{
+    uint8_t bytes[CODEC_STATUS_BOUND];
+    esgd_buffer buf = {bytes, 0, sizeof bytes};
+    status_msg s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.job, sizeof s.job, "%s", r->set.job);
+    s.agent = r->set.id;
+    s.state = state;
+    uint32_t round = 0;
+    if (r->agent)
+        agent_answered_round(r->agent, &round);
+    s.round = round;
+    char topic[TOPIC_MAX];
+    topic_status(topic, r->set.job, r->set.id);
+    esgd_status st = codec_encode_status(&buf, &s, err);
+    if (st == ESGD_OK)
+        st = mqtt_link_publish(r->link, topic, buf.data, buf.size, 1, true, err);
+    return st;
+}
+
+/* "i/N": this agent trains on shard i of N (default: id/agents). */
+static int parse_shard(const char *text, uint32_t *index, uint32_t *parts)
+{
+    char *end;
+    errno = 0;
+    unsigned long i = strtoul(text, &end, 10);
+    if (errno || end == text || *end != '/')
+        return -1;
+    const char *second = end + 1;
+    unsigned long n = strtoul(second, &end, 10);
+    if (errno || end == second || *end != '\0' || n == 0 || i >= n || n > UINT32_MAX)
+        return -1;
+    *index = (uint32_t)i;
+    *parts = (uint32_t)n;
+    return 0;
+}
+
+/* Waits for the retained job configuration and builds the agent from it. */
+static int start_from_config(agent_run *r, const uint8_t *data, size_t size, esgd_error *err)
+{
+    if (codec_decode_config(r->decoder, data, size, &r->cfg, err) != ESGD_OK) {
+        esgd_error_prefix(err, "job configuration on the broker is unusable");
+        return EXIT_USAGE;
+    }
+    if (r->set.id >= r->cfg.agents) {
+        esgd_error_set(err, ESGD_ERR_ARG, "agent id %u, but job %s has agents 0..%u", r->set.id, r->cfg.job,
+                       r->cfg.agents - 1);
+        return EXIT_USAGE;
+    }
+    uint32_t index = r->set.id, parts = r->cfg.agents, train_samples = 0;
+    if (r->set.shard && parse_shard(r->set.shard, &index, &parts) != 0) {
+        esgd_error_set(err, ESGD_ERR_ARG, "--shard '%s': expected i/N with i < N", r->set.shard);
+        return EXIT_USAGE;
+    }
+    if (job_load_shard(&r->cfg, r->set.data_dir, index, parts, &r->shard, &train_samples, err) != ESGD_OK)
+        return EXIT_RUNTIME;
+    if (train_samples != r->cfg.train_samples)
+        log_warn("local training set has %u examples, the job assumes %u", train_samples, r->cfg.train_samples);
+    if (!(r->agent = agent_new(&r->cfg, r->set.id, &r->shard, err)))
+        return EXIT_USAGE;
+    if (!(r->config_bytes = malloc(size))) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    memcpy(r->config_bytes, data, size);
+    r->config_size = size;
+    if (r->set.state_dir) {
+        if (mkdir(r->set.state_dir, 0755) != 0 && errno != EEXIST) {
+            esgd_error_set(err, ESGD_ERR_IO, "cannot create state dir %s: %s", r->set.state_dir, strerror(errno));
+            return EXIT_RUNTIME;
+        }
+        snprintf(r->state_path, sizeof r->state_path, "%s/agent-%s-%u.state", r->set.state_dir, r->cfg.job,
+                 r->set.id);
+        if (state_file_exists(r->state_path)) {
+            uint32_t answered = 0;
+            if (agent_restore(r->agent, r->state_path, err) != ESGD_OK)
+                return EXIT_RUNTIME;
+            if (agent_answered_round(r->agent, &answered))
+                log_info("restored eSGD state from %s (last answered round %u)", r->state_path, answered);
+        }
+    }
+    log_info("job %s: %s %s drop %g, shard %u/%u with %u examples", r->cfg.job, model_kind_name(r->cfg.model),
+             sparsify_method_name(r->cfg.sparsify.method), r->cfg.sparsify.drop_ratio, index, parts, r->shard.count);
+    return EXIT_DONE;
+}
+
+static esgd_status fetch_latest_model(agent_run *r, bool on, esgd_error *err)
+{
+    if (r->fetching_latest == on)
+        return ESGD_OK;
+    r->fetching_latest = on;
+    return on ? mqtt_link_subscribe(r->link, r->latest_topic, err)
+              : mqtt_link_unsubscribe(r->link, r->latest_topic, err);
+}
+
+/* A model arrived: apply it, then answer its round (or re-send the answer:
+ * the coordinator counts a repeat once). */
+static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
+{
+    esgd_error err = {0};
+    esgd_status st = agent_apply_model(r->agent, m->data, m->size, &err);
+    if (st == ESGD_ERR_MISMATCH) {
+        /* A delta for a model we do not hold: we missed a round. */
+        log_warn("%s; fetching the retained full model", err.message);
+        return fetch_latest_model(r, true, &err) == ESGD_OK ? EXIT_DONE : EXIT_RUNTIME;
+    }
+    if (st != ESGD_OK) {
+        log_warn("ignoring a model on %s (%s): %s", m->topic, esgd_status_name(st), err.message);
+        return EXIT_DONE;
+    }
+    if (latest && fetch_latest_model(r, false, &err) != ESGD_OK)
+        log_warn("%s", err.message);
+    if (agent_job_done(r->agent)) {
+        log_info("job finished at round %u", agent_current_round(r->agent));
+        if (publish_status(r, AGENT_STATE_DONE, &err) != ESGD_OK)
+            log_warn("%s", err.message);
+        return -1; /* finished */
+    }
+    if (!agent_has_model(r->agent))
+        return EXIT_DONE;
+    uint32_t round = agent_current_round(r->agent), answered = 0;
+    bool repeat = agent_answered_round(r->agent, &answered) && answered == round;
+    const uint8_t *msg;
+    size_t size;
+    double started = now_seconds();
+    if (agent_compute_update(r->agent, &msg, &size, &err) != ESGD_OK) {
+        log_error("round %u: %s", round, err.message);
+        return EXIT_RUNTIME;
+    }
+    double seconds = now_seconds() - started;
+    char topic[TOPIC_MAX];
+    topic_round_grad(topic, r->cfg.job, round, r->set.id);
+    if (mqtt_link_publish(r->link, topic, msg, size, 1, false, &err) != ESGD_OK) {
+        log_error("round %u: %s", round, err.message);
+        return EXIT_RUNTIME;
+    }
+    if (repeat) {
+        log_info("round %u: re-sent the update (%zu bytes)", round, size);
+        return EXIT_DONE;
+    }
+    log_info("round %u: loss %.4f, sent %u entries in %zu bytes (%.1f ms compute)", round,
+             (double)agent_last_loss(r->agent), agent_last_count(r->agent), size, seconds * 1e3);
+    if (r->set.state_dir && agent_save(r->agent, r->state_path, &err) != ESGD_OK) {
+        log_error("%s", err.message);
+        return EXIT_RUNTIME;
+    }
+    if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
+        log_warn("%s", err.message);
+    return EXIT_DONE;
+}
+
+static int run_loop(agent_run *r)
+{
+    esgd_error err = {0};
+    char topic[TOPIC_MAX];
+    topic_config(topic, r->set.job);
+    topic_latest_model(r->latest_topic, r->set.job);
+    if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK) {
+        log_error("%s", err.message);
+        return EXIT_RUNTIME;
+    }
+    if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
+        log_warn("%s", err.message);
+    log_info("waiting for the configuration of job %s", r->set.job);
+    double waiting_since = now_seconds(), last_notice = waiting_since;
+    while (!stop_requested) {
+        mqtt_message m;
+        if (!mqtt_link_next(r->link, 200, &m)) {
+            double now = now_seconds();
+            if (!r->agent && r->set.config_timeout && now - waiting_since >= r->set.config_timeout) {
+                log_error("no configuration for job %s after %u s", r->set.job, r->set.config_timeout);
+                return EXIT_RUNTIME;
+            }
+            if (now - last_notice >= 60) {
+                if (r->agent)
+                    log_info("waiting for the model after round %u", agent_current_round(r->agent));
+                else
+                    log_info("still waiting for the configuration of job %s", r->set.job);
+                last_notice = now;
+            }
+            continue;
+        }
+        last_notice = now_seconds();
+        topic_info t = topic_parse(m.topic, r->set.job);
+        if (t.kind == TOPIC_CONFIG) {
+            if (m.size == 0)
+                continue; /* retained configuration cleared */
+            if (r->agent) {
+                if (m.size != r->config_size || memcmp(m.data, r->config_bytes, m.size) != 0) {
+                    log_error("the job configuration changed on the broker; restart the agent to join the new job");
+                    return EXIT_CONFIG_CHANGED;
+                }
+                continue;
+            }
+            int rc = start_from_config(r, m.data, m.size, &err);
+            if (rc != EXIT_DONE) {
+                log_error("%s", err.message);
+                return rc;
+            }
+            char filter[TOPIC_MAX];
+            topic_filter_round_models(filter, r->set.job);
+            if (mqtt_link_subscribe(r->link, filter, &err) != ESGD_OK ||
+                fetch_latest_model(r, true, &err) != ESGD_OK) {
+                log_error("%s", err.message);
+                return EXIT_RUNTIME;
+            }
+        } else if (r->agent && (t.kind == TOPIC_ROUND_MODEL || t.kind == TOPIC_LATEST_MODEL)) {
+            if (m.size == 0)
+                continue;
+            int rc = handle_model(r, &m, t.kind == TOPIC_LATEST_MODEL);
+            if (rc < 0)
+                return EXIT_DONE;
+            if (rc != EXIT_DONE)
+                return rc;
+        }
+    }
+    return EXIT_INTERRUPTED;
+}
+
+int main(int argc, char **argv)
+{
+    agent_run r;
+    memset(&r, 0, sizeof r);
+    settings *set = &r.set;
+    set->broker = "tcp://127.0.0.1:1883";
+    set->job = "mnist";
+    set->data_dir = "data/mnist";
+    set->connect_timeout = 30;
+    const cli_option options[] = {
+        {"broker", CLI_STRING, &set->broker, "broker URL, tcp://host:port or ssl://host:port"},
+        {"job", CLI_STRING, &set->job, "job name (the coordinator's --job)"},
+        {"id", CLI_UINT, &set->id, "this agent's id, 0..agents-1"},
+        {"data", CLI_STRING, &set->data_dir, "IDX data folder with train-images/labels"},
+        {"shard", CLI_STRING, &set->shard, "train on shard i of N, as i/N (default: id/agents)"},
+        {"state-dir", CLI_STRING, &set->state_dir, "folder for the eSGD state; a restart continues from it"},
+        {"config-timeout", CLI_UINT, &set->config_timeout, "seconds to wait for the job configuration (0: forever)"},
+        {"connect-timeout", CLI_UINT, &set->connect_timeout, "seconds to keep trying the first connection"},
+        {"username", CLI_STRING, &set->username, "broker user name"},
+        {"password", CLI_STRING, &set->password, "broker password (prefer ESGD_PASSWORD)"},
+        {"ca-file", CLI_STRING, &set->ca_file, "CA bundle for ssl:// brokers"},
+    };
+    const cli_program program = {
+        .name = "esgd-agent",
+        .summary = "usage: esgd-agent --id N [options]\n"
+                   "Trains on this gateway's shard and sends eSGD sparse updates over MQTT; every\n"
+                   "training setting comes from the coordinator's retained job configuration.",
+        .options = options,
+        .option_count = sizeof options / sizeof options[0],
+        .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data, state), 2 bad usage or\n"
+                    "             job configuration, 3 stopped by SIGINT/SIGTERM, 4 job configuration changed",
+    };
+    int rc = cli_parse(&program, argc, argv, NULL);
+    if (rc != CLI_CONTINUE)
+        return rc == CLI_HELP ? EXIT_DONE : EXIT_USAGE;
+    char subject[64];
+    snprintf(subject, sizeof subject, "esgd-agent[%u]", set->id);
+    log_set_subject(subject);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    esgd_error err = {0};
+    uint8_t will[CODEC_STATUS_BOUND];
+    esgd_buffer will_buf = {will, 0, sizeof will};
+    status_msg offline = {.agent = set->id, .state = AGENT_STATE_OFFLINE};
+    snprintf(offline.job, sizeof offline.job, "%s", set->job);
+    if (codec_encode_status(&will_buf, &offline, &err) != ESGD_OK) {
+        fprintf(stderr, "esgd-agent: %s\n", err.message); /* an invalid job name */
+        return EXIT_USAGE;
+    }
+    char will_topic[TOPIC_MAX], client_id[128];
+    topic_status(will_topic, set->job, set->id);
+    snprintf(client_id, sizeof client_id, "esgd-agent-%s-%u", set->job, set->id);
+    mqtt_link_options mo = {.broker_url = set->broker, .client_id = client_id,
+                            .connect_timeout_seconds = (int)set->connect_timeout, .will_topic = will_topic,
+                            .will_payload = will_buf.data, .will_size = will_buf.size, .username = set->username,
+                            .password = set->password, .ca_file = set->ca_file};
+    if (!(r.decoder = codec_decoder_new(&err)) || !(r.link = mqtt_link_open(&mo, &err))) {
+        log_error("%s", err.message);
+        codec_decoder_free(r.decoder);
+        return EXIT_RUNTIME;
+    }
+    rc = run_loop(&r);
+    if (rc == EXIT_INTERRUPTED || rc == EXIT_RUNTIME || rc == EXIT_CONFIG_CHANGED) {
+        if (r.agent && r.set.state_dir)
+            log_info("state kept in %s", r.state_path);
+        if (publish_status(&r, AGENT_STATE_OFFLINE, &err) != ESGD_OK)
+            log_warn("%s", err.message);
+    }
+    mqtt_link_close(r.link);
+    agent_free(r.agent);
+    dataset_destroy(&r.shard);
+    codec_decoder_free(r.decoder);
+    free(r.config_bytes);
+    return rc;
+}

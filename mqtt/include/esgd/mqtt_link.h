@@ -1,0 +1,85 @@
+/* A connection to the broker for the agent, the coordinator and esgd-watch,
+ * on Eclipse Paho's asynchronous client. The library's threads only queue
+ * what arrives; the program's one thread takes messages with
+ * mqtt_link_next, computes, and publishes, so no training state is ever
+ * touched from a callback.
+ *
+ * Subscriptions are kept in a list and made again on every (re)connect;
+ * the library reconnects by itself with exponential backoff, and publishes
+ * made while disconnected are buffered and sent after reconnecting.
+ *
+ *   mqtt_link *l = mqtt_link_open(&options, &err);
+ *   mqtt_link_subscribe(l, "esgd/mnist/config", &err);
+ *   while (mqtt_link_next(l, 1000, &msg)) ... mqtt_link_publish(l, ...);
+ *   mqtt_link_close(l);
+ */
+#ifndef ESGD_MQTT_LINK_H
+#define ESGD_MQTT_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esgd/error.h"
+
+typedef struct mqtt_link_options {
+    const char *broker_url;        /* tcp://host:port, or ssl://host:port */
+    const char *client_id;         /* stable per program instance */
+    int keepalive_seconds;         /* 0: 20 */
+    int connect_timeout_seconds;   /* mqtt_link_open waits this long for the first connection; 0: 10 */
+    /* Last Will, published retained at QoS 1 by the broker if we vanish. */
+    const char *will_topic;        /* NULL: none */
+    const void *will_payload;
+    size_t will_size;
+    const char *username, *password; /* NULL: none */
+    const char *ca_file;           /* ssl://: CA bundle to verify the broker; NULL: system default */
+    size_t max_queued_bytes;       /* incoming messages waiting for mqtt_link_next; 0: 256 MiB */
+} mqtt_link_options;
+
+typedef struct mqtt_message {
+    const char *topic;   /* NUL-terminated */
+    const uint8_t *data;
+    size_t size;
+    bool retained;
+} mqtt_message;
+
+typedef struct mqtt_link_counters {
+    uint64_t received, received_bytes;   /* payloads that arrived */
+    uint64_t published, published_bytes; /* payloads handed to the library */
+    uint64_t dropped;                    /* arrived while the queue was full */
+    uint64_t connects;                   /* successful connections, first included */
+    uint64_t connection_losses;
+} mqtt_link_counters;
+
+typedef struct mqtt_link mqtt_link;
+
+/* Connects, waiting up to connect_timeout_seconds for the first CONNACK.
+ * Errors: ESGD_ERR_ARG (bad URL or options), ESGD_ERR_IO (broker not
+ * reachable in time, with the reason). */
+mqtt_link *mqtt_link_open(const mqtt_link_options *options, esgd_error *err);
+/* Waits up to 5 s for in-flight publishes, disconnects cleanly (no Will) and frees. NULL is a no-op. */
+void mqtt_link_close(mqtt_link *link);
+
+/* Adds a topic filter (QoS 1) to the list kept across reconnects and
+ * subscribes now if connected. Retained messages arrive like any other. */
+esgd_status mqtt_link_subscribe(mqtt_link *link, const char *filter, esgd_error *err);
+esgd_status mqtt_link_unsubscribe(mqtt_link *link, const char *filter, esgd_error *err);
+
+/* Copies the payload into the library's queue; with the link down it is
+ * buffered and sent on reconnection. qos 0 or 1. An empty retained payload
+ * clears a retained message. */
+esgd_status mqtt_link_publish(mqtt_link *link, const char *topic, const void *data, size_t size, int qos,
+                              bool retained, esgd_error *err);
+
+/* Takes the oldest arrived message, waiting up to timeout_ms (0: do not
+ * wait). *msg stays valid until the next call. False on timeout. */
+bool mqtt_link_next(mqtt_link *link, int timeout_ms, mqtt_message *msg);
+
+/* Waits up to timeout_ms until every publish so far has been acknowledged
+ * (QoS 1) or written (QoS 0). False on timeout. */
+bool mqtt_link_flush(mqtt_link *link, int timeout_ms);
+
+bool mqtt_link_connected(mqtt_link *link);
+mqtt_link_counters mqtt_link_get_counters(mqtt_link *link);
+
+#endif

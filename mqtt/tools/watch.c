@@ -1,0 +1,200 @@
+/* esgd-watch: a read-only observer of a job on the broker. It subscribes to
+ * everything under esgd/<job>/, decodes every message with the codec by its
+ * topic, and counts messages, bytes and decode failures per kind. It stops
+ * when the final model (done = 1) has gone by, after --timeout seconds, or
+ * on SIGINT/SIGTERM, and prints one JSON object. The integration tests use
+ * it to check that everything on the wire follows the schema. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "esgd/cli.h"
+#include "esgd/codec.h"
+#include "esgd/log.h"
+#include "esgd/mqtt_link.h"
+#include "esgd/topics.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct kind_count {
+    const char *name;
+    uint64_t messages, bytes, invalid;
+} kind_count;
+
+enum { K_CONFIG, K_LATEST, K_ROUND_MODEL, K_GRAD, K_STATUS, K_OTHER, K_COUNT };
+
+typedef struct watch {
+    codec_decoder *decoder;
+    update_msg update;
+    model_msg model;
+    esgd_job_config cfg;
+    kind_count kinds[K_COUNT];
+    uint64_t cleared;  /* empty payloads (retained messages being cleared) */
+    int done;
+    uint32_t last_round;
+    uint32_t dim;
+    char first_error[sizeof(((esgd_error *)0)->message)];
+} watch;
+
+static void count_invalid(watch *w, kind_count *k, const char *topic, const esgd_error *err)
+{
+    k->invalid++;
+    if (w->first_error[0])
+        return;
+    esgd_error copy = *err;
+    esgd_error_prefix(&copy, "%s", topic);
+    memcpy(w->first_error, copy.message, sizeof w->first_error);
+}
+
+static void observe(watch *w, const char *job, const mqtt_message *m)
+{
+    topic_info t = topic_parse(m->topic, job);
+    static const int kind_of[] = {[TOPIC_UNKNOWN] = K_OTHER, [TOPIC_CONFIG] = K_CONFIG,
+                                  [TOPIC_LATEST_MODEL] = K_LATEST, [TOPIC_ROUND_MODEL] = K_ROUND_MODEL,
+                                  [TOPIC_ROUND_GRAD] = K_GRAD, [TOPIC_STATUS] = K_STATUS};
+    kind_count *k = &w->kinds[kind_of[t.kind]];
+    if (m->size == 0) {
+        w->cleared++;
+        return;
+    }
+    k->messages++;
+    k->bytes += m->size;
+    esgd_error err = {0};
+    switch (t.kind) {
+    case TOPIC_CONFIG:
+        if (codec_decode_config(w->decoder, m->data, m->size, &w->cfg, &err) != ESGD_OK)
+            count_invalid(w, k, m->topic, &err);
+        else
+            w->dim = job_dimension(&w->cfg);
+        break;
+    case TOPIC_LATEST_MODEL:
+    case TOPIC_ROUND_MODEL:
+        if (codec_decode_model(w->decoder, m->data, m->size, w->dim, &w->model, &err) != ESGD_OK) {
+            count_invalid(w, k, m->topic, &err);
+        } else if (t.kind == TOPIC_ROUND_MODEL && w->model.round != t.round) {
+            esgd_error_set(&err, ESGD_ERR_MISMATCH, "model for round %u on the topic of round %u", w->model.round,
+                           t.round);
+            count_invalid(w, k, m->topic, &err);
+        } else {
+            w->last_round = w->model.round;
+            if (w->model.done && t.kind == TOPIC_ROUND_MODEL)
+                w->done = 1;
+        }
+        break;
+    case TOPIC_ROUND_GRAD:
+        if (codec_decode_update(w->decoder, m->data, m->size, w->dim, &w->update, &err) != ESGD_OK) {
+            count_invalid(w, k, m->topic, &err);
+        } else if (w->update.round != t.round || w->update.agent != t.agent) {
+            esgd_error_set(&err, ESGD_ERR_MISMATCH, "update of agent %u round %u on the wrong topic",
+                           w->update.agent, w->update.round);
+            count_invalid(w, k, m->topic, &err);
+        }
+        break;
+    case TOPIC_STATUS: {
+        status_msg s;
+        if (codec_decode_status(w->decoder, m->data, m->size, &s, &err) != ESGD_OK)
+            count_invalid(w, k, m->topic, &err);
+        break;
+    }
+    case TOPIC_UNKNOWN:
+        break;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *broker = "tcp://127.0.0.1:1883", *job = "mnist";
+    double timeout = 0;
+    const cli_option options[] = {
+        {"broker", CLI_STRING, &broker, "broker URL"},
+        {"job", CLI_STRING, &job, "job name"},
+        {"timeout", CLI_DOUBLE, &timeout, "stop after this many seconds (0: when the job is done)"},
+    };
+    const cli_program program = {
+        .name = "esgd-watch",
+        .summary = "usage: esgd-watch [--broker URL] [--job NAME] [--timeout S]\n"
+                   "Decodes every message of a job on the broker and prints counts as JSON.",
+        .options = options,
+        .option_count = sizeof options / sizeof options[0],
+        .epilogue = "exit status: 0 every message decoded, 1 some did not or the broker failed, 2 bad usage",
+    };
+    int rc = cli_parse(&program, argc, argv, NULL);
+    if (rc != CLI_CONTINUE)
+        return rc == CLI_HELP ? 0 : 2;
+    log_set_subject("esgd-watch");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    static watch w;
+    const char *names[K_COUNT] = {"config", "latest_model", "round_model", "update", "status", "other"};
+    for (int i = 0; i < K_COUNT; i++)
+        w.kinds[i].name = names[i];
+    esgd_error err = {0};
+    uint32_t cap = 1u << 21; /* larger than any model this build trains */
+    w.update.grad.capacity = w.model.params.capacity = cap;
+    w.update.grad.indices = malloc(cap * sizeof(uint32_t));
+    w.update.grad.values = malloc(cap * sizeof(float));
+    w.model.params.indices = malloc(cap * sizeof(uint32_t));
+    w.model.params.values = malloc(cap * sizeof(float));
+    char client_id[128], filter[TOPIC_MAX];
+    snprintf(client_id, sizeof client_id, "esgd-watch-%s-%ld", job, (long)time(NULL));
+    mqtt_link_options mo = {.broker_url = broker, .client_id = client_id};
+    mqtt_link *link = NULL;
+    if (!w.update.grad.indices || !w.update.grad.values || !w.model.params.indices || !w.model.params.values ||
+        !(w.decoder = codec_decoder_new(&err)) || !(link = mqtt_link_open(&mo, &err))) {
+        log_error("%s", err.message[0] ? err.message : "out of memory");
+        rc = 1;
+        goto out;
+    }
+    topic_filter_all(filter, job);
+    if (mqtt_link_subscribe(link, filter, &err) != ESGD_OK) {
+        log_error("%s", err.message);
+        rc = 1;
+        goto out;
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (!stop_requested && !w.done) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (timeout > 0 && (double)(now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) * 1e-9 >= timeout)
+            break;
+        mqtt_message m;
+        if (mqtt_link_next(link, 100, &m))
+            observe(&w, job, &m);
+    }
+    uint64_t invalid = 0;
+    printf("{\"job\": \"%s\", \"done\": %s, \"last_round\": %u", job, w.done ? "true" : "false", w.last_round);
+    for (int i = 0; i < K_COUNT; i++) {
+        printf(", \"%s\": {\"messages\": %llu, \"bytes\": %llu, \"invalid\": %llu}", w.kinds[i].name,
+               (unsigned long long)w.kinds[i].messages, (unsigned long long)w.kinds[i].bytes,
+               (unsigned long long)w.kinds[i].invalid);
+        invalid += w.kinds[i].invalid;
+    }
+    printf(", \"cleared\": %llu, \"invalid\": %llu, \"dropped\": %llu, \"first_error\": \"", (unsigned long long)w.cleared,
+           (unsigned long long)invalid, (unsigned long long)mqtt_link_get_counters(link).dropped);
+    for (const char *c = w.first_error; *c; c++)
+        if (*c != '"' && *c != '\\' && (unsigned char)*c >= 0x20)
+            putchar(*c);
+    printf("\"}\n");
+    rc = invalid == 0 && mqtt_link_get_counters(link).dropped == 0 ? 0 : 1;
+out:
+    mqtt_link_close(link);
+    codec_decoder_free(w.decoder);
+    free(w.update.grad.indices);
+    free(w.update.grad.values);
+    free(w.model.params.indices);
+    free(w.model.params.values);
+    return rc;
+}
