@@ -4,6 +4,8 @@
 
 #include <math.h>
 
+#include "esgd/state_file.h"
+
 double report_mean_tail(const float *values, uint32_t n, uint32_t tail)
 {
     uint32_t from = n > tail ? n - tail : 0, used = 0;
@@ -71,10 +73,12 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     json_real(out, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100));
     fprintf(out,
             ", \"uplink_bytes\": %llu, \"dense_uplink_bytes\": %llu, \"compression\": %.2f, "
-            "\"downlink_bytes\": %llu, \"accepted\": %llu, \"late\": %llu, \"duplicate\": %llu, "
-            "\"rejected\": %llu, \"seconds\": %.2f}\n",
+            "\"downlink_bytes\": %llu, \"broadcast_bytes\": %llu, \"accepted\": %llu, \"late\": %llu, "
+            "\"duplicate\": %llu, \"rejected\": %llu, \"model_fnv1a64\": \"%016llx\", \"seconds\": %.2f}\n",
             (unsigned long long)k->uplink_bytes, (unsigned long long)dense,
             (double)dense / (double)(k->uplink_bytes ? k->uplink_bytes : 1), (unsigned long long)k->downlink_bytes,
-            (unsigned long long)k->accepted, (unsigned long long)k->late, (unsigned long long)k->duplicate,
-            (unsigned long long)rejected, seconds);
+            (unsigned long long)k->broadcast_bytes, (unsigned long long)k->accepted, (unsigned long long)k->late,
+            (unsigned long long)k->duplicate, (unsigned long long)rejected,
+            (unsigned long long)state_checksum(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)),
+            seconds);
 }

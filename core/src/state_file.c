@@ -14,8 +14,9 @@
 #define STATE_FORMAT_VERSION 1
 #define HEADER_SIZE 24 /* magic 8, version 4, kind 4, size 8 */
 
-static uint64_t fnv1a64(const uint8_t *p, size_t n)
+uint64_t state_checksum(const void *data, size_t n)
 {
+    const uint8_t *p = data;
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++) {
         h ^= p[i];
@@ -125,7 +126,7 @@ esgd_status state_file_write(const char *path, uint32_t kind, const state_writer
     put_le(header + 8, STATE_FORMAT_VERSION, 4);
     put_le(header + 12, kind, 4);
     put_le(header + 16, w->size, 8);
-    put_le(trailer, fnv1a64(w->data, w->size), 8);
+    put_le(trailer, state_checksum(w->data, w->size), 8);
 
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
@@ -188,7 +189,7 @@ esgd_status state_file_read(const char *path, uint32_t kind, state_reader *r, es
         st = esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory", path);
     if (st == ESGD_OK && (fread(r->data, 1, size, f) != size || fread(trailer, 1, 8, f) != 8))
         st = esgd_error_set(err, ESGD_ERR_TRUNCATED, "state %s: short read", path);
-    if (st == ESGD_OK && get_le(trailer, 8) != fnv1a64(r->data, size))
+    if (st == ESGD_OK && get_le(trailer, 8) != state_checksum(r->data, size))
         st = esgd_error_set(err, ESGD_ERR_FORMAT, "state %s: checksum mismatch (corrupt file)", path);
     fclose(f);
     if (st != ESGD_OK) {

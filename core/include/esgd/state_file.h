@@ -34,6 +34,9 @@ void state_put_f64(state_writer *w, double v);
 /* u64 length, then the bytes */
 void state_put_bytes(state_writer *w, const void *data, size_t size);
 
+/* FNV-1a 64 of bytes: the files' checksum, also the model fingerprint in reports. */
+uint64_t state_checksum(const void *data, size_t size);
+
 esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err);
 
 typedef struct state_reader {

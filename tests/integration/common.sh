@@ -1,0 +1,100 @@
+# Sourced by every integration test: a scratch folder, a private broker,
+# helpers to start the programs, and cleanup of everything started.
+# usage in a test: source common.sh BUILD_DIR
+set -euo pipefail
+build=$(cd "$1" && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$root/deploy/lib/broker.sh"
+data=${ESGD_DATA_DIR:-$root/data/mnist}
+if [ ! -f "$data/train-labels-idx1-ubyte" ] || [ ! -f "$data/t10k-images-idx3-ubyte" ]; then
+    echo "SKIP: MNIST not found in $data (scripts/fetch-mnist.sh fetches it)"
+    exit 77
+fi
+export OPENBLAS_NUM_THREADS=1
+coordinator_bin="$build/coordinator/esgd-coordinator"
+agent_bin="$build/edge-agent/esgd-agent"
+watch_bin="$build/mqtt/esgd-watch"
+sim_bin="$build/core/esgd-sim"
+work=$(mktemp -d "${TMPDIR:-/tmp}/esgd-it.XXXXXX")
+started_pids=()
+
+cleanup() {
+    local rc=$? pid
+    for pid in "${started_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    for pid in "${started_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    broker_stop
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
+        echo "---- logs of the failed test ($work) ----"
+        for f in "$work"/*.log "$work"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+# json_get KEY FILE: the value of a top-level key in a one-line JSON object.
+json_get() {
+    grep -o "\"$1\": *[^,}]*" "$2" | head -n 1 | sed 's/^[^:]*: *//; s/"//g'
+}
+
+# wait_for_line PATTERN FILE SECONDS
+wait_for_line() {
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        grep -q -- "$1" "$2" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    fail "no line matching '$1' in $2 after $3 s"
+}
+
+start_broker() {
+    broker_start "$work/broker"
+}
+
+# start_watch JOB: esgd-watch in the background, output in $work/watch.json
+start_watch() {
+    "$watch_bin" --broker "$BROKER_URL" --job "$1" --timeout 600 >"$work/watch.json" 2>"$work/watch.log" &
+    watch_pid=$!
+    started_pids+=("$watch_pid")
+    # Subscribed once the broker has seen the client and a moment has passed for the SUBSCRIBE.
+    wait_for_line "esgd-watch-$1" "$work/broker/mosquitto.log" 10
+    sleep 0.5
+}
+
+# start_agent JOB ID [more options]: appends to $work/agent-ID.log; sets last_pid
+start_agent() {
+    local job=$1 id=$2
+    shift 2
+    "$agent_bin" --broker "$BROKER_URL" --job "$job" --id "$id" --data "$data" "$@" >>"$work/agent-$id.log" 2>&1 &
+    last_pid=$!
+    started_pids+=("$last_pid")
+}
+
+# start_coordinator JOB [options]: JSON in $work/coordinator.json, log in $work/coordinator.log
+start_coordinator() {
+    local job=$1
+    shift
+    "$coordinator_bin" --broker "$BROKER_URL" --job "$job" --data "$data" --json "$@" \
+        >"$work/coordinator.json" 2>"$work/coordinator.log" &
+    coordinator_pid=$!
+    started_pids+=("$coordinator_pid")
+}
+
+# wait_pid PID SECONDS: its exit status, or fail on timeout
+wait_pid() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        if ! kill -0 "$1" 2>/dev/null; then
+            local rc=0
+            wait "$1" || rc=$?
+            return "$rc"
+        fi
+        sleep 0.1
+    done
+    fail "process $1 still running after $2 s"
+}

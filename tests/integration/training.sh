@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A short job over a real broker: 3 agents train LeNet with eSGD above a
+# floor; every message on the broker decodes with the schema (esgd-watch
+# subscribes to the whole job); the bytes the broker carried equal what the
+# coordinator counted.
+source "$(dirname "$0")/common.sh" "$1"
+start_broker
+job=it-training
+start_watch "$job"
+start_coordinator "$job" --agents 3 --quorum 3 --rounds 150 --method esgd --drop 0.9 --seed 3 --eval-every 1000
+agent_pids=()
+for id in 0 1 2; do
+    start_agent "$job" "$id"
+    agent_pids+=("$last_pid")
+done
+wait_pid "$coordinator_pid" 600 || fail "coordinator exited with $?"
+for pid in "${agent_pids[@]}"; do wait_pid "$pid" 60 || fail "an agent exited with $?"; done
+wait_pid "$watch_pid" 60 || fail "esgd-watch found invalid messages: $(cat "$work/watch.json")"
+
+json=$work/coordinator.json
+accuracy=$(json_get test_accuracy "$json")
+echo "test accuracy after 150 rounds: $accuracy"
+awk -v a="$accuracy" 'BEGIN { exit !(a >= 0.80) }' || fail "accuracy $accuracy below the floor 0.80"
+[ "$(json_get rounds "$json")" = 150 ] || fail "ran $(json_get rounds "$json") rounds, expected 150"
+[ "$(json_get accepted "$json")" = 450 ] || fail "accepted $(json_get accepted "$json") updates, expected 450"
+[ "$(json_get rejected "$json")" = 0 ] || fail "some updates were rejected"
+
+# esgd-watch saw exactly the bytes the coordinator counted.
+watched_update_bytes=$(grep -o '"update": {[^}]*}' "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$')
+watched_model_bytes=$(grep -o '"round_model": {[^}]*}' "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$')
+echo "uplink: coordinator $(json_get uplink_bytes "$json"), broker $watched_update_bytes"
+echo "broadcast: coordinator $(json_get broadcast_bytes "$json"), broker $watched_model_bytes"
+[ "$watched_update_bytes" = "$(json_get uplink_bytes "$json")" ] || fail "update bytes differ"
+[ "$watched_model_bytes" = "$(json_get broadcast_bytes "$json")" ] || fail "model bytes differ"
+[ "$(json_get invalid "$work/watch.json")" = 0 ] || fail "invalid messages on the broker"
+echo PASS
