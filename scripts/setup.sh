@@ -9,7 +9,7 @@ shift || true
 
 # Why each package is needed is in README.md ("Dependencies").
 packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev mosquitto
-          libcmocka-dev ca-certificates)
+          libcmocka-dev gnuplot-nox ca-certificates)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
