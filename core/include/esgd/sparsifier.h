@@ -17,6 +17,7 @@
 
 #include "esgd/error.h"
 #include "esgd/sparse.h"
+#include "esgd/state_file.h"
 
 typedef enum sparsify_method {
     SPARSIFY_DENSE,     /* every coordinate, every round */
@@ -92,5 +93,12 @@ esgd_status sparsifier_select(sparsifier *s, const float *grad, uint32_t round, 
  * has no such state): H (dim), residual (dim). */
 const float *sparsifier_importance(const sparsifier *s);
 const float *sparsifier_residual(const sparsifier *s);
+
+/* Everything that carries from one round to the next (H, residual, previous
+ * selection and round, previous local loss, random streams), so a restarted
+ * agent continues exactly. load checks the method and dimension and changes
+ * nothing unless the whole state reads back. */
+void sparsifier_save_state(const sparsifier *s, state_writer *w);
+esgd_status sparsifier_load_state(sparsifier *s, state_reader *r, esgd_error *err);
 
 #endif
