@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""Reference decoder for the eSGD wire messages, written from
+schemas/messages.md alone, with only the Python standard library.
+
+    python3 schemas/decode.py MESSAGE_FILE      (or the bytes on stdin)
+    python3 schemas/decode.py --expected-dim 61706 update.bin
+
+Prints the decoded message as JSON. On a malformed message it prints
+"error: <status>: <reason>" to stderr and exits with status 1; <status> is
+the same name the C decoder reports (format, truncated, version, type,
+missing, range, nonfinite, dimension, mismatch, argument).
+"""
+import argparse
+import json
+import math
+import re
+import struct
+import sys
+
+VERSION = 1
+JOB_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+MAX_DEPTH = 16
+MAX_KEYS = 64
+UINT32_MAX = 2**32 - 1
+
+
+class WireError(Exception):
+    def __init__(self, status, reason):
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+
+
+class Bin(bytes):
+    """A msgpack bin (str decodes to Python str)."""
+
+
+class Map(list):
+    """A msgpack map, kept as a list of (key, value) pairs so duplicates show."""
+
+
+# ------------------------------------------------------------ msgpack reader
+
+class Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, n):
+        if n > len(self.data) - self.pos:
+            raise WireError("truncated", f"message ends {n - (len(self.data) - self.pos)} bytes early")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def uint(self, n):
+        return int.from_bytes(self.take(n), "big")
+
+    def sint(self, n):
+        return int.from_bytes(self.take(n), "big", signed=True)
+
+    def container_len(self, n, per_item):
+        # Every element needs at least one byte: a longer claim is truncation.
+        if n * per_item > len(self.data) - self.pos:
+            raise WireError("truncated", f"container of {n} elements in {len(self.data) - self.pos} bytes")
+        return n
+
+    def obj(self, depth=0):
+        b = self.take(1)[0]
+        if b <= 0x7F:
+            return b
+        if b >= 0xE0:
+            return b - 0x100
+        if 0x80 <= b <= 0x8F:
+            return self.map(b & 0x0F, depth)
+        if 0x90 <= b <= 0x9F:
+            return self.array(b & 0x0F, depth)
+        if 0xA0 <= b <= 0xBF:
+            return self.str(b & 0x1F)
+        simple = {0xC0: None, 0xC2: False, 0xC3: True}
+        if b in simple:
+            return simple[b]
+        if b in (0xC4, 0xC5, 0xC6):
+            return Bin(self.take(self.uint({0xC4: 1, 0xC5: 2, 0xC6: 4}[b])))
+        if b in (0xD9, 0xDA, 0xDB):
+            return self.str(self.uint({0xD9: 1, 0xDA: 2, 0xDB: 4}[b]))
+        if b == 0xCA:
+            return ("f32", struct.unpack(">f", self.take(4))[0])
+        if b == 0xCB:
+            return ("f64", struct.unpack(">d", self.take(8))[0])
+        if 0xCC <= b <= 0xCF:
+            return self.uint(1 << (b - 0xCC))
+        if 0xD0 <= b <= 0xD3:
+            return self.sint(1 << (b - 0xD0))
+        if b in (0xDC, 0xDD):
+            return self.array(self.container_len(self.uint(2 if b == 0xDC else 4), 1), depth)
+        if b in (0xDE, 0xDF):
+            return self.map(self.container_len(self.uint(2 if b == 0xDE else 4), 2), depth)
+        if b in (0xC7, 0xC8, 0xC9):
+            n = self.uint({0xC7: 1, 0xC8: 2, 0xC9: 4}[b])
+            self.take(1 + n)
+            return ("ext", None)
+        if 0xD4 <= b <= 0xD8:
+            self.take(1 + (1 << (b - 0xD4)))
+            return ("ext", None)
+        raise WireError("format", f"byte 0x{b:02x} at offset {self.pos - 1} is not msgpack")
+
+    def str(self, n):
+        raw = self.take(n)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")  # never a valid key or name anyway
+
+    def nested(self, depth):
+        if depth + 1 > MAX_DEPTH:
+            raise WireError("format", f"containers nested deeper than {MAX_DEPTH}")
+        return depth + 1
+
+    def array(self, n, depth):
+        self.container_len(n, 1)
+        d = self.nested(depth)
+        return [self.obj(d) for _ in range(n)]
+
+    def map(self, n, depth):
+        self.container_len(n, 2)
+        d = self.nested(depth)
+        return Map((self.obj(d), self.obj(d)) for _ in range(n))
+
+
+def parse(data):
+    if not data:
+        raise WireError("format", "empty message")
+    r = Reader(data)
+    root = r.obj()
+    if r.pos != len(data):
+        raise WireError("format", f"{len(data) - r.pos} trailing bytes after the message")
+    return root
+
+
+# ------------------------------------------------------------ field access
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Fields:
+    def __init__(self, root):
+        if not isinstance(root, Map):
+            raise WireError("type", "message is not a msgpack map")
+        if len(root) > MAX_KEYS:
+            raise WireError("format", f"map has {len(root)} keys, at most {MAX_KEYS} allowed")
+        self.values = {}
+        for key, value in root:
+            if not isinstance(key, str):
+                raise WireError("format", "map key is not a string")
+            if key in self.values:
+                raise WireError("format", f"duplicate key '{key}'")
+            self.values[key] = value
+
+    def has(self, key):
+        return key in self.values
+
+    def get(self, key):
+        if key not in self.values:
+            raise WireError("missing", f"missing field {key}")
+        return self.values[key]
+
+    def uint(self, key, maximum=UINT32_MAX):
+        v = self.get(key)
+        if not is_int(v):
+            raise WireError("type", f"field {key} is not an unsigned integer")
+        if v < 0 or v > maximum:
+            raise WireError("range", f"field {key} = {v} outside 0..{maximum}")
+        return v
+
+    def float(self, key, nil_ok=False):
+        v = self.get(key)
+        if v is None and nil_ok:
+            return None
+        if not (isinstance(v, tuple) and v[0] in ("f32", "f64")):
+            raise WireError("type", f"field {key} is not a float")
+        x = v[1]
+        if math.isfinite(x):  # the value is used as float32
+            try:
+                x = struct.unpack("<f", struct.pack("<f", x))[0]
+            except OverflowError:
+                x = math.inf
+        if not math.isfinite(x):
+            raise WireError("nonfinite", f"field {key} is not finite")
+        if x < 0:
+            raise WireError("range", f"field {key} = {x} < 0")
+        return x
+
+    def bool(self, key, nil_ok=False):
+        v = self.get(key)
+        if v is None and nil_ok:
+            return None
+        if not isinstance(v, bool):
+            raise WireError("type", f"field {key} is not a bool")
+        return v
+
+    def str(self, key):
+        v = self.get(key)
+        if not isinstance(v, str):
+            raise WireError("type", f"field {key} is not a string")
+        return v
+
+    def enum(self, key, allowed):
+        v = self.str(key)
+        if v not in allowed:
+            raise WireError("range", f"field {key} = '{v}' is not one of {allowed}")
+        return v
+
+    def bin(self, key):
+        v = self.get(key)
+        if not isinstance(v, Bin):
+            raise WireError("type", f"field {key} is not a bin")
+        return bytes(v)
+
+    def job(self):
+        v = self.str("job")
+        if not JOB_NAME.match(v):
+            raise WireError("range", "job name must be 1..64 of [A-Za-z0-9_.-]")
+        return v
+
+
+def check_header(f, msg_type, allowed_keys):
+    v = f.get("v")
+    if not is_int(v):
+        raise WireError("type", "field v is not an integer")
+    if v != VERSION:
+        raise WireError("version", f"version {v}, expected {VERSION}")
+    t = f.str("type")
+    if t != msg_type:
+        raise WireError("mismatch", f"message type '{t}', expected '{msg_type}'")
+    if allowed_keys is not None:
+        for key in f.values:
+            if key not in allowed_keys:
+                raise WireError("format", f"unknown key '{key}'")
+
+
+# ------------------------------------------------------------ vectors
+
+def dims(f, expected_dim):
+    dim = f.uint("dim")
+    count = f.uint("count")
+    if dim == 0:
+        raise WireError("range", "dim must be > 0")
+    if expected_dim and dim != expected_dim:
+        raise WireError("dimension", f"dim {dim}, expected {expected_dim}")
+    if count > dim:
+        raise WireError("range", f"count {count} > dim {dim}")
+    return dim, count
+
+
+def rice_indices(data, b, dim, count):
+    nbits = len(data) * 8
+    pos = 0
+
+    def bit():
+        nonlocal pos
+        if pos >= nbits:
+            raise WireError("format", "rice idx ends inside a code")
+        value = (data[pos >> 3] >> (7 - (pos & 7))) & 1
+        pos += 1
+        return value
+
+    indices = []
+    nxt = 0
+    for i in range(count):
+        if nxt >= dim:
+            raise WireError("range", f"rice index {i} past dim {dim}")
+        limit = (dim - 1 - nxt) >> b
+        q = 0
+        while bit():
+            q += 1
+            if q > limit:
+                raise WireError("range", "rice unary run goes past dim")
+        low = 0
+        for _ in range(b):
+            low = (low << 1) | bit()
+        index = nxt + (q << b) + low
+        if index >= dim:
+            raise WireError("range", f"rice index {i} = {index} >= dim {dim}")
+        indices.append(index)
+        nxt = index + 1
+    if (pos + 7) // 8 != len(data):
+        raise WireError("format", f"rice idx has {len(data)} bytes, its codes fill {(pos + 7) // 8}")
+    if pos & 7 and data[-1] & ((1 << (8 - (pos & 7))) - 1):
+        raise WireError("format", "rice idx padding bits are not zero")
+    return indices
+
+
+def bitmap_indices(data, dim, count):
+    if len(data) != (dim + 7) // 8:
+        raise WireError("format", f"bitmap idx has {len(data)} bytes, dim {dim} needs {(dim + 7) // 8}")
+    indices = []
+    for j in range(len(data) * 8):
+        if data[j >> 3] >> (j & 7) & 1:
+            if j >= dim:
+                raise WireError("range", f"bitmap bit {j} >= dim {dim}")
+            indices.append(j)
+    if len(indices) != count:
+        raise WireError("format", f"bitmap has {len(indices)} bits set, count = {count}")
+    return indices
+
+
+def indices(f, dim, count):
+    enc = f.enum("idx_enc", ("all", "bitmap", "rice"))
+    if enc != "rice" and f.has("rice_b"):
+        raise WireError("format", f"rice_b present with idx_enc {enc}")
+    if enc == "all":
+        if f.has("idx"):
+            raise WireError("format", "idx present with idx_enc all")
+        if count != dim:
+            raise WireError("format", f"idx_enc all with count {count} != dim {dim}")
+        return enc, list(range(dim))
+    data = f.bin("idx")
+    if enc == "bitmap":
+        return enc, bitmap_indices(data, dim, count)
+    return enc, rice_indices(data, f.uint("rice_b", 31), dim, count)
+
+
+def values(f, count, fmt):
+    data = f.bin("val")
+    width = 2 if fmt == "f16" else 4
+    if len(data) != width * count:
+        raise WireError("format", f"val has {len(data)} bytes, count {count} of {fmt} needs {width * count}")
+    out = list(struct.unpack(f"<{count}{'e' if fmt == 'f16' else 'f'}", data))
+    for i, x in enumerate(out):
+        if not math.isfinite(x):
+            raise WireError("nonfinite", f"value {i} is not finite")
+    return out
+
+
+# ------------------------------------------------------------ messages
+
+def decode_update(f, expected_dim):
+    check_header(f, "update", {"v", "type", "job", "round", "agent", "samples", "loss", "dim", "count",
+                               "idx_enc", "idx", "rice_b", "val_fmt", "val"})
+    msg = {"type": "update", "job": f.job(), "round": f.uint("round"), "agent": f.uint("agent"),
+           "samples": f.uint("samples"), "loss": f.float("loss")}
+    fmt = f.enum("val_fmt", ("f32", "f16"))
+    dim, count = dims(f, expected_dim)
+    if msg["samples"] == 0:
+        raise WireError("range", "samples must be > 0")
+    enc, idx = indices(f, dim, count)
+    msg.update(dim=dim, count=count, idx_enc=enc, val_fmt=fmt, indices=idx, values=values(f, count, fmt))
+    return msg
+
+
+def decode_model(f, expected_dim):
+    check_header(f, "model", {"v", "type", "job", "round", "base_round", "lr", "prev_loss", "loss_fell", "done",
+                              "form", "dim", "count", "idx_enc", "idx", "rice_b", "val"})
+    msg = {"type": "model", "job": f.job(), "round": f.uint("round"), "base_round": f.uint("base_round"),
+           "lr": f.float("lr"), "prev_loss": f.float("prev_loss", nil_ok=True),
+           "loss_fell": f.bool("loss_fell", nil_ok=True), "done": f.bool("done"),
+           "form": f.enum("form", ("full", "delta"))}
+    dim, count = dims(f, expected_dim)
+    if msg["form"] == "full":
+        if msg["base_round"] != msg["round"]:
+            raise WireError("range", "full model base_round != round")
+        if count != dim:
+            raise WireError("range", "full model count != dim")
+        if f.has("idx_enc") or f.has("idx") or f.has("rice_b"):
+            raise WireError("format", "full model carries index fields")
+        idx = None
+    else:
+        if msg["round"] == 0 or msg["base_round"] != msg["round"] - 1:
+            raise WireError("range", "model delta needs round >= 1 and base_round == round - 1")
+        msg["idx_enc"], idx = indices(f, dim, count)
+    msg.update(dim=dim, count=count, values=values(f, count, "f32"))
+    if idx is not None:
+        msg["indices"] = idx
+    return msg
+
+
+def decode_status(f, _expected_dim):
+    check_header(f, "status", {"v", "type", "job", "agent", "state", "round"})
+    return {"type": "status", "job": f.job(), "agent": f.uint("agent"),
+            "state": f.enum("state", ("online", "offline", "done")), "round": f.uint("round")}
+
+
+# The v1 config keys, their msgpack types and ranges, as listed in messages.md:
+# (name, "str" | "uint" | "float" | tuple of allowed names, min, max).
+CONFIG_OPTIONS = [
+    ("job", "str", None, None),
+    ("model", ("mlp", "lenet"), None, None),
+    ("method", ("dense", "threshold", "esgd", "topk", "randk"), None, None),
+    ("drop", "float", 0.0, 0.999999),
+    ("threshold", "float", 0.0, 1e30),
+    ("loss-signal", ("global", "local"), None, None),
+    ("h-increment", ("one", "absgrad"), None, None),
+    ("eps", "float", 1e-30, 1e30),
+    ("beta", "float", 0.0, 1.0),
+    ("value-mode", ("grad", "grad+residual"), None, None),
+    ("tau-mode", ("mean", "fixed"), None, None),
+    ("tau", "float", 0.0, 1e30),
+    ("agents", "uint", 1, 100000),
+    ("batch", "uint", 1, 4096),
+    ("lr", "float", 1e-12, 1e6),
+    ("lr-decay", "float", 1e-12, 1.0),
+    ("epochs", "uint", 0, 100000),
+    ("rounds", "uint", 0, 4000000000),
+    ("seed", "uint", 0, 2**64 - 1),
+    ("partition", ("iid", "noniid"), None, None),
+    ("alpha", "float", 1e-6, 1e6),
+    ("values", ("f32", "f16"), None, None),
+    ("train-samples", "uint", 1, 4000000000),
+    ("eval-every", "uint", 0, 4000000000),
+]
+MODEL_DIM = {"mlp": 101770, "lenet": 61706}
+
+
+def decode_config(f, _expected_dim):
+    check_header(f, "config", {"v", "type", "dim"} | {opt[0] for opt in CONFIG_OPTIONS})
+    msg = {"type": "config"}
+    for name, kind, lo, hi in CONFIG_OPTIONS:
+        if kind == "str":
+            msg[name] = f.job()
+        elif kind == "uint":
+            v = f.get(name)
+            if not is_int(v):
+                raise WireError("type", f"option {name} is not an unsigned integer")
+            if not lo <= v <= hi:
+                raise WireError("range", f"option {name} = {v} outside [{lo}, {hi}]")
+            msg[name] = v
+        elif kind == "float":
+            v = f.get(name)
+            if not (isinstance(v, tuple) and v[0] in ("f32", "f64")):
+                raise WireError("type", f"option {name} is not a float")
+            if not math.isfinite(v[1]):
+                raise WireError("nonfinite", f"option {name} is not finite")
+            if not lo <= v[1] <= hi:
+                raise WireError("range", f"option {name} = {v[1]} outside [{lo}, {hi}]")
+            msg[name] = v[1]
+        else:
+            msg[name] = f.enum(name, kind)
+    msg["dim"] = f.uint("dim")
+    if msg["agents"] > msg["train-samples"]:
+        raise WireError("argument", "agents must be <= train-samples")
+    if msg["epochs"] == 0 and msg["rounds"] == 0:
+        raise WireError("argument", "epochs or rounds must be > 0")
+    if msg["dim"] != MODEL_DIM[msg["model"]]:
+        raise WireError("dimension", f"config dim {msg['dim']}, model {msg['model']} has {MODEL_DIM[msg['model']]}")
+    return msg
+
+
+DECODERS = {"update": decode_update, "model": decode_model, "status": decode_status, "config": decode_config}
+
+
+def decode(data, expected_dim=0):
+    f = Fields(parse(data))
+    t = f.values.get("type")
+    check_header(f, t if t in DECODERS else "update", None)  # version first, then the type
+    return DECODERS[t](f, expected_dim)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("file", nargs="?", help="message file (default: stdin)")
+    ap.add_argument("--expected-dim", type=int, default=0, help="reject update/model of another dim")
+    args = ap.parse_args()
+    data = open(args.file, "rb").read() if args.file else sys.stdin.buffer.read()
+    try:
+        msg = decode(data, args.expected_dim)
+    except WireError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(msg, indent=1 if len(data) < 4096 else None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
