@@ -1107,8 +1107,8 @@ static esgd_status get_indices(const msgpack_object *map, uint32_t dim, uint32_t
             indices[i] = i;
         return ESGD_OK;
     }
-    const uint8_t *idx;
-    size_t size;
+    const uint8_t *idx = NULL;
+    size_t size = 0;
     if ((st = get_bin(map, "idx", &idx, &size, err)) != ESGD_OK)
         return st;
     if (coding == INDEX_BITMAP)
@@ -1122,8 +1122,8 @@ static esgd_status get_indices(const msgpack_object *map, uint32_t dim, uint32_t
 static esgd_status get_values(const msgpack_object *map, uint32_t count, value_format fmt, float *values,
                               esgd_error *err)
 {
-    const uint8_t *val;
-    size_t size;
+    const uint8_t *val = NULL;
+    size_t size = 0;
     esgd_status st = get_bin(map, "val", &val, &size, err);
     if (st != ESGD_OK)
         return st;
@@ -1145,7 +1145,7 @@ static esgd_status decode_update(const msgpack_object *root, uint32_t expected_d
     if (st != ESGD_OK)
         return st;
     update_msg m = {0};
-    int fmt;
+    int fmt = 0;
     uint32_t dim, count;
     if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
         (st = get_u32(root, "agent", &m.agent, err)) != ESGD_OK ||
@@ -1195,7 +1195,7 @@ static esgd_status decode_model(const msgpack_object *root, uint32_t expected_di
     if (st != ESGD_OK)
         return st;
     model_msg m = {0};
-    int form, loss_fell, done;
+    int form = 0, loss_fell = 0, done = 0;
     uint32_t dim, count;
     if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
         (st = get_u32(root, "base_round", &m.base_round, err)) != ESGD_OK ||
