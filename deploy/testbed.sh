@@ -62,8 +62,9 @@ echo "testbed: mosquitto on $BROKER_URL (pid $BROKER_PID); job $job; results in 
 
 "$coordinator_bin" --broker "$BROKER_URL" --job "$job" --data "$data" --model "$model" --agents "$agents" \
     --method "$method" --drop "$drop" --epochs "$epochs" --rounds "$rounds" --partition "$partition" \
-    --seed "$seed" --quorum "$agents" --round-timeout 30 --csv "$results/rounds.csv" --json "${extra[@]}" \
-    >"$results/result.json" 2> >(tee "$results/logs/coordinator.log" | grep --line-buffered -E "^round|error|warning" >&2) &
+    --seed "$seed" --quorum "$agents" --round-timeout 30 --eval-every 50 --eval-limit 2000 \
+    --csv "$results/rounds.csv" --json "${extra[@]}" \
+    >"$results/result.json" 2> >(tee "$results/logs/coordinator.log" | grep --line-buffered -E "test_accuracy|error|warning" >&2) &
 coordinator_pid=$!
 pids+=("$coordinator_pid")
 for ((i = 0; i < agents; i++)); do
