@@ -29,4 +29,4 @@ fi
 "$root/scripts/fetch-mnist.sh" "$root/data/mnist"
 
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-cmake --build "$build_dir" -j"$(nproc)"
+cmake --build "$build_dir" -j"$(nproc)" >&2

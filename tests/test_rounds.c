@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "esgd/agent.h"
 #include "esgd/aggregator.h"
@@ -345,6 +347,132 @@ static void test_bad_construction_is_an_error(void **state)
     dataset_destroy(&shard);
 }
 
+/* One full round: broadcast, every agent answers, close. */
+static void run_round(fixture *f)
+{
+    esgd_error err = {0};
+    broadcast(f);
+    for (int a = 0; a < 2; a++) {
+        const uint8_t *msg;
+        size_t size;
+        assert_int_equal(agent_compute_update(f->agent[a], &msg, &size, &err), ESGD_OK);
+        assert_int_equal(coordinator_receive_update(f->coordinator, msg, size, &err), UPDATE_ACCEPTED);
+    }
+    round_summary s;
+    coordinator_close_round(f->coordinator, &s);
+}
+
+static void temp_path(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "/tmp/esgd-rounds-%ld-%s", (long)getpid(), name);
+}
+
+static void test_coordinator_checkpoint_resumes_exactly(void **state)
+{
+    fixture *f = *state;
+    esgd_error err = {0};
+    char path[128];
+    temp_path(path, sizeof path, "coordinator.ckpt");
+    uint32_t d = job_dimension(&f->cfg);
+    for (int r = 0; r < 5; r++)
+        run_round(f);
+    assert_int_equal(coordinator_save(f->coordinator, path, &err), ESGD_OK);
+
+    esgd_coordinator *restored = coordinator_new(&f->cfg, &err);
+    assert_non_null(restored);
+    assert_int_equal(coordinator_restore(restored, path, &err), ESGD_OK);
+    assert_int_equal(coordinator_round(restored), 5);
+    assert_memory_equal(coordinator_params(restored), coordinator_params(f->coordinator), d * sizeof(float));
+    assert_memory_equal(coordinator_loss_history(restored), coordinator_loss_history(f->coordinator),
+                        5 * sizeof(float));
+    assert_memory_equal(coordinator_get_counters(restored), coordinator_get_counters(f->coordinator),
+                        sizeof(coordinator_counters));
+    /* The first broadcast after a restore is full, so any agent can apply it. */
+    const uint8_t *msg;
+    size_t size;
+    assert_int_equal(coordinator_round_model(restored, &msg, &size, &err), ESGD_OK);
+    esgd_agent *fresh = agent_new(&f->cfg, 0, &f->shard[0], &err);
+    assert_int_equal(agent_apply_model(fresh, msg, size, &err), ESGD_OK);
+    assert_memory_equal(agent_params(fresh), coordinator_params(f->coordinator), d * sizeof(float));
+    agent_free(fresh);
+
+    /* A checkpoint of another configuration is refused and changes nothing. */
+    esgd_job_config other = f->cfg;
+    other.seed = 99;
+    esgd_coordinator *stranger = coordinator_new(&other, &err);
+    assert_int_equal(coordinator_restore(stranger, path, &err), ESGD_ERR_MISMATCH);
+    assert_int_equal(coordinator_round(stranger), 0);
+    /* A damaged checkpoint is refused too. */
+    FILE *file = fopen(path, "r+b");
+    fseek(file, 100, SEEK_SET);
+    fputc(0x5a, file);
+    fclose(file);
+    assert_int_not_equal(coordinator_restore(stranger, path, &err), ESGD_OK);
+    assert_int_equal(coordinator_round(stranger), 0);
+    assert_int_equal(coordinator_restore(stranger, "/nonexistent/x.ckpt", &err), ESGD_ERR_IO);
+    coordinator_free(stranger);
+    coordinator_free(restored);
+    unlink(path);
+}
+
+static void test_agent_state_resumes_exactly(void **state)
+{
+    fixture *f = *state;
+    esgd_error err = {0};
+    char path[128];
+    temp_path(path, sizeof path, "agent.state");
+    for (int r = 0; r < 4; r++)
+        run_round(f);
+    assert_int_equal(agent_save(f->agent[0], path, &err), ESGD_OK);
+
+    /* A restarted agent 0: restores its state, gets the retained full model. */
+    esgd_agent *restarted = agent_new(&f->cfg, 0, &f->shard[0], &err);
+    assert_int_equal(agent_restore(restarted, path, &err), ESGD_OK);
+    uint32_t answered = 0;
+    assert_true(agent_answered_round(restarted, &answered));
+    assert_int_equal(answered, 3);
+    const uint8_t *msg;
+    size_t size;
+    assert_int_equal(coordinator_full_model(f->coordinator, &msg, &size, &err), ESGD_OK);
+    assert_int_equal(agent_apply_model(restarted, msg, size, &err), ESGD_OK);
+    uint8_t *round4_full = malloc(size); /* msg is reused by the next broadcast */
+    memcpy(round4_full, msg, size);
+    size_t round4_size = size;
+    broadcast(f);
+    const uint8_t *m1, *m2;
+    size_t s1, s2;
+    assert_int_equal(agent_compute_update(f->agent[0], &m1, &s1, &err), ESGD_OK);
+    assert_int_equal(agent_compute_update(restarted, &m2, &s2, &err), ESGD_OK);
+    assert_int_equal(s1, s2);
+    assert_memory_equal(m1, m2, s1);
+    /* Asked again for the same round, an agent returns the same bytes. */
+    const uint8_t *again;
+    size_t again_size;
+    assert_int_equal(agent_compute_update(restarted, &again, &again_size, &err), ESGD_OK);
+    assert_int_equal(again_size, s2);
+    assert_memory_equal(again, m1, s1);
+    /* The same round's model again changes nothing. */
+    assert_int_equal(agent_apply_model(restarted, round4_full, round4_size, &err), ESGD_OK);
+    assert_int_equal(agent_current_round(restarted), 4);
+    free(round4_full);
+
+    /* Another agent's state, or a damaged file, is refused and changes nothing. */
+    esgd_agent *other = agent_new(&f->cfg, 1, &f->shard[1], &err);
+    assert_int_equal(agent_restore(other, path, &err), ESGD_ERR_MISMATCH);
+    assert_false(agent_answered_round(other, NULL));
+    FILE *file = fopen(path, "r+b");
+    fseek(file, -20, SEEK_END);
+    fputc(0x5a, file);
+    fclose(file);
+    esgd_agent *third = agent_new(&f->cfg, 0, &f->shard[0], &err);
+    assert_int_not_equal(agent_restore(third, path, &err), ESGD_OK);
+    assert_false(agent_answered_round(third, NULL));
+    agent_free(third);
+    agent_free(other);
+    agent_free(restarted);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +484,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_agent_refuses_a_delta_it_cannot_apply, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_same_round_same_update, setup_job, teardown_job),
         cmocka_unit_test(test_bad_construction_is_an_error),
+        cmocka_unit_test_setup_teardown(test_coordinator_checkpoint_resumes_exactly, setup_job, teardown_job),
+        cmocka_unit_test_setup_teardown(test_agent_state_resumes_exactly, setup_job, teardown_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
