@@ -21,32 +21,18 @@
 #include "esgd/report.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
+#include "esgd/runtime.h"
 
 enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 typedef struct settings {
-    const char *broker, *data_dir, *state_dir, *csv_path, *username, *password, *ca_file;
+    mqtt_link_options link; /* broker settings; client id set at connect */
+    const char *data_dir, *state_dir, *csv_path;
     uint32_t quorum;          /* 0: majority of the expected agents */
     double round_timeout;     /* seconds */
     uint32_t eval_limit;
-    uint32_t connect_timeout;
     int json;
 } settings;
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 typedef struct run {
     settings set;
@@ -134,19 +120,19 @@ static void handle_message(run *r, const mqtt_message *m)
  * has and round_timeout has passed. False when a stop was requested. */
 static bool collect_round(run *r, uint32_t quorum)
 {
-    double opened = now_seconds(), last_notice = opened;
+    double opened = monotonic_seconds(), last_notice = opened;
     uint32_t agents = r->cfg.agents;
     for (;;) {
         uint32_t have = coordinator_participants(r->coordinator);
-        double waited = now_seconds() - opened;
+        double waited = monotonic_seconds() - opened;
         if (have == agents || (have >= quorum && waited >= r->set.round_timeout))
             return true;
-        if (stop_requested)
+        if (stop_requested())
             return false;
-        if (now_seconds() - last_notice >= 30) {
+        if (monotonic_seconds() - last_notice >= 30) {
             log_warn("round %u: %u of %u agents after %.0f s (quorum %u); waiting",
                      coordinator_round(r->coordinator), have, agents, waited, quorum);
-            last_notice = now_seconds();
+            last_notice = monotonic_seconds();
         }
         mqtt_message m;
         if (mqtt_link_next(r->link, 50, &m))
@@ -274,9 +260,8 @@ static int setup(run *r, esgd_error *err)
     }
     char client_id[128];
     snprintf(client_id, sizeof client_id, "esgd-coordinator-%s", r->cfg.job);
-    mqtt_link_options mo = {.broker_url = r->set.broker, .client_id = client_id,
-                            .connect_timeout_seconds = (int)r->set.connect_timeout,
-                            .username = r->set.username, .password = r->set.password, .ca_file = r->set.ca_file};
+    mqtt_link_options mo = r->set.link;
+    mo.client_id = client_id;
     if (!(r->link = mqtt_link_open(&mo, err)))
         return EXIT_RUNTIME;
     return EXIT_DONE;
@@ -288,12 +273,13 @@ int main(int argc, char **argv)
     memset(&r, 0, sizeof r);
     r.accuracy = r.test_loss = NAN;
     settings *set = &r.set;
-    set->broker = "tcp://127.0.0.1:1883";
+    set->link.broker_url = "tcp://127.0.0.1:1883";
+    set->link.connect_timeout_seconds = 30;
     set->data_dir = "data/mnist";
     set->round_timeout = 30;
-    set->connect_timeout = 30;
+    cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
+    mqtt_link_cli_options(&set->link, broker_options);
     const cli_option options[] = {
-        {"broker", CLI_STRING, &set->broker, "broker URL, tcp://host:port or ssl://host:port"},
         {"data", CLI_STRING, &set->data_dir, "IDX data folder: train labels (epoch length) and t10k test set"},
         {"quorum", CLI_UINT, &set->quorum, "fewest updates that may close a round after the timeout (0: majority)"},
         {"round-timeout", CLI_DOUBLE, &set->round_timeout, "seconds to wait for all agents before a quorum suffices"},
@@ -301,10 +287,6 @@ int main(int argc, char **argv)
         {"csv", CLI_STRING, &set->csv_path, "per-round CSV: round,loss,participants,lr,test_accuracy,bytes"},
         {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
         {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
-        {"connect-timeout", CLI_UINT, &set->connect_timeout, "seconds to keep trying the first connection"},
-        {"username", CLI_STRING, &set->username, "broker user name"},
-        {"password", CLI_STRING, &set->password, "broker password (prefer ESGD_PASSWORD)"},
-        {"ca-file", CLI_STRING, &set->ca_file, "CA bundle for ssl:// brokers"},
     };
     const cli_program program = {
         .name = "esgd-coordinator",
@@ -313,6 +295,8 @@ int main(int argc, char **argv)
                    "aggregates the agents' sparse updates and tracks the global loss.",
         .options = options,
         .option_count = sizeof options / sizeof options[0],
+        .shared_options = broker_options,
+        .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
         .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data, checkpoint),\n"
                     "             2 bad usage or configuration, 3 stopped by SIGINT/SIGTERM (checkpoint kept)",
     };
@@ -325,14 +309,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     log_set_subject("esgd-coordinator");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    stop_signals_install();
 
     esgd_error err = {0};
-    double started = now_seconds();
+    double started = monotonic_seconds();
     rc = setup(&r, &err);
     if (rc != EXIT_DONE)
         log_error("%s", err.message);
@@ -347,7 +327,7 @@ int main(int argc, char **argv)
                  r.cfg.job, coordinator_round(r.coordinator), r.accuracy, (unsigned long long)k.received,
                  (unsigned long long)k.published);
         if (set->json)
-            report_json(stdout, r.coordinator, r.accuracy, r.test_loss, now_seconds() - started);
+            report_json(stdout, r.coordinator, r.accuracy, r.test_loss, monotonic_seconds() - started);
     }
     mqtt_link_close(r.link);
     if (r.csv)

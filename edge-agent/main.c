@@ -18,12 +18,14 @@
 #include "esgd/mqtt_link.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
+#include "esgd/runtime.h"
 
 enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3, EXIT_CONFIG_CHANGED = 4 };
 
 typedef struct settings {
-    const char *broker, *job, *data_dir, *shard, *state_dir, *username, *password, *ca_file;
-    uint32_t id, connect_timeout, config_timeout;
+    mqtt_link_options link; /* broker settings; client id and Last Will set at connect */
+    const char *job, *data_dir, *shard, *state_dir;
+    uint32_t id, config_timeout;
 } settings;
 
 typedef struct agent_run {
@@ -39,21 +41,6 @@ typedef struct agent_run {
     char latest_topic[TOPIC_MAX];
     bool fetching_latest;  /* subscribed to the retained full model */
 } agent_run;
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *err)
 {
@@ -180,12 +167,12 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
     bool repeat = agent_answered_round(r->agent, &answered) && answered == round;
     const uint8_t *msg;
     size_t size;
-    double started = now_seconds();
+    double started = monotonic_seconds();
     if (agent_compute_update(r->agent, &msg, &size, &err) != ESGD_OK) {
         log_error("round %u: %s", round, err.message);
         return EXIT_RUNTIME;
     }
-    double seconds = now_seconds() - started;
+    double seconds = monotonic_seconds() - started;
     char topic[TOPIC_MAX];
     topic_round_grad(topic, r->cfg.job, round, r->set.id);
     if (mqtt_link_publish(r->link, topic, msg, size, 1, false, &err) != ESGD_OK) {
@@ -220,11 +207,11 @@ static int run_loop(agent_run *r)
     if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
         log_warn("%s", err.message);
     log_info("waiting for the configuration of job %s", r->set.job);
-    double waiting_since = now_seconds(), last_notice = waiting_since;
-    while (!stop_requested) {
+    double waiting_since = monotonic_seconds(), last_notice = waiting_since;
+    while (!stop_requested()) {
         mqtt_message m;
         if (!mqtt_link_next(r->link, 200, &m)) {
-            double now = now_seconds();
+            double now = monotonic_seconds();
             if (!r->agent && r->set.config_timeout && now - waiting_since >= r->set.config_timeout) {
                 log_error("no configuration for job %s after %u s", r->set.job, r->set.config_timeout);
                 return EXIT_RUNTIME;
@@ -238,7 +225,7 @@ static int run_loop(agent_run *r)
             }
             continue;
         }
-        last_notice = now_seconds();
+        last_notice = monotonic_seconds();
         topic_info t = topic_parse(m.topic, r->set.job);
         if (t.kind == TOPIC_CONFIG) {
             if (m.size == 0)
@@ -280,22 +267,19 @@ int main(int argc, char **argv)
     agent_run r;
     memset(&r, 0, sizeof r);
     settings *set = &r.set;
-    set->broker = "tcp://127.0.0.1:1883";
+    set->link.broker_url = "tcp://127.0.0.1:1883";
+    set->link.connect_timeout_seconds = 30;
     set->job = "mnist";
     set->data_dir = "data/mnist";
-    set->connect_timeout = 30;
+    cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
+    mqtt_link_cli_options(&set->link, broker_options);
     const cli_option options[] = {
-        {"broker", CLI_STRING, &set->broker, "broker URL, tcp://host:port or ssl://host:port"},
         {"job", CLI_STRING, &set->job, "job name (the coordinator's --job)"},
         {"id", CLI_UINT, &set->id, "this agent's id, 0..agents-1"},
         {"data", CLI_STRING, &set->data_dir, "IDX data folder with train-images/labels"},
         {"shard", CLI_STRING, &set->shard, "train on shard i of N, as i/N (default: id/agents)"},
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the eSGD state; a restart continues from it"},
         {"config-timeout", CLI_UINT, &set->config_timeout, "seconds to wait for the job configuration (0: forever)"},
-        {"connect-timeout", CLI_UINT, &set->connect_timeout, "seconds to keep trying the first connection"},
-        {"username", CLI_STRING, &set->username, "broker user name"},
-        {"password", CLI_STRING, &set->password, "broker password (prefer ESGD_PASSWORD)"},
-        {"ca-file", CLI_STRING, &set->ca_file, "CA bundle for ssl:// brokers"},
     };
     const cli_program program = {
         .name = "esgd-agent",
@@ -304,6 +288,8 @@ int main(int argc, char **argv)
                    "training setting comes from the coordinator's retained job configuration.",
         .options = options,
         .option_count = sizeof options / sizeof options[0],
+        .shared_options = broker_options,
+        .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
         .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data, state), 2 bad usage or\n"
                     "             job configuration, 3 stopped by SIGINT/SIGTERM, 4 job configuration changed",
     };
@@ -313,11 +299,7 @@ int main(int argc, char **argv)
     char subject[64];
     snprintf(subject, sizeof subject, "esgd-agent[%u]", set->id);
     log_set_subject(subject);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    stop_signals_install();
 
     esgd_error err = {0};
     uint8_t will[CODEC_STATUS_BOUND];
@@ -331,10 +313,11 @@ int main(int argc, char **argv)
     char will_topic[TOPIC_MAX], client_id[128];
     topic_status(will_topic, set->job, set->id);
     snprintf(client_id, sizeof client_id, "esgd-agent-%s-%u", set->job, set->id);
-    mqtt_link_options mo = {.broker_url = set->broker, .client_id = client_id,
-                            .connect_timeout_seconds = (int)set->connect_timeout, .will_topic = will_topic,
-                            .will_payload = will_buf.data, .will_size = will_buf.size, .username = set->username,
-                            .password = set->password, .ca_file = set->ca_file};
+    mqtt_link_options mo = set->link;
+    mo.client_id = client_id;
+    mo.will_topic = will_topic;
+    mo.will_payload = will_buf.data;
+    mo.will_size = will_buf.size;
     if (!(r.decoder = codec_decoder_new(&err)) || !(r.link = mqtt_link_open(&mo, &err))) {
         log_error("%s", err.message);
         codec_decoder_free(r.decoder);

@@ -19,11 +19,25 @@ static void env_name(const char *name, char *var, size_t cap)
     var[n] = '\0';
 }
 
+/* Option i across the program's own table and the shared one. */
+static const cli_option *option_at(const cli_program *p, size_t i)
+{
+    if (i < p->option_count)
+        return &p->options[i];
+    i -= p->option_count;
+    return p->shared_options && i < p->shared_option_count ? &p->shared_options[i] : NULL;
+}
+
+static size_t option_total(const cli_program *p)
+{
+    return p->option_count + (p->shared_options ? p->shared_option_count : 0);
+}
+
 static const cli_option *find_option(const cli_program *p, const char *name)
 {
-    for (size_t i = 0; i < p->option_count; i++)
-        if (strcmp(p->options[i].name, name) == 0)
-            return &p->options[i];
+    for (size_t i = 0; i < option_total(p); i++)
+        if (strcmp(option_at(p, i)->name, name) == 0)
+            return option_at(p, i);
     return NULL;
 }
 
@@ -73,11 +87,11 @@ int cli_parse(const cli_program *p, int argc, char **argv, esgd_job_config *cfg)
         fprintf(stderr, "%s: %s\n", p->name, err.message);
         return CLI_USAGE_ERROR;
     }
-    for (size_t i = 0; i < p->option_count; i++) {
+    for (size_t i = 0; i < option_total(p); i++) {
         char var[80];
-        env_name(p->options[i].name, var, sizeof var);
+        env_name(option_at(p, i)->name, var, sizeof var);
         const char *value = getenv(var);
-        if (value && set_option(p, &p->options[i], value, var) != 0)
+        if (value && set_option(p, option_at(p, i), value, var) != 0)
             return CLI_USAGE_ERROR;
     }
     for (int i = 1; i < argc; i++) {
@@ -139,8 +153,8 @@ static void print_default(const cli_option *o, FILE *out)
 void cli_print_help(const cli_program *p, const esgd_job_config *cfg, FILE *out)
 {
     fprintf(out, "%s\n\noptions (each also from the environment as ESGD_<NAME>):\n", p->summary);
-    for (size_t i = 0; i < p->option_count; i++) {
-        const cli_option *o = &p->options[i];
+    for (size_t i = 0; i < option_total(p); i++) {
+        const cli_option *o = option_at(p, i);
         char flag[64];
         snprintf(flag, sizeof flag, "--%s%s", o->name, o->type == CLI_FLAG ? "" : " V");
         fprintf(out, "  %-22s %s", flag, o->help);

@@ -11,13 +11,7 @@
 #include "esgd/model.h"
 #include "esgd/rng.h"
 #include "esgd/sparsifier.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "esgd/runtime.h"
 
 static int compare_double(const void *a, const void *b)
 {
@@ -54,7 +48,7 @@ static double bench_training(model_kind kind, int steps)
         y[i] = (uint8_t)rng_below(&rng, 10);
     double runs[REPEATS];
     for (int r = -1; r < REPEATS; r++) { /* r = -1 warms up */
-        double t0 = now_seconds();
+        double t0 = monotonic_seconds();
         for (int s = 0; s < steps; s++) {
             float loss;
             model_forward_backward(m, x, y, batch, &loss);
@@ -62,7 +56,7 @@ static double bench_training(model_kind kind, int steps)
                 m->params[j] -= 0.01f * m->grads[j];
         }
         if (r >= 0)
-            runs[r] = (now_seconds() - t0) / steps;
+            runs[r] = (monotonic_seconds() - t0) / steps;
     }
     free(x);
     model_free(m);
@@ -90,10 +84,10 @@ static double bench_select(sparsify_method method, uint32_t d, double drop, int 
     sparse_vector out;
     double *t = malloc(sizeof(double) * (size_t)rounds);
     for (int r = 0; r < rounds + 2; r++) {
-        double t0 = now_seconds();
+        double t0 = monotonic_seconds();
         sparsifier_select(s, g, (uint32_t)r, loss_fell, 1.0f, &out, &err);
         if (r >= 2)
-            t[r - 2] = now_seconds() - t0;
+            t[r - 2] = monotonic_seconds() - t0;
         /* Perturb so top-k/threshold see a moving gradient. */
         g[rng_below(&rng, d)] += 0.05f;
     }
@@ -135,20 +129,20 @@ static void bench_codec(uint32_t d, double drop, value_format fmt, double *enc_m
     double enc[REPEATS], decd[REPEATS];
     const int iters = 50;
     for (int r = 0; r < REPEATS; r++) {
-        double t0 = now_seconds();
+        double t0 = monotonic_seconds();
         for (int i = 0; i < iters; i++)
             if (codec_encode_update(&buf, &u, fmt, &err) != ESGD_OK) {
                 fprintf(stderr, "esgd-bench: encode: %s\n", err.message);
                 exit(1);
             }
-        enc[r] = (now_seconds() - t0) / iters;
-        t0 = now_seconds();
+        enc[r] = (monotonic_seconds() - t0) / iters;
+        t0 = monotonic_seconds();
         for (int i = 0; i < iters; i++)
             if (codec_decode_update(dec, buf.data, buf.size, d, &out, &err) != ESGD_OK) {
                 fprintf(stderr, "esgd-bench: decode: %s\n", err.message);
                 exit(1);
             }
-        decd[r] = (now_seconds() - t0) / iters;
+        decd[r] = (monotonic_seconds() - t0) / iters;
     }
     *bytes = buf.size;
     *enc_mbs = (double)buf.size / median(enc, REPEATS) / 1e6;

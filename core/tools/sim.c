@@ -11,13 +11,7 @@
 #include "esgd/job.h"
 #include "esgd/report.h"
 #include "esgd/simulation.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "esgd/runtime.h"
 
 int main(int argc, char **argv)
 {
@@ -47,7 +41,7 @@ int main(int argc, char **argv)
 
     esgd_error err = {0};
     FILE *csv = NULL;
-    double started = now_seconds();
+    double started = monotonic_seconds();
     esgd_simulation *sim = simulation_new(&cfg, data_dir, &err);
     if (!sim) {
         fprintf(stderr, "esgd-sim: %s\n", err.message);
@@ -98,7 +92,7 @@ int main(int argc, char **argv)
     if (csv)
         fclose(csv);
     if (rc == 0 && json)
-        report_json(stdout, coordinator, accuracy, test_loss, now_seconds() - started);
+        report_json(stdout, coordinator, accuracy, test_loss, monotonic_seconds() - started);
     simulation_free(sim);
     return rc;
 }

@@ -292,7 +292,7 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
 
     /* The broker may come up after us (boot order on a gateway): retry the
      * first connection until the timeout; afterwards Paho reconnects itself. */
-    int timeout_ms = (o->connect_timeout_seconds > 0 ? o->connect_timeout_seconds : 10) * 1000;
+    long timeout_ms = (o->connect_timeout_seconds > 0 ? (long)o->connect_timeout_seconds : 10) * 1000;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
@@ -302,13 +302,25 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
             break;
         sleep_ms(500);
     }
-    esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot connect to %s within %d s: %s", o->broker_url, timeout_ms / 1000,
+    esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot connect to %s within %ld s: %s", o->broker_url, timeout_ms / 1000,
                    l->connect_failure);
     MQTTAsync_destroy(&l->client);
     pthread_cond_destroy(&l->changed);
     pthread_mutex_destroy(&l->lock);
     free(l);
     return NULL;
+}
+
+void mqtt_link_cli_options(mqtt_link_options *o, cli_option out[MQTT_LINK_CLI_OPTION_COUNT])
+{
+    const cli_option options[MQTT_LINK_CLI_OPTION_COUNT] = {
+        {"broker", CLI_STRING, &o->broker_url, "broker URL, tcp://host:port or ssl://host:port"},
+        {"connect-timeout", CLI_UINT, &o->connect_timeout_seconds, "seconds to keep trying the first connection"},
+        {"username", CLI_STRING, &o->username, "broker user name"},
+        {"password", CLI_STRING, &o->password, "broker password (prefer the environment variable)"},
+        {"ca-file", CLI_STRING, &o->ca_file, "CA bundle to verify an ssl:// broker"},
+    };
+    memcpy(out, options, sizeof options);
 }
 
 bool mqtt_link_flush(mqtt_link *l, int timeout_ms)

@@ -16,14 +16,7 @@
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
 #include "esgd/topics.h"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
+#include "esgd/runtime.h"
 
 typedef struct kind_count {
     const char *name;
@@ -112,10 +105,12 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
 
 int main(int argc, char **argv)
 {
-    const char *broker = "tcp://127.0.0.1:1883", *job = "mnist";
+    const char *job = "mnist";
+    mqtt_link_options mo = {.broker_url = "tcp://127.0.0.1:1883"};
+    cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
+    mqtt_link_cli_options(&mo, broker_options);
     double timeout = 0;
     const cli_option options[] = {
-        {"broker", CLI_STRING, &broker, "broker URL"},
         {"job", CLI_STRING, &job, "job name"},
         {"timeout", CLI_DOUBLE, &timeout, "stop after this many seconds (0: when the job is done)"},
     };
@@ -125,17 +120,15 @@ int main(int argc, char **argv)
                    "Decodes every message of a job on the broker and prints counts as JSON.",
         .options = options,
         .option_count = sizeof options / sizeof options[0],
+        .shared_options = broker_options,
+        .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
         .epilogue = "exit status: 0 every message decoded, 1 some did not or the broker failed, 2 bad usage",
     };
     int rc = cli_parse(&program, argc, argv, NULL);
     if (rc != CLI_CONTINUE)
         return rc == CLI_HELP ? 0 : 2;
     log_set_subject("esgd-watch");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    stop_signals_install();
 
     static watch w;
     const char *names[K_COUNT] = {"config", "latest_model", "round_model", "update", "status", "other"};
@@ -150,7 +143,7 @@ int main(int argc, char **argv)
     w.model.params.values = malloc(cap * sizeof(float));
     char client_id[128], filter[TOPIC_MAX];
     snprintf(client_id, sizeof client_id, "esgd-watch-%s-%ld", job, (long)time(NULL));
-    mqtt_link_options mo = {.broker_url = broker, .client_id = client_id};
+    mo.client_id = client_id;
     mqtt_link *link = NULL;
     if (!w.update.grad.indices || !w.update.grad.values || !w.model.params.indices || !w.model.params.values ||
         !(w.decoder = codec_decoder_new(&err)) || !(link = mqtt_link_open(&mo, &err))) {
@@ -166,7 +159,7 @@ int main(int argc, char **argv)
     }
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    while (!stop_requested && !w.done) {
+    while (!stop_requested() && !w.done) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (timeout > 0 && (double)(now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) * 1e-9 >= timeout)
             break;

@@ -98,3 +98,34 @@ wait_pid() {
     done
     fail "process $1 still running after $2 s"
 }
+
+# start_agents JOB N [options]: agents 0..N-1; their PIDs in agent_pids
+start_agents() {
+    local job=$1 n=$2 id
+    shift 2
+    agent_pids=()
+    for ((id = 0; id < n; id++)); do
+        start_agent "$job" "$id" "$@"
+        agent_pids+=("$last_pid")
+    done
+}
+
+# finish_job: the coordinator and every agent in agent_pids exit 0
+finish_job() {
+    wait_pid "$coordinator_pid" 600 || fail "coordinator exited with $?"
+    local pid
+    for pid in "${agent_pids[@]}"; do wait_pid "$pid" 60 || fail "an agent exited with $?"; done
+}
+
+# same_values FILE_A FILE_B KEY...: each key has one non-empty value in both JSON files
+same_values() {
+    local a=$1 b=$2 key
+    shift 2
+    for key in "$@"; do
+        local va vb
+        va=$(json_get "$key" "$a")
+        vb=$(json_get "$key" "$b")
+        echo "$key: $(basename "$a" .json) $va, $(basename "$b" .json) $vb"
+        [ -n "$va" ] && [ "$va" = "$vb" ] || fail "$key differs"
+    done
+}

@@ -9,18 +9,8 @@ settings=(--job "$job" --agents 3 --rounds 40 --method esgd --drop 0.95 --seed 1
 
 start_broker
 start_coordinator "$job" "${settings[@]}" --quorum 3
-agent_pids=()
-for id in 0 1 2; do
-    start_agent "$job" "$id"
-    agent_pids+=("$last_pid")
-done
-wait_pid "$coordinator_pid" 600 || fail "coordinator exited with $?"
-for pid in "${agent_pids[@]}"; do wait_pid "$pid" 60 || fail "an agent exited with $?"; done
-
-for key in model_fnv1a64 uplink_bytes broadcast_bytes final_loss test_accuracy accepted; do
-    sim=$(json_get "$key" "$work/sim.json")
-    mqtt=$(json_get "$key" "$work/coordinator.json")
-    echo "$key: esgd-sim $sim, MQTT $mqtt"
-    [ -n "$sim" ] && [ "$sim" = "$mqtt" ] || fail "$key differs between esgd-sim and the MQTT run"
-done
+start_agents "$job" 3
+finish_job
+same_values "$work/sim.json" "$work/coordinator.json" model_fnv1a64 uplink_bytes broadcast_bytes final_loss \
+    test_accuracy accepted
 echo PASS

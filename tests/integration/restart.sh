@@ -10,11 +10,7 @@ settings=(--job "$job" --agents 3 --rounds 120 --method esgd --drop 0.9 --seed 2
 
 start_broker
 start_coordinator "$job" "${settings[@]}" --quorum 3 --state-dir "$work/coordinator-state"
-agent_pids=()
-for id in 0 1 2; do
-    start_agent "$job" "$id"
-    agent_pids+=("$last_pid")
-done
+start_agents "$job" 3
 wait_for_line "^round 40/" "$work/coordinator.log" 120
 kill -9 "$coordinator_pid"
 wait "$coordinator_pid" 2>/dev/null || true
@@ -22,16 +18,10 @@ mv "$work/coordinator.log" "$work/coordinator-first.log"
 echo "killed the coordinator after $(grep -c '^round' "$work/coordinator-first.log") closed rounds"
 sleep 0.5
 start_coordinator "$job" "${settings[@]}" --quorum 3 --state-dir "$work/coordinator-state"
-wait_pid "$coordinator_pid" 600 || fail "restarted coordinator exited with $?"
-for pid in "${agent_pids[@]}"; do wait_pid "$pid" 60 || fail "an agent exited with $?"; done
+finish_job
 
 grep -q "resumed from .* at round" "$work/coordinator.log" || fail "the coordinator did not resume from its checkpoint"
 grep -o "resumed from .* at round [0-9]*" "$work/coordinator.log"
 [ "$(json_get rounds "$work/coordinator.json")" = 120 ] || fail "the job did not end at round 120"
-for key in model_fnv1a64 final_loss; do
-    sim=$(json_get "$key" "$work/sim.json")
-    mqtt=$(json_get "$key" "$work/coordinator.json")
-    echo "$key: esgd-sim $sim, restarted MQTT run $mqtt"
-    [ -n "$sim" ] && [ "$sim" = "$mqtt" ] || fail "$key differs from the uninterrupted run"
-done
+same_values "$work/sim.json" "$work/coordinator.json" model_fnv1a64 final_loss
 echo PASS

@@ -8,13 +8,8 @@ start_broker
 job=it-training
 start_watch "$job"
 start_coordinator "$job" --agents 3 --quorum 3 --rounds 150 --method esgd --drop 0.9 --seed 3 --eval-every 1000
-agent_pids=()
-for id in 0 1 2; do
-    start_agent "$job" "$id"
-    agent_pids+=("$last_pid")
-done
-wait_pid "$coordinator_pid" 600 || fail "coordinator exited with $?"
-for pid in "${agent_pids[@]}"; do wait_pid "$pid" 60 || fail "an agent exited with $?"; done
+start_agents "$job" 3
+finish_job
 wait_pid "$watch_pid" 60 || fail "esgd-watch found invalid messages: $(cat "$work/watch.json")"
 
 json=$work/coordinator.json

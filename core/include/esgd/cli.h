@@ -35,6 +35,8 @@ typedef struct cli_program {
     const char *summary;     /* usage line(s) printed first by --help */
     const cli_option *options;
     size_t option_count;
+    const cli_option *shared_options; /* a second table, e.g. the broker settings; may be NULL */
+    size_t shared_option_count;
     const char *epilogue;    /* printed last by --help (exit codes), may be NULL */
 } cli_program;
 

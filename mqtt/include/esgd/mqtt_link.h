@@ -20,13 +20,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "esgd/cli.h"
 #include "esgd/error.h"
 
 typedef struct mqtt_link_options {
     const char *broker_url;        /* tcp://host:port, or ssl://host:port */
     const char *client_id;         /* stable per program instance */
     int keepalive_seconds;         /* 0: 20 */
-    int connect_timeout_seconds;   /* mqtt_link_open waits this long for the first connection; 0: 10 */
+    uint32_t connect_timeout_seconds; /* mqtt_link_open waits this long for the first connection; 0: 10 */
     /* Last Will, published retained at QoS 1 by the broker if we vanish. */
     const char *will_topic;        /* NULL: none */
     const void *will_payload;
@@ -35,6 +36,11 @@ typedef struct mqtt_link_options {
     const char *ca_file;           /* ssl://: CA bundle to verify the broker; NULL: system default */
     size_t max_queued_bytes;       /* incoming messages waiting for mqtt_link_next; 0: 256 MiB */
 } mqtt_link_options;
+
+/* The broker settings every program takes (broker, connect-timeout,
+ * username, password, ca-file), as command-line options writing into o. */
+#define MQTT_LINK_CLI_OPTION_COUNT 5
+void mqtt_link_cli_options(mqtt_link_options *o, cli_option out[MQTT_LINK_CLI_OPTION_COUNT]);
 
 typedef struct mqtt_message {
     const char *topic;   /* NUL-terminated */

@@ -1,0 +1,15 @@
+/* Process-level helpers the programs share: a monotonic clock and a
+ * SIGINT/SIGTERM flag, so a long run can stop at a clean point. */
+#ifndef ESGD_RUNTIME_H
+#define ESGD_RUNTIME_H
+
+#include <stdbool.h>
+
+/* Seconds on a monotonic clock (only differences mean anything). */
+double monotonic_seconds(void);
+
+/* After this, SIGINT and SIGTERM set a flag instead of killing the process. */
+void stop_signals_install(void);
+bool stop_requested(void);
+
+#endif
