@@ -7,6 +7,7 @@
 #include <MQTTAsync.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <stdio.h>
@@ -229,11 +230,51 @@ static bool try_connect(mqtt_link *l, MQTTAsync_connectOptions *co, int wait_ms)
     return ok;
 }
 
+/* The first line of a password file, without its newline. */
+static esgd_status read_password(const char *path, char *out, size_t cap, esgd_error *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot read password file %s: %s", path, strerror(errno));
+    bool ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    if (!ok)
+        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: password file %s is empty", path);
+    out[strcspn(out, "\r\n")] = '\0';
+    return ESGD_OK;
+}
+
+static esgd_status check_readable(const char *what, const char *path, esgd_error *err)
+{
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (path && !f)
+        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot read %s %s: %s", what, path, strerror(errno));
+    if (f)
+        fclose(f);
+    return ESGD_OK;
+}
+
 mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
 {
     if (!o || !o->broker_url || !o->client_id || !*o->client_id) {
         esgd_error_set(err, ESGD_ERR_ARG, "mqtt: broker URL and client id are required");
         return NULL;
+    }
+    bool tls = strncmp(o->broker_url, "ssl://", 6) == 0 || strncmp(o->broker_url, "mqtts://", 8) == 0;
+    if (!tls && (o->ca_file || o->cert_file || o->key_file)) {
+        esgd_error_set(err, ESGD_ERR_ARG, "mqtt: TLS files given but %s is not an ssl:// URL", o->broker_url);
+        return NULL;
+    }
+    if (check_readable("CA file", o->ca_file, err) != ESGD_OK ||
+        check_readable("certificate", o->cert_file, err) != ESGD_OK ||
+        check_readable("key", o->key_file, err) != ESGD_OK)
+        return NULL;
+    char password[256];
+    const char *use_password = o->password;
+    if (o->password_file) {
+        if (read_password(o->password_file, password, sizeof password, err) != ESGD_OK)
+            return NULL;
+        use_password = password;
     }
     mqtt_link *l = calloc(1, sizeof *l);
     if (!l) {
@@ -273,7 +314,7 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
     co.onFailure = on_connect_failure;
     co.context = l;
     co.username = o->username;
-    co.password = o->password;
+    co.password = use_password;
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     if (o->will_topic) {
         will.topicName = o->will_topic;
@@ -284,8 +325,10 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
         co.will = &will;
     }
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
-    if (strncmp(o->broker_url, "ssl://", 6) == 0 || strncmp(o->broker_url, "mqtts://", 8) == 0) {
+    if (tls) {
         ssl.trustStore = o->ca_file;
+        ssl.keyStore = o->cert_file;
+        ssl.privateKey = o->key_file;
         ssl.enableServerCertAuth = 1;
         co.ssl = &ssl;
     }
@@ -317,8 +360,11 @@ void mqtt_link_cli_options(mqtt_link_options *o, cli_option out[MQTT_LINK_CLI_OP
         {"broker", CLI_STRING, &o->broker_url, "broker URL, tcp://host:port or ssl://host:port"},
         {"connect-timeout", CLI_UINT, &o->connect_timeout_seconds, "seconds to keep trying the first connection"},
         {"username", CLI_STRING, &o->username, "broker user name"},
-        {"password", CLI_STRING, &o->password, "broker password (prefer the environment variable)"},
+        {"password", CLI_STRING, &o->password, "broker password (prefer --password-file)"},
+        {"password-file", CLI_STRING, &o->password_file, "file whose first line is the broker password"},
         {"ca-file", CLI_STRING, &o->ca_file, "CA bundle to verify an ssl:// broker"},
+        {"cert-file", CLI_STRING, &o->cert_file, "client certificate (PEM) for an ssl:// broker"},
+        {"key-file", CLI_STRING, &o->key_file, "client private key (PEM) for --cert-file"},
     };
     memcpy(out, options, sizeof options);
 }

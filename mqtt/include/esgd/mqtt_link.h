@@ -33,13 +33,17 @@ typedef struct mqtt_link_options {
     const void *will_payload;
     size_t will_size;
     const char *username, *password; /* NULL: none */
+    const char *password_file;     /* read the password from this file's first line instead */
     const char *ca_file;           /* ssl://: CA bundle to verify the broker; NULL: system default */
+    const char *cert_file;         /* ssl://: client certificate (PEM), for brokers that require one */
+    const char *key_file;          /* ssl://: its private key (PEM); NULL: in cert_file */
     size_t max_queued_bytes;       /* incoming messages waiting for mqtt_link_next; 0: 256 MiB */
 } mqtt_link_options;
 
 /* The broker settings every program takes (broker, connect-timeout,
- * username, password, ca-file), as command-line options writing into o. */
-#define MQTT_LINK_CLI_OPTION_COUNT 5
+ * username, password, password-file, ca-file, cert-file, key-file), as
+ * command-line options writing into o. */
+#define MQTT_LINK_CLI_OPTION_COUNT 8
 void mqtt_link_cli_options(mqtt_link_options *o, cli_option out[MQTT_LINK_CLI_OPTION_COUNT]);
 
 typedef struct mqtt_message {
@@ -60,8 +64,9 @@ typedef struct mqtt_link_counters {
 typedef struct mqtt_link mqtt_link;
 
 /* Connects, waiting up to connect_timeout_seconds for the first CONNACK.
- * Errors: ESGD_ERR_ARG (bad URL or options), ESGD_ERR_IO (broker not
- * reachable in time, with the reason). */
+ * Errors: ESGD_ERR_ARG (bad URL or options, TLS files given for a tcp://
+ * URL), ESGD_ERR_IO (broker not reachable in time, with the reason; an
+ * unreadable password file or TLS file). */
 mqtt_link *mqtt_link_open(const mqtt_link_options *options, esgd_error *err);
 /* Waits up to 5 s for in-flight publishes, disconnects cleanly (no Will) and frees. NULL is a no-op. */
 void mqtt_link_close(mqtt_link *link);
