@@ -21,13 +21,15 @@
 #include "esgd/report.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
+#include "metrics.h"
 #include "esgd/runtime.h"
 
 enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 typedef struct settings {
     mqtt_link_options link; /* broker settings; client id set at connect */
-    const char *data_dir, *state_dir, *csv_path;
+    const char *data_dir, *state_dir, *csv_path, *metrics_address;
+    uint32_t metrics_port;    /* 0: no metrics server */
     uint32_t quorum;          /* 0: majority of the expected agents */
     double round_timeout;     /* seconds */
     uint32_t eval_limit;
@@ -44,6 +46,7 @@ typedef struct run {
     char checkpoint[4096];
     uint8_t *agent_online;    /* (agents) last status seen + 1, for logs */
     codec_decoder *status_decoder;
+    metrics *metrics;
     float accuracy, test_loss;
 } run;
 
@@ -108,6 +111,11 @@ static void handle_message(run *r, const mqtt_message *m)
         return;
     esgd_error err = {0};
     update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, &err);
+    if (outcome == UPDATE_ACCEPTED) {
+        const update_msg *u = coordinator_last_update(r->coordinator);
+        metrics_agent_update(r->metrics, u->agent, u->round, u->loss);
+    }
+    metrics_progress(r->metrics, r->coordinator);
     if (outcome == UPDATE_REJECTED)
         log_warn("round %u: rejected update on %s (%s): %s", coordinator_round(r->coordinator), m->topic,
                  esgd_status_name(err.status), err.message);
@@ -151,6 +159,7 @@ static int after_round(run *r, const round_summary *s)
             return EXIT_RUNTIME;
         }
         accuracy = r->accuracy;
+        metrics_evaluated(r->metrics, r->accuracy, r->test_loss);
     }
     /* The checkpoint is written before the next model goes out, so agents
      * can never be ahead of what a restarted coordinator remembers. */
@@ -194,10 +203,13 @@ static int train(run *r)
     while (!coordinator_done(r->coordinator)) {
         if (open_round(r) != ESGD_OK)
             return EXIT_RUNTIME;
+        double opened = monotonic_seconds();
+        metrics_progress(r->metrics, r->coordinator);
         if (!collect_round(r, quorum))
             return EXIT_INTERRUPTED;
         round_summary s;
         coordinator_close_round(r->coordinator, &s);
+        metrics_round_closed(r->metrics, r->coordinator, &s, monotonic_seconds() - opened);
         int rc = after_round(r, &s);
         if (rc != EXIT_DONE)
             return rc;
@@ -258,6 +270,16 @@ static int setup(run *r, esgd_error *err)
         if (fresh)
             report_csv_header(r->csv);
     }
+    if (r->set.metrics_port) {
+        if (r->set.metrics_port > 65535) {
+            esgd_error_set(err, ESGD_ERR_ARG, "--metrics-port %u is not a TCP port", r->set.metrics_port);
+            return EXIT_USAGE;
+        }
+        if (!(r->metrics = metrics_start(r->set.metrics_address, (uint16_t)r->set.metrics_port, &r->cfg, 1024, err)))
+            return EXIT_RUNTIME;
+        metrics_progress(r->metrics, r->coordinator);
+        log_info("metrics at http://%s:%u/metrics", r->set.metrics_address, r->set.metrics_port);
+    }
     char client_id[128];
     snprintf(client_id, sizeof client_id, "esgd-coordinator-%s", r->cfg.job);
     mqtt_link_options mo = r->set.link;
@@ -276,6 +298,7 @@ int main(int argc, char **argv)
     set->link.broker_url = "tcp://127.0.0.1:1883";
     set->link.connect_timeout_seconds = 30;
     set->data_dir = "data/mnist";
+    set->metrics_address = "127.0.0.1";
     set->round_timeout = 30;
     cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
     mqtt_link_cli_options(&set->link, broker_options);
@@ -286,6 +309,8 @@ int main(int argc, char **argv)
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the checkpoint; resumes from it on restart"},
         {"csv", CLI_STRING, &set->csv_path, "per-round CSV: round,loss,participants,lr,test_accuracy,bytes"},
         {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
+        {"metrics-port", CLI_UINT, &set->metrics_port, "serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: off)"},
+        {"metrics-address", CLI_STRING, &set->metrics_address, "IPv4 address the metrics server listens on"},
         {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
     };
     const cli_program program = {
@@ -336,5 +361,6 @@ int main(int argc, char **argv)
     dataset_destroy(&r.test);
     free(r.agent_online);
     codec_decoder_free(r.status_decoder);
+    metrics_stop(r.metrics);
     return rc;
 }

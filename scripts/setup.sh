@@ -10,6 +10,8 @@ shift || true
 # Why each package is needed is in README.md ("Dependencies").
 packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev mosquitto
           libcmocka-dev gnuplot-nox ca-certificates)
+# The metrics server of the coordinator, and Prometheus for the dashboard test.
+packages+=(libmicrohttpd-dev prometheus)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()

@@ -254,6 +254,11 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
     return UPDATE_ACCEPTED;
 }
 
+const update_msg *coordinator_last_update(const esgd_coordinator *c)
+{
+    return &c->incoming;
+}
+
 void coordinator_close_round(esgd_coordinator *c, round_summary *summary)
 {
     memset(summary, 0, sizeof *summary);

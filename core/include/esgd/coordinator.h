@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "esgd/aggregator.h"
+#include "esgd/codec.h"
 #include "esgd/dataset.h"
 #include "esgd/error.h"
 #include "esgd/job.h"
@@ -79,6 +80,9 @@ esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, siz
 /* Decodes and checks an update message and holds it for the open round. */
 update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size,
                                           esgd_error *err);
+/* The message the last coordinator_receive_update decoded (agent, round,
+ * loss...); meaningful after UPDATE_ACCEPTED, DUPLICATE, LATE or EARLY. */
+const update_msg *coordinator_last_update(const esgd_coordinator *c);
 
 /* Applies the held updates (N_t may be 0: the model stays), records L_t,
  * advances to the next round. */
