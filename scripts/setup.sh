@@ -8,10 +8,10 @@ build_dir=${1:-$root/build}
 shift || true
 
 # Why each package is needed is in README.md ("Dependencies").
-packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev mosquitto
+packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev mosquitto mosquitto-clients
           libcmocka-dev gnuplot-nox ca-certificates)
 # The metrics server of the coordinator, and Prometheus for the dashboard test.
-packages+=(libmicrohttpd-dev prometheus)
+packages+=(libmicrohttpd-dev prometheus python3 curl)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
