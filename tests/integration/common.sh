@@ -129,3 +129,30 @@ same_values() {
         [ -n "$va" ] && [ "$va" = "$vb" ] || fail "$key differs"
     done
 }
+
+# free_port: prints a 127.0.0.1 TCP port nothing listens on now (a caller
+# that then fails to bind it should pick another and retry).
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
+    done
+}
+
+# port_open PORT: something accepts connections on 127.0.0.1:PORT
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_for_port PID PORT SECONDS: PID listens on 127.0.0.1:PORT within the
+# time (status 0); 1 if PID exits first or the time runs out.
+wait_for_port() {
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || return 1
+        port_open "$2" && return 0
+        sleep 0.1
+    done
+    return 1
+}

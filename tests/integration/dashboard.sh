@@ -30,14 +30,6 @@ open(sys.argv[3], "w").write("\n".join(e.replace("$__rate_interval", "30s") for 
 print(f"dashboard: {len(ids)} panels, {len(exprs)} queries, data source {uid}")
 PY
 
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-    done
-}
-
 # 2. A job long enough to be scraped, with its metrics on a free port.
 start_broker
 job=it-dashboard
