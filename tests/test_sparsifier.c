@@ -917,6 +917,194 @@ static void test_esgd_drop_zero_sends_everything(void **state)
     sparsifier_free(s);
 }
 
+/* ---- large d: the sampled-band selection against a reference -------- */
+
+/* Order for the reference: |r| descending, then index ascending. */
+static const float *ref_r;
+static int by_residual_then_index(const void *pa, const void *pb)
+{
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    float ma = fabsf(ref_r[a]), mb = fabsf(ref_r[b]);
+    if (ma != mb)
+        return ma > mb ? -1 : 1;
+    return a < b ? -1 : 1;
+}
+
+/* Order for the reference: H ascending, then index ascending. */
+static const float *ref_h;
+static int by_importance_then_index(const void *pa, const void *pb)
+{
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    if (ref_h[a] != ref_h[b])
+        return ref_h[a] < ref_h[b] ? -1 : 1;
+    return a < b ? -1 : 1;
+}
+
+/* One "loss fell" round of the contract, written plainly: S = S_{t-1},
+ * H += 1 on S, r aged outside S, the largest candidates (ties to the smaller
+ * index) evict the members with the smallest (H, index). Fills want[d]
+ * with 1 (sent as g), 2 (sent as r) or 0, and updates h and r. */
+static void reference_fell_round(uint32_t d, uint32_t k, const uint32_t *prev, const float *g, float beta,
+                                 float *h, float *r, uint8_t *want, float *want_value)
+{
+    uint8_t *in = calloc(d, 1);
+    uint32_t *cand = malloc(d * sizeof *cand), *members = malloc(k * sizeof *members);
+    double sum = 0;
+    for (uint32_t j = 0; j < d; j++)
+        sum += fabsf(g[j]);
+    float tau = (float)(sum / d);
+    for (uint32_t i = 0; i < k; i++) {
+        in[prev[i]] = 1;
+        h[prev[i]] += 1.0f;
+        members[i] = prev[i];
+    }
+    uint32_t nc = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        if (in[j])
+            continue;
+        r[j] = beta * r[j] + g[j];
+        if (fabsf(r[j]) > tau)
+            cand[nc++] = j;
+    }
+    ref_r = r;
+    qsort(cand, nc, sizeof *cand, by_residual_then_index);
+    uint32_t swaps = nc < k ? nc : k;
+    ref_h = h;
+    qsort(members, k, sizeof *members, by_importance_then_index);
+    memset(want, 0, d);
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t j = members[i];
+        if (i < swaps) {
+            r[j] = beta * r[j] + g[j];
+        } else {
+            want[j] = 1;
+            want_value[j] = g[j];
+            r[j] = 0.0f;
+        }
+    }
+    for (uint32_t i = 0; i < swaps; i++) {
+        want[cand[i]] = 2;
+        want_value[cand[i]] = r[cand[i]];
+        r[cand[i]] = 0.0f;
+    }
+    free(in);
+    free(cand);
+    free(members);
+}
+
+/* At LeNet-like d the selection guesses a band from a sample and resolves
+ * only that band. Every kind of round must still give exactly the
+ * contract's result: many candidates (swaps = k), few (swaps < k, members
+ * evicted by H), and heavy ties at the boundary (the smaller index wins). */
+static void test_large_dim_fell_rounds_match_reference(void **state)
+{
+    (void)state;
+    const uint32_t d = 30011;
+    sparsifier_config cfg = esgd_config(0.875);
+    cfg.beta = 0.5f;
+    sparsifier *s = make(cfg, d, 4);
+    uint32_t k = sparsifier_capacity(s);
+    float *g = malloc(d * sizeof *g), *h = malloc(d * sizeof *h), *r = malloc(d * sizeof *r);
+    float *want_value = malloc(d * sizeof *want_value);
+    uint8_t *want = malloc(d);
+    uint32_t *prev = malloc(k * sizeof *prev);
+    esgd_rng rng;
+    rng_seed(&rng, 11, 0);
+    fill_normal(&rng, g, d, 1.0);
+    run(s, g, 0, false);
+    sparse_vector v = run(s, g, 1, false);
+    for (uint32_t round = 2; round < 14; round++) {
+        memcpy(prev, v.indices, k * sizeof *prev);
+        memcpy(h, sparsifier_importance(s), d * sizeof *h);
+        memcpy(r, sparsifier_residual(s), d * sizeof *r);
+        int kind = round % 3;
+        if (kind == 0) {
+            fill_normal(&rng, g, d, 1.0); /* many candidates */
+        } else if (kind == 1) {
+            /* Few candidates: a few hundred huge entries raise tau above
+             * every other residual. */
+            for (uint32_t j = 0; j < d; j++)
+                g[j] = (float)(rng_normal(&rng) * 1e-3);
+            for (uint32_t i = 0; i < k / 10; i++)
+                g[rng_below(&rng, d)] = 1000.0f + 100.0f * (float)rng_below(&rng, 4);
+        } else {
+            /* Ties: magnitudes from a handful of values. */
+            for (uint32_t j = 0; j < d; j++)
+                g[j] = (float)(int)rng_below(&rng, 9) - 4.0f;
+        }
+        reference_fell_round(d, k, prev, g, cfg.beta, h, r, want, want_value);
+        v = run(s, g, round, true);
+        assert_int_equal(v.count, k);
+        assert_well_formed(&v, d);
+        for (uint32_t i = 0; i < k; i++) {
+            uint32_t j = v.indices[i];
+            assert_true(want[j] != 0);
+            assert_true(v.values[i] == want_value[j]);
+        }
+        assert_memory_equal(sparsifier_importance(s), h, d * sizeof *h);
+        assert_memory_equal(sparsifier_residual(s), r, d * sizeof *r);
+    }
+    free(g);
+    free(h);
+    free(r);
+    free(want_value);
+    free(want);
+    free(prev);
+    sparsifier_free(s);
+}
+
+/* Weighted sampling at large d (the per-coordinate clocks and the band):
+ * S_1 gets H = 3, the rest 0, eps = 1, so weights 4 and 1. For exponential
+ * clocks the inclusion probability of weight w is close to 1 - exp(-w T)
+ * with T solving sum_j (1 - exp(-w_j T)) = k; the heavy coordinates' mean
+ * rate over many rounds must match it. */
+static void test_large_dim_weighted_sampling_rates(void **state)
+{
+    (void)state;
+    const uint32_t d = 16384;
+    sparsifier_config cfg = esgd_config(0.875);
+    cfg.tau_mode = ESGD_TAU_FIXED;
+    cfg.tau = HUGE_TAU;
+    cfg.eps = 1.0f;
+    sparsifier *s = make(cfg, d, 5);
+    uint32_t k = sparsifier_capacity(s);
+    uint32_t *s1 = malloc(k * sizeof *s1);
+    prime(s, d, s1, k);
+    float *g = calloc(d, sizeof *g);
+    uint32_t round = 2;
+    for (; round < 5; round++)
+        run(s, g, round, true);
+    uint8_t *heavy = calloc(d, 1);
+    for (uint32_t i = 0; i < k; i++)
+        heavy[s1[i]] = 1;
+    double lo = 0, hi = 10;
+    for (int it = 0; it < 100; it++) {
+        double t = (lo + hi) / 2;
+        double expect = k * (1 - exp(-4 * t)) + (d - k) * (1 - exp(-t));
+        if (expect < k)
+            lo = t;
+        else
+            hi = t;
+    }
+    double predicted = 1 - exp(-4 * lo);
+    const int trials = 60;
+    uint64_t heavy_hits = 0;
+    for (int t = 0; t < trials; t++, round++) {
+        sparse_vector v = run(s, g, round, false);
+        assert_int_equal(v.count, k);
+        assert_well_formed(&v, d);
+        for (uint32_t i = 0; i < k; i++)
+            heavy_hits += heavy[v.indices[i]];
+    }
+    double rate = heavy_hits / ((double)trials * k);
+    /* About 0.37 here; the standard error of the mean rate is below 0.003. */
+    assert_true(fabs(rate - predicted) < 0.015);
+    free(s1);
+    free(g);
+    free(heavy);
+    sparsifier_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -940,6 +1128,8 @@ int main(void)
         cmocka_unit_test(test_local_loss_signal),
         cmocka_unit_test(test_skipped_round_counts_as_not_fell),
         cmocka_unit_test(test_esgd_drop_zero_sends_everything),
+        cmocka_unit_test(test_large_dim_fell_rounds_match_reference),
+        cmocka_unit_test(test_large_dim_weighted_sampling_rates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

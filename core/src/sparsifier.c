@@ -11,6 +11,21 @@
 
 #include "esgd/rng.h"
 
+/* Band guessing (see guess_band): the sample size, and the n from which
+ * the guess pays. A bigger sample leaves a narrower band (its width goes
+ * as n / sqrt(sample)) but costs more to draw (strided reads miss the
+ * cache); 1024 to 8192 measured about the same at d = 61,706 and 10^6. */
+enum { TOP_SAMPLE = 2048, TOP_MIN_N = 8192 };
+
+/* collect_flags reads flags and writes positions in whole groups of up to
+ * 16: flags are zero-padded to a multiple of 16 and every array it writes
+ * has this much room past its count. */
+enum { COLLECT_SLACK = 16 };
+
+/* GCC vector extension: eight positions, stored with one or two vector
+ * moves. */
+typedef uint32_t position_row __attribute__((vector_size(32)));
+
 struct sparsifier {
     sparsifier_config cfg;
     uint32_t dim;      /* d */
@@ -31,12 +46,17 @@ struct sparsifier {
 
     uint8_t *picked;       /* (d) 1 for members of the step-2 selection / random-k draw */
     uint32_t *permutation; /* (d) persistent permutation for uniform draws */
-    uint32_t *keys;        /* (d) radix-select keys */
-    uint32_t *candidates;  /* (k + 1) swapped-in coordinates, ascending (eSGD) */
-    uint32_t *members;     /* (k + 1) step-2 selection, ascending (eSGD) */
-    uint32_t *boundary;    /* (2 d) radix-select scratch */
+    uint32_t *keys;        /* (d) radix-select keys, top-k */
+    uint32_t *candidates;  /* (k + COLLECT_SLACK) swapped-in coordinates, ascending (eSGD) */
+    uint32_t *members;     /* (k + COLLECT_SLACK) step-2 selection, ascending (eSGD) */
+    uint32_t *words;       /* (4 d + 2 COLLECT_SLACK) selection scratch */
+    uint8_t *flags;        /* (d rounded up to 16) selection flags, zero padded */
+    bool wide_collect;     /* the CPU has AVX-512 for collect_flags */
+    uint32_t sample[TOP_SAMPLE];    /* keys sampled to guess a band */
+    uint32_t sample_at[TOP_SAMPLE]; /* their coordinates, evenly strided over d */
+    position_row positions[256]; /* positions[b]: the set bits of b, ascending */
 
-    uint32_t *out_indices; /* (capacity + 1) */
+    uint32_t *out_indices; /* (capacity + COLLECT_SLACK) */
     float *out_values;     /* (capacity + 1) */
 };
 
@@ -97,10 +117,10 @@ static inline float log2_unit(float u)
  * go to earlier positions; arrays are in coordinate order, so to the
  * smaller index).
  *
- * Radix select: one counting pass over all keys on the top 11 bits finds the
+ * Radix select: one counting pass over all keys on the top digit finds the
  * bucket holding the boundary; that bucket's keys and positions are copied
- * to `boundary` (room 2 n) and the remaining 11 + 10 bits are resolved on
- * that small set. No sorting. */
+ * to `boundary` (room 2 n) and the remaining digits are resolved on that
+ * shrinking set. No sorting. */
 typedef struct key_cut {
     uint32_t threshold;
     uint32_t limit;
@@ -119,11 +139,63 @@ static uint32_t find_bucket(const uint32_t *counts, uint32_t buckets, uint32_t *
     return b;
 }
 
+/* The boundary set (keys and positions, in order) narrowed digit by
+ * digit, from bit `high` down: histogram the set on the digit, find the
+ * boundary bucket, keep only its keys. Returns the cut. */
+static key_cut radix_narrow(uint32_t *bkeys, uint32_t *bpos, uint32_t nb, uint32_t remaining, uint32_t prefix,
+                            unsigned high, unsigned width)
+{
+    uint32_t counts[2048];
+    while (high > 0) {
+        unsigned w = high < width ? high : width;
+        unsigned shift = high - w;
+        uint32_t digit_mask = (1u << w) - 1;
+        memset(counts, 0, ((size_t)digit_mask + 1) * sizeof counts[0]);
+        for (uint32_t i = 0; i < nb; i++)
+            counts[(bkeys[i] >> shift) & digit_mask]++;
+        uint32_t digit = find_bucket(counts, digit_mask + 1, &remaining);
+        prefix |= digit << shift;
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < nb; i++) {
+            bkeys[kept] = bkeys[i]; /* kept <= i */
+            bpos[kept] = bpos[i];
+            kept += ((bkeys[i] >> shift) & digit_mask) == digit;
+        }
+        nb = kept;
+        high = shift;
+    }
+    /* All nb keys left equal the threshold; the first `remaining` of them
+     * are in: the limit is just past the position of the last of those. */
+    assert(remaining > 0 && remaining <= nb);
+    return (key_cut){prefix, bpos[remaining - 1] + 1};
+}
+
 static key_cut radix_cut(const uint32_t *keys, uint32_t n, uint32_t m, uint32_t *boundary)
 {
     assert(m > 0 && m <= n);
-    /* Four interleaved histograms: runs of keys in one bucket (common, as
-     * magnitudes cluster) would otherwise serialise on one counter. */
+    uint32_t *bkeys = boundary, *bpos = boundary + n;
+    if (n < 16384) {
+        /* A few thousand keys (a band, a sample): 8 bits at a time, whose
+         * tables are cheap to clear and scan, and a branch-free copy of
+         * the boundary bucket (in a narrow range of keys, many share it). */
+        uint32_t counts[256] = {0};
+        for (uint32_t i = 0; i < n; i++)
+            counts[keys[i] >> 24]++;
+        uint32_t remaining = m;
+        uint32_t top = find_bucket(counts, 256, &remaining);
+        uint32_t nb = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            bkeys[nb] = keys[i]; /* nb <= i */
+            bpos[nb] = i;
+            nb += (keys[i] >> 24) == top;
+        }
+        return radix_narrow(bkeys, bpos, nb, remaining, top << 24, 24, 8);
+    }
+    /* Many keys: the top 11 bits counted in four interleaved histograms
+     * (runs of keys in one bucket, common as magnitudes cluster, would
+     * otherwise serialise on one counter); the boundary bucket's keys are
+     * copied out with a branch (few share it: well predicted) and narrowed
+     * on the remaining 21 bits. */
     uint32_t counts[4][2048];
     memset(counts, 0, sizeof counts);
     uint32_t i = 0;
@@ -139,10 +211,6 @@ static key_cut radix_cut(const uint32_t *keys, uint32_t n, uint32_t m, uint32_t 
         counts[0][b] += counts[1][b] + counts[2][b] + counts[3][b];
     uint32_t remaining = m;
     uint32_t top = find_bucket(counts[0], 2048, &remaining);
-
-    uint32_t *bkeys = boundary, *bpos = boundary + n;
-    /* A branch, not a branch-free append: few keys share the top bucket,
-     * so it is well predicted, and measured faster. */
     uint32_t nb = 0;
     for (i = 0; i < n; i++) {
         if ((keys[i] >> 21) == top) {
@@ -151,31 +219,7 @@ static key_cut radix_cut(const uint32_t *keys, uint32_t n, uint32_t m, uint32_t 
             nb++;
         }
     }
-
-    uint32_t prefix = top << 21, mask = 0xffe00000u;
-    static const unsigned shifts[2] = {10, 0};
-    static const unsigned widths[2] = {11, 10};
-    for (int pass = 0; pass < 2; pass++) {
-        unsigned shift = shifts[pass];
-        uint32_t buckets = 1u << widths[pass];
-        memset(counts[0], 0, buckets * sizeof counts[0][0]);
-        for (i = 0; i < nb; i++)
-            if ((bkeys[i] & mask) == prefix)
-                counts[0][(bkeys[i] >> shift) & (buckets - 1)]++;
-        prefix |= find_bucket(counts[0], buckets, &remaining) << shift;
-        mask |= (buckets - 1) << shift;
-    }
-    /* `remaining` keys equal to the threshold are in: the limit is just
-     * past the position of the last of them. */
-    uint32_t limit = 0;
-    for (i = 0; i < nb && remaining > 0; i++) {
-        if (bkeys[i] == prefix) {
-            remaining--;
-            limit = bpos[i] + 1;
-        }
-    }
-    assert(remaining == 0);
-    return (key_cut){prefix, limit};
+    return radix_narrow(bkeys, bpos, nb, remaining, top << 21, 21, 11);
 }
 
 /* 1 if the key at position i is among the selected. */
@@ -184,47 +228,275 @@ static inline uint32_t cut_take(key_cut cut, uint32_t key, uint32_t i)
     return (uint32_t)(key > cut.threshold) | ((uint32_t)(key == cut.threshold) & (uint32_t)(i < cut.limit));
 }
 
-/* The positions of the m selected keys, ascending, into out (room m + 1).
- * A branch per key is fastest when few are selected (it is well
- * predicted); when many are, the branch is a coin flip and a branch-free
- * append wins. */
-static void cut_collect(key_cut cut, const uint32_t *keys, uint32_t n, uint32_t m, uint32_t *out)
+/* ---- top m of n keys, positions ascending ---------------------------- */
+
+/* The heavy O(d) loops get AVX2 and AVX-512 clones picked at load time, as
+ * in model.c. No fp-contract here: a key recomputed in scalar code must equal,
+ * bit for bit, the one the vector loop compared. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define SIMD_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), noinline))
+#endif
+#endif
+#ifndef SIMD_KERNEL
+#define SIMD_KERNEL __attribute__((noinline))
+#endif
+
+/* Selection runs on byte flags: 2 = surely among the m largest, 1 = maybe
+ * (in the band still to resolve), 0 = out. A flag pass writes them with the
+ * counts of keys above the band's low end (flags 1 or 2) and above its high
+ * end (flags 2); the band guess holds when above_hi <= m <= above_lo. */
+typedef struct flag_counts {
+    uint32_t above_lo;
+    uint32_t above_hi;
+    uint32_t lo, hi; /* the band */
+} flag_counts;
+
+/* The positions, ascending, of flags[0..n) equal to 1 (bit 0) or to 2
+ * (bit 1) into out (room: their count + COLLECT_SLACK). Eight flags at a
+ * time: the chosen bits packed into a byte
+ * by one multiply, a table of that byte's set positions stored whole, and
+ * the count advanced by the bits' sum. No data-dependent branch, so it
+ * costs the same at any density (a branch per flag mispredicts on every
+ * selected coordinate). */
+static uint32_t collect_flags_table(const position_row *positions, const uint8_t *flags, uint32_t n, unsigned bit,
+                                    uint32_t *out)
 {
     uint32_t count = 0;
-    if (m < n / 4) {
-        for (uint32_t i = 0; i < n; i++)
-            if (cut_take(cut, keys[i], i))
-                out[count++] = i;
-    } else {
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t take = cut_take(cut, keys[i], i);
-            out[count] = i; /* count <= m */
-            count += take;
-        }
+    for (uint32_t at = 0; at < n; at += 8) {
+        uint64_t w;
+        memcpy(&w, flags + at, sizeof w);
+        w = (w >> bit) & 0x0101010101010101u;
+        uint32_t bits = (uint32_t)((w * 0x0102040810204080u) >> 56);
+        position_row row = positions[bits] + at;
+        memcpy(out + count, &row, sizeof row);
+        count += (uint32_t)((w * 0x0101010101010101u) >> 56); /* bytes summed */
     }
+    return count;
+}
+
+/* The same with AVX-512: sixteen flags to a mask, and the positions under
+ * the mask packed by one compress instruction. Picked at run time;
+ * -DESGD_NO_WIDE_COLLECT builds without it (to test the table version). */
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(ESGD_NO_WIDE_COLLECT)
+#if __has_attribute(target)
+#define HAVE_WIDE_COLLECT 1
+#include <immintrin.h>
+__attribute__((target("avx512f,popcnt"))) static uint32_t collect_flags_avx512(const uint8_t *flags, uint32_t n,
+                                                                              unsigned bit, uint32_t *out)
+{
+    uint32_t count = 0;
+    const __m512i chosen = _mm512_set1_epi32(1 << bit), step = _mm512_set1_epi32(16);
+    __m512i at = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (uint32_t base = 0; base < n; base += 16) {
+        __m128i f = _mm_loadu_si128((const __m128i *)(const void *)(flags + base));
+        __mmask16 m = _mm512_test_epi32_mask(_mm512_cvtepu8_epi32(f), chosen);
+        _mm512_storeu_si512((void *)(out + count), _mm512_maskz_compress_epi32(m, at));
+        count += (uint32_t)__builtin_popcount(m);
+        at = _mm512_add_epi32(at, step);
+    }
+    return count;
+}
+#endif
+#endif
+
+static uint32_t collect_flags(const sparsifier *t, uint32_t n, unsigned bit, uint32_t *out)
+{
+#ifdef HAVE_WIDE_COLLECT
+    if (t->wide_collect)
+        return collect_flags_avx512(t->flags, n, bit, out);
+#endif
+    return collect_flags_table(t->positions, t->flags, n, bit, out);
+}
+
+static inline uint8_t band_flag(uint32_t key, uint32_t lo, uint32_t hi, uint32_t *above_lo, uint32_t *above_hi)
+{
+    uint32_t a = key > lo, b = key > hi;
+    *above_lo += a;
+    *above_hi += b;
+    return (uint8_t)(a + b);
+}
+
+SIMD_KERNEL static flag_counts flag_keys(const uint32_t *restrict keys, uint32_t n, uint32_t lo, uint32_t hi,
+                                         uint8_t *restrict flags)
+{
+    uint32_t nlo = 0, nhi = 0;
+    for (uint32_t i = 0; i < n; i++)
+        flags[i] = band_flag(keys[i], lo, hi, &nlo, &nhi);
+    return (flag_counts){nlo, nhi, lo, hi};
+}
+
+/* The key of rank `rank` (1 = largest) among n. */
+static uint32_t key_of_rank(const uint32_t *keys, uint32_t n, uint32_t rank, uint32_t *boundary)
+{
+    return radix_cut(keys, n, rank, boundary).threshold;
+}
+
+/* Guesses keys lo <= hi with, almost surely, fewer than m of the n keys
+ * above hi and at least m above lo, from a sample of TOP_SAMPLE keys that
+ * the caller put in t->sample, taken evenly strided or drawn like the keys.
+ * The margin is 3 binomial standard deviations each way (a miss, about
+ * one call in 300, costs one exact pass); the caller checks
+ * the guess and falls back to an exact full pass when it misses. Returns
+ * false when no useful band exists. A rank past the sample's nonzero keys
+ * gives lo = 0: "every nonzero key". */
+static bool guess_band(sparsifier *t, uint32_t n, uint32_t m, uint32_t *lo, uint32_t *hi)
+{
+    uint32_t ns = TOP_SAMPLE;
+    if (n < TOP_MIN_N || m == 0)
+        return false;
+    double p = (double)m / n, mean = p * ns;
+    double margin = 3.0 * sqrt(ns * p * (1.0 - p)) + 2.0;
+    double rank_lo = ceil(mean + margin), rank_hi = floor(mean - margin);
+    if (rank_lo > ns)
+        return false;
+    *lo = key_of_rank(t->sample, ns, (uint32_t)rank_lo, t->words);
+    *hi = rank_hi >= 1.0 ? key_of_rank(t->sample, ns, (uint32_t)rank_hi, t->words) : UINT32_MAX;
+    return true;
+}
+
+/* Where the keys of a flag pass come from, to recompute them for the band
+ * (a few percent of n) instead of storing all n. */
+typedef enum key_kind {
+    KEY_ARRAY,     /* keys[j] */
+    KEY_CANDIDATE, /* eSGD step 3: |r_j| for j outside S_t with |r_j| > tau, else 0 */
+    KEY_CLOCK      /* eSGD step 2: the exponential clock of j (clock_key) */
+} key_kind;
+
+typedef struct key_source {
+    key_kind kind;
+    const uint32_t *keys;
+    const float *r;
+    const uint8_t *picked;
+    float tau;
+    const float *h;
+    float eps;
+    uint32_t seed_a, seed_b;
+} key_source;
+
+static inline uint32_t clock_key(uint32_t j, uint32_t seed_a, uint32_t seed_b, float w);
+
+static inline uint32_t candidate_key(uint32_t in, float r, float tau)
+{
+    float a = fabsf(r);
+    uint32_t candidate = (uint32_t)(in == 0) & (uint32_t)(a > tau);
+    return float_bits(a) & (0u - candidate);
+}
+
+SIMD_KERNEL static void clock_keys(const uint32_t *restrict at, uint32_t n, const float *restrict h, float eps,
+                                   uint32_t seed_a, uint32_t seed_b, uint32_t *restrict keys)
+{
+    for (uint32_t i = 0; i < n; i++)
+        keys[i] = clock_key(at[i], seed_a, seed_b, h[at[i]] + eps);
+}
+
+/* keys[i] = the key of coordinate at[i], i < n. */
+static void keys_at(const key_source *src, const uint32_t *at, uint32_t n, uint32_t *keys)
+{
+    switch (src->kind) {
+    case KEY_CANDIDATE:
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = candidate_key(src->picked[at[i]], src->r[at[i]], src->tau);
+        break;
+    case KEY_CLOCK:
+        clock_keys(at, n, src->h, src->eps, src->seed_a, src->seed_b, keys);
+        break;
+    case KEY_ARRAY:
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = src->keys[at[i]];
+        break;
+    }
+}
+
+/* The positions of the m largest keys (0 < m <= n, ties to the smaller
+ * position), ascending, into out (room m + 8). `banded`: flags and counts
+ * hold a flag pass whose band guess is to be checked; otherwise (or when
+ * the guess missed) an exact radix cut over all n keys decides. Only the
+ * band's keys are recomputed and radix-selected, so the common case makes
+ * no histogram over all n. */
+static void select_flagged(sparsifier *t, const key_source *src, uint32_t n, uint32_t m, bool banded,
+                           flag_counts fc, uint32_t *out)
+{
+    assert(m > 0 && m <= n);
+    uint8_t *flags = t->flags;
+    uint32_t *list = t->words;                           /* (n + COLLECT_SLACK) */
+    uint32_t *keys = t->words + n + COLLECT_SLACK;       /* (n) */
+    uint32_t *boundary = t->words + 2 * n + COLLECT_SLACK; /* (2 n) */
+    for (uint32_t i = n; i % 16 != 0; i++)
+        flags[i] = 0; /* collect_flags reads whole groups */
+    if (banded && fc.above_hi <= m && m <= fc.above_lo) {
+        uint32_t need = m - fc.above_hi;
+        if (need > 0) {
+            uint32_t nb = collect_flags(t, n, 0, list);
+            assert(nb == fc.above_lo - fc.above_hi);
+            keys_at(src, list, nb, keys);
+            /* The band's keys share their leading bits, so a radix pass on
+             * them as they are would pile into one bucket (one counter, a
+             * serial chain of increments). key - (lo + 1), shifted up, is
+             * an order-preserving map that spreads them over all buckets. */
+            uint32_t span = fc.hi - fc.lo - 1; /* keys - (lo + 1) <= span */
+            unsigned shift = span ? (unsigned)__builtin_clz(span) : 0;
+            for (uint32_t i = 0; i < nb; i++)
+                keys[i] = (keys[i] - fc.lo - 1) << shift;
+            key_cut cut = radix_cut(keys, nb, need, boundary);
+            for (uint32_t i = 0; i < nb; i++)
+                flags[list[i]] = (uint8_t)(1 + cut_take(cut, keys[i], i));
+        }
+    } else {
+        const uint32_t *all = src->kind == KEY_ARRAY ? src->keys : keys;
+        if (src->kind != KEY_ARRAY) {
+            for (uint32_t j = 0; j < n; j++)
+                list[j] = j;
+            keys_at(src, list, n, keys);
+        }
+        key_cut cut = radix_cut(all, n, m, boundary);
+        for (uint32_t j = 0; j < n; j++)
+            flags[j] = (uint8_t)(2 * cut_take(cut, all[j], j));
+    }
+    uint32_t count = collect_flags(t, n, 1, out);
     assert(count == m);
+    (void)count;
+}
+
+/* Top m of a stored key array (top-k). */
+static void top_keys(const uint32_t *keys, uint32_t n, uint32_t m, sparsifier *t, uint32_t *out)
+{
+    uint32_t lo = 0, hi = 0;
+    flag_counts fc = {0};
+    if (n >= TOP_MIN_N)
+        for (uint32_t i = 0; i < TOP_SAMPLE; i++)
+            t->sample[i] = keys[t->sample_at[i]];
+    bool banded = guess_band(t, n, m, &lo, &hi);
+    if (banded)
+        fc = flag_keys(keys, n, lo, hi, t->flags);
+    key_source src = {.kind = KEY_ARRAY, .keys = keys};
+    select_flagged(t, &src, n, m, banded, fc, out);
 }
 
 /* Sum of |g| in double: finite exactly when every g_j is finite (a float
- * sum of d < 2^32 finite floats cannot overflow a double). Several
- * accumulators keep the add latency off the critical path. */
-static double abs_sum(const float *g, uint32_t d)
+ * sum of d < 2^32 finite floats cannot overflow a double). In vectors of
+ * four doubles, since GCC will not reorder a scalar floating-point sum. */
+typedef float float4 __attribute__((vector_size(16)));
+typedef uint32_t uint4 __attribute__((vector_size(16)));
+typedef double double4 __attribute__((vector_size(32)));
+
+SIMD_KERNEL static double abs_sum(const float *g, uint32_t d)
 {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    double4 a0 = {0, 0, 0, 0}, a1 = {0, 0, 0, 0};
+    const uint4 magnitude = {0x7fffffffu, 0x7fffffffu, 0x7fffffffu, 0x7fffffffu};
     uint32_t j = 0;
     for (; j + 8 <= d; j += 8) {
-        a0 += fabsf(g[j]);
-        a1 += fabsf(g[j + 1]);
-        a2 += fabsf(g[j + 2]);
-        a3 += fabsf(g[j + 3]);
-        a4 += fabsf(g[j + 4]);
-        a5 += fabsf(g[j + 5]);
-        a6 += fabsf(g[j + 6]);
-        a7 += fabsf(g[j + 7]);
+        uint4 x, y;
+        memcpy(&x, g + j, sizeof x);
+        memcpy(&y, g + j + 4, sizeof y);
+        a0 += __builtin_convertvector((float4)(x & magnitude), double4);
+        a1 += __builtin_convertvector((float4)(y & magnitude), double4);
     }
+    double sum = 0;
     for (; j < d; j++)
-        a0 += fabsf(g[j]);
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
+        sum += fabsf(g[j]);
+    a0 += a1;
+    return sum + ((a0[0] + a0[1]) + (a0[2] + a0[3]));
 }
 
 /* k distinct uniform coordinates into picks[0..k): partial Fisher-Yates on
@@ -296,24 +568,38 @@ sparsifier *sparsifier_new(const sparsifier_config *config, uint32_t dim, uint32
             s->lanes[l].s[i] = rng_next(&s->rng);
 
     size_t d = dim, k = s->keep;
-    bool ok = (s->out_indices = malloc((k + 1) * sizeof *s->out_indices)) &&
+    bool ok = (s->out_indices = malloc((k + COLLECT_SLACK) * sizeof *s->out_indices)) &&
               (s->out_values = malloc((k + 1) * sizeof *s->out_values));
     if (ok && (m == SPARSIFY_ESGD || m == SPARSIFY_TOPK || m == SPARSIFY_THRESHOLD))
         ok = (s->residual = calloc(d, sizeof *s->residual)) != NULL;
     if (ok && (m == SPARSIFY_ESGD || m == SPARSIFY_RANDK))
         ok = (s->picked = calloc(d, sizeof *s->picked)) && (s->permutation = malloc(d * sizeof *s->permutation));
     if (ok && (m == SPARSIFY_ESGD || m == SPARSIFY_TOPK))
-        ok = (s->keys = malloc(d * sizeof *s->keys)) && (s->boundary = malloc(2 * d * sizeof *s->boundary));
+        ok = (s->words = malloc((4 * d + 2 * COLLECT_SLACK) * sizeof *s->words)) &&
+             (s->flags = calloc((d + 15) & ~(size_t)15, 1));
+    if (ok && m == SPARSIFY_TOPK)
+        ok = (s->keys = malloc(d * sizeof *s->keys)) != NULL;
     if (ok && m == SPARSIFY_ESGD)
         ok = (s->importance = calloc(d, sizeof *s->importance)) &&
              (s->previous = malloc(k * sizeof *s->previous)) &&
-             (s->candidates = malloc((k + 1) * sizeof *s->candidates)) &&
-             (s->members = malloc((k + 1) * sizeof *s->members));
+             (s->candidates = malloc((k + COLLECT_SLACK) * sizeof *s->candidates)) &&
+             (s->members = malloc((k + COLLECT_SLACK) * sizeof *s->members));
     if (!ok) {
         sparsifier_free(s);
         esgd_error_set(err, ESGD_ERR_NOMEM, "sparsifier: out of memory for dim %u", dim);
         return NULL;
     }
+    for (uint32_t b = 0; b < 256; b++) {
+        int n = 0;
+        for (uint32_t i = 0; i < 8; i++)
+            if (b >> i & 1)
+                s->positions[b][n++] = i;
+    }
+    for (uint32_t i = 0; i < TOP_SAMPLE; i++)
+        s->sample_at[i] = (uint32_t)((uint64_t)i * dim / TOP_SAMPLE);
+#ifdef HAVE_WIDE_COLLECT
+    s->wide_collect = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+#endif
     if (s->permutation)
         for (uint32_t j = 0; j < dim; j++)
             s->permutation[j] = j;
@@ -335,7 +621,8 @@ void sparsifier_free(sparsifier *s)
     free(s->keys);
     free(s->candidates);
     free(s->members);
-    free(s->boundary);
+    free(s->words);
+    free(s->flags);
     free(s->out_indices);
     free(s->out_values);
     free(s);
@@ -405,8 +692,7 @@ static uint32_t select_topk(sparsifier *s, const float *g)
     uint32_t *keys = s->keys;
     uint32_t d = s->dim;
     accumulate_residual(d, r, g, keys);
-    key_cut cut = radix_cut(keys, d, s->keep, s->boundary);
-    cut_collect(cut, keys, d, s->keep, s->out_indices);
+    top_keys(keys, d, s->keep, s, s->out_indices);
     for (uint32_t i = 0; i < s->keep; i++) {
         uint32_t j = s->out_indices[i];
         s->out_values[i] = r[j];
@@ -445,50 +731,70 @@ static uint32_t select_randk(sparsifier *s, const float *g)
 
 /* ---- eSGD ------------------------------------------------------------- */
 
-/* Exponential clock of a coordinate with weight w from 32 random bits:
- * E / w with E = -log2(u) (an Exp(ln 2) variable: the common scale does not
- * change the ranking). Returned as a key where the earliest clock is the
- * largest. */
-static inline uint32_t sampling_key(uint32_t random_bits, float w)
+/* 32 random bits for coordinate j in one round: a counter-based generator
+ * (two rounds of the "lowbias32" integer mixer, constants from Wellons'
+ * hash prospector, keyed by 64 bits drawn from the agent's stream each
+ * round). Counter-based so that the flag pass can draw every coordinate in
+ * vector lanes and the band's few keys can be drawn again later instead of
+ * storing all d. */
+static inline uint32_t mix32(uint32_t x)
 {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* Exponential clock of coordinate j with weight w: E / w with
+ * E = -log2(u), u uniform in (0, 1) (an Exp(ln 2) variable: the common
+ * scale does not change the ranking). Returned as a key where the earliest
+ * clock is the largest. */
+static inline uint32_t clock_key(uint32_t j, uint32_t seed_a, uint32_t seed_b, float w)
+{
+    uint32_t random_bits = mix32(mix32(j + seed_a) ^ seed_b);
     float u = ((float)(int32_t)(random_bits >> 8) + 0.5f) * 0x1p-24f; /* in (0, 1) */
     float clock = -log2_unit(u) / w;                                   /* >= 0 */
     return ~float_bits(clock);
 }
 
+/* Step 2, loss rose, the one pass over all coordinates: each one's clock
+ * key, flagged against the guessed band (lo, hi]. */
+SIMD_KERNEL static flag_counts flag_clocks(uint32_t d, const float *restrict h, float eps, uint32_t seed_a,
+                                           uint32_t seed_b, uint32_t lo, uint32_t hi, uint8_t *restrict flags)
+{
+    uint32_t nlo = 0, nhi = 0;
+    for (uint32_t j = 0; j < d; j++)
+        flags[j] = band_flag(clock_key(j, seed_a, seed_b, h[j] + eps), lo, hi, &nlo, &nhi);
+    return (flag_counts){nlo, nhi, lo, hi};
+}
+
 /* Step 2, loss rose: k distinct coordinates drawn with probability
  * proportional to H[j] + eps without replacement (Efraimidis-Spirakis as
  * exponential clocks: coordinate j rings at E_j / w_j, E_j ~ Exp(1), and the
- * k earliest win). Writes the winners, ascending, to `members`. */
+ * k earliest win). Writes the winners, ascending, to `members`. The band
+ * is guessed from TOP_SAMPLE clocks drawn for evenly strided coordinates
+ * with their own random bits: they are distributed like the real keys,
+ * which is all the guess needs. */
 static void sample_weighted(sparsifier *s)
 {
     uint32_t d = s->dim;
-    uint32_t *keys = s->keys;
-    /* Four generators in turn: their state updates are independent, so the
-     * CPU overlaps them instead of waiting on one chain. */
-    esgd_rng *lane = s->lanes;
-    uint32_t j = 0;
-    for (; j + 8 <= d; j += 8) {
-        for (int l = 0; l < 4; l++) {
-            uint64_t x = rng_next(&lane[l]);
-            keys[j + 2 * l] = (uint32_t)x;
-            keys[j + 2 * l + 1] = (uint32_t)(x >> 32);
-        }
-    }
-    for (; j < d; j++)
-        keys[j] = (uint32_t)rng_next(&lane[0]);
     const float *h = s->importance;
     float eps = s->cfg.eps;
-    /* A trip count that is a known multiple of 16 lets GCC's -O2 cost model
-     * vectorize the body (no epilogue); the last d % 16 go through the
-     * scalar loop. */
-    uint32_t d16 = d & ~15u;
-    for (j = 0; j < d16; j++)
-        keys[j] = sampling_key(keys[j], h[j] + eps);
-    for (; j < d; j++)
-        keys[j] = sampling_key(keys[j], h[j] + eps);
-    key_cut cut = radix_cut(keys, d, s->keep, s->boundary);
-    cut_collect(cut, keys, d, s->keep, s->members);
+    uint64_t seed = rng_next(&s->lanes[0]);
+    key_source src = {.kind = KEY_CLOCK, .h = h, .eps = eps, .seed_a = (uint32_t)seed,
+                      .seed_b = (uint32_t)(seed >> 32)};
+    uint32_t lo = 0, hi = 0;
+    flag_counts fc = {0};
+    if (d >= TOP_MIN_N) {
+        uint64_t guess_seed = rng_next(&s->lanes[0]);
+        clock_keys(s->sample_at, TOP_SAMPLE, h, eps, (uint32_t)guess_seed, (uint32_t)(guess_seed >> 32), s->sample);
+    }
+    bool banded = guess_band(s, d, s->keep, &lo, &hi);
+    if (banded)
+        fc = flag_clocks(d, h, eps, src.seed_a, src.seed_b, lo, hi, s->flags);
+    select_flagged(s, &src, d, s->keep, banded, fc, s->members);
 }
 
 static bool esgd_loss_fell(const sparsifier *s, bool loss_fell, float local_loss)
@@ -498,38 +804,43 @@ static bool esgd_loss_fell(const sparsifier *s, bool loss_fell, float local_loss
     return s->has_previous_loss && local_loss < s->previous_loss;
 }
 
-/* Step 3, first half, as one map over all coordinates: age the residual of
- * everything outside S_t and give each candidate (outside S_t, |r| > tau)
- * its radix key; everything else gets key 0. A candidate's |r| > tau >= 0
- * makes its key nonzero, so the top `swaps` keys are all candidates.
- * Returns the number of candidates. A map with restrict pointers and mask
- * selects (no ?:, no appends) so GCC vectorizes it at -O2. */
-static inline uint32_t age_one(uint32_t in, float *r, float g, float beta, float tau, uint32_t *key)
+/* Step 3, first half, as one pass over all coordinates: age the residual
+ * of everything outside S_t (members keep theirs for now), and flag each
+ * candidate (outside S_t, |r| > tau) by its key |r| against the guessed
+ * band (lo, hi]; everything else has key 0, so with lo >= 0 it is never
+ * flagged. Also counts the candidates. Mask selects rather than ?: so it
+ * vectorizes. */
+SIMD_KERNEL static flag_counts age_residuals(uint32_t d, const uint8_t *restrict picked, float *restrict r,
+                                             const float *restrict g, float beta, float tau, uint32_t lo,
+                                             uint32_t hi, uint8_t *restrict flags, uint32_t *ncand)
 {
-    uint32_t keep_mask = 0u - in; /* all ones for a member of S_t */
-    float aged = beta * *r + g;
-    float rj = bits_float((float_bits(*r) & keep_mask) | (float_bits(aged) & ~keep_mask));
-    *r = rj;
-    float a = fabsf(rj);
-    uint32_t candidate = (uint32_t)(in == 0) & (uint32_t)(a > tau);
-    *key = float_bits(a) & (0u - candidate);
-    return candidate;
+    uint32_t nlo = 0, nhi = 0, n = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        uint32_t in = picked[j];
+        uint32_t keep_mask = 0u - in; /* all ones for a member of S_t */
+        float aged = beta * r[j] + g[j];
+        float rj = bits_float((float_bits(r[j]) & keep_mask) | (float_bits(aged) & ~keep_mask));
+        r[j] = rj;
+        uint32_t key = candidate_key(in, rj, tau);
+        n += key != 0;
+        flags[j] = band_flag(key, lo, hi, &nlo, &nhi);
+    }
+    *ncand = n;
+    return (flag_counts){nlo, nhi, lo, hi};
 }
 
-/* noinline: inlined, GCC 12 drops the restrict guarantee and does not
- * vectorize. */
-__attribute__((noinline)) static uint32_t age_residuals(uint32_t d, const uint8_t *restrict picked,
-                                                        float *restrict r, const float *restrict g, float beta,
-                                                        float tau, uint32_t *restrict keys)
+/* The band guess for step 3 from the keys the evenly strided sample
+ * coordinates are about to get. */
+SIMD_KERNEL static void sample_candidates(const uint32_t *restrict at, uint32_t n, const uint8_t *restrict picked,
+                                          const float *restrict r, const float *restrict g, float beta, float tau,
+                                          uint32_t *restrict sample)
 {
-    uint32_t ncand = 0;
-    uint32_t d16 = d & ~15u; /* see sample_weighted */
-    uint32_t j = 0;
-    for (; j < d16; j++)
-        ncand += age_one(picked[j], &r[j], g[j], beta, tau, &keys[j]);
-    for (; j < d; j++)
-        ncand += age_one(picked[j], &r[j], g[j], beta, tau, &keys[j]);
-    return ncand;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t j = at[i];
+        uint32_t in = picked[j];
+        float aged = beta * r[j] + g[j];
+        sample[i] = candidate_key(in, in ? r[j] : aged, tau);
+    }
 }
 
 static uint32_t select_esgd(sparsifier *s, const float *g, uint32_t round, bool loss_fell, float local_loss,
@@ -544,7 +855,7 @@ static uint32_t select_esgd(sparsifier *s, const float *g, uint32_t round, bool 
      * marks in `picked`. After a skipped round (or a first call later than
      * round 1) there is no S_{t-1} to keep and the loss signal does not
      * compare consecutive rounds, so it counts as "not fell". */
-    uint32_t *keys = s->keys, *cand = s->candidates, *members = s->members;
+    uint32_t *keys = s->words, *cand = s->candidates, *members = s->members;
     bool consecutive = s->has_previous && round == s->previous_round + 1;
     if (round <= 1) {
         draw_uniform(s, members, k);
@@ -570,10 +881,14 @@ static uint32_t select_esgd(sparsifier *s, const float *g, uint32_t round, bool 
             picked[members[i]] = 1;
     }
 
-    /* Step 3, first half: residuals and candidates (see age_residuals). */
-    uint32_t ncand = age_residuals(d, picked, r, g, beta, tau, keys);
-    for (uint32_t i = 0; i < k; i++)
-        picked[members[i]] = 0;
+    /* Step 3, first half: residuals and candidates (see age_residuals). A
+     * band guessed for k swaps; when fewer candidates come, the guess holds
+     * only if it flagged them all (lo = 0), else select_flagged falls back. */
+    uint32_t lo = 0, hi = 0, ncand = 0;
+    if (d >= TOP_MIN_N)
+        sample_candidates(s->sample_at, TOP_SAMPLE, picked, r, g, beta, tau, s->sample);
+    bool banded = guess_band(s, d, k, &lo, &hi);
+    flag_counts fc = age_residuals(d, picked, r, g, beta, tau, banded ? lo : 0, banded ? hi : 0, s->flags, &ncand);
 
     /* Step 3, second half: the `swaps` largest candidates come in, and as
      * many members with the smallest (H, index) go out. Which candidate
@@ -582,8 +897,12 @@ static uint32_t select_esgd(sparsifier *s, const float *g, uint32_t round, bool 
     uint32_t swaps = ncand < k ? ncand : k;
     uint32_t kept = k;
     if (swaps > 0) {
-        key_cut cut = radix_cut(keys, d, swaps, s->boundary);
-        cut_collect(cut, keys, d, swaps, cand);
+        key_source src = {.kind = KEY_CANDIDATE, .r = r, .picked = picked, .tau = tau};
+        select_flagged(s, &src, d, swaps, banded, fc, cand);
+    }
+    for (uint32_t i = 0; i < k; i++)
+        picked[members[i]] = 0;
+    if (swaps > 0) {
 
         if (swaps == k) {
             for (uint32_t i = 0; i < k; i++)
@@ -592,7 +911,7 @@ static uint32_t select_esgd(sparsifier *s, const float *g, uint32_t round, bool 
         } else {
             for (uint32_t i = 0; i < k; i++)
                 keys[i] = ~float_bits(h[members[i]]); /* H >= 0: smallest H = largest key */
-            key_cut out = radix_cut(keys, k, swaps, s->boundary);
+            key_cut out = radix_cut(keys, k, swaps, s->words + d);
             kept = 0;
             for (uint32_t i = 0; i < k; i++) {
                 uint32_t j = members[i];
