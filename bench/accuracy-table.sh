@@ -23,7 +23,9 @@ dense=$(run --method dense)
 printf '| method | %s |\n| --- |%s\n' "$(printf '%s | ' "${drops[@]}" | sed 's/ | $//')" \
     "$(printf ' --- |%.0s' "${drops[@]}")"
 acc=$(echo "$dense" | get test_accuracy)
-printf '| dense (std SGD) |%s\n' "$(printf ' %s |%.0s' "${drops[@]/*/$acc}")"
+row="| dense (std SGD) |"
+for drop in "${drops[@]}"; do row+=" $acc (x1, drop 0) |"; done
+echo "$row"
 for method in esgd topk randk; do
     row="| $method |"
     for drop in "${drops[@]}"; do
