@@ -30,6 +30,8 @@ typedef struct settings {
     mqtt_link_options link; /* broker settings; client id set at connect */
     const char *data_dir, *state_dir, *csv_path, *metrics_address;
     uint32_t metrics_port;    /* 0: no metrics server */
+    double max_update_norm;   /* 0: no bound */
+    const char *norm_action;  /* "reject" or "clip" */
     uint32_t quorum;          /* 0: majority of the expected agents */
     double round_timeout;     /* seconds */
     uint32_t eval_limit;
@@ -243,6 +245,14 @@ static int setup(run *r, esgd_error *err)
         return EXIT_RUNTIME;
     if (!(r->coordinator = coordinator_new(&r->cfg, err)))
         return EXIT_RUNTIME;
+    bool clip = strcmp(r->set.norm_action, "clip") == 0;
+    if (!clip && strcmp(r->set.norm_action, "reject") != 0) {
+        esgd_error_set(err, ESGD_ERR_ARG, "--norm-action must be reject or clip, not '%s'", r->set.norm_action);
+        return EXIT_USAGE;
+    }
+    if (coordinator_set_norm_bound(r->coordinator, r->set.max_update_norm, clip ? NORM_ACTION_CLIP : NORM_ACTION_REJECT,
+                                   err) != ESGD_OK)
+        return EXIT_USAGE;
     if (!(r->agent_online = calloc(r->cfg.agents, 1))) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
         return EXIT_RUNTIME;
@@ -299,6 +309,7 @@ int main(int argc, char **argv)
     set->link.connect_timeout_seconds = 30;
     set->data_dir = "data/mnist";
     set->metrics_address = "127.0.0.1";
+    set->norm_action = "reject";
     set->round_timeout = 30;
     cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
     mqtt_link_cli_options(&set->link, broker_options);
@@ -311,6 +322,8 @@ int main(int argc, char **argv)
         {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
         {"metrics-port", CLI_UINT, &set->metrics_port, "serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: off)"},
         {"metrics-address", CLI_STRING, &set->metrics_address, "IPv4 address the metrics server listens on"},
+        {"max-update-norm", CLI_DOUBLE, &set->max_update_norm, "L2 norm bound on one agent's update values (0: none)"},
+        {"norm-action", CLI_STRING, &set->norm_action, "what to do with an update over the bound: reject | clip"},
         {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
     };
     const cli_program program = {

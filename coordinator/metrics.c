@@ -135,6 +135,8 @@ static void render(metrics *m, text *t)
     emit_value(t, "esgd_updates_total", "{outcome=\"duplicate\"}", (double)k->duplicate);
     emit_value(t, "esgd_updates_total", "{outcome=\"late\"}", (double)k->late);
     emit_value(t, "esgd_updates_total", "{outcome=\"early\"}", (double)k->early);
+    emit_header(t, "esgd_updates_clipped_total", "counter", "Accepted updates scaled down to the norm bound.");
+    emit_value(t, "esgd_updates_clipped_total", "", (double)k->clipped);
     emit_header(t, "esgd_updates_rejected_total", "counter", "Update messages refused, by reason.");
     for (int s = 1; s < ESGD_STATUS_COUNT; s++) {
         snprintf(labels, sizeof labels, "{reason=\"%s\"}", esgd_status_name((esgd_status)s));

@@ -473,6 +473,43 @@ static void test_agent_state_resumes_exactly(void **state)
     unlink(path);
 }
 
+static void test_norm_bound_rejects_or_clips(void **state)
+{
+    fixture *f = *state;
+    esgd_error err = {0};
+    uint32_t idx[] = {3, 7};
+    float val[] = {30.0f, 40.0f}; /* norm 50 */
+    update_msg u = {.round = 0, .agent = 0, .samples = 8, .loss = 1.0f, .grad = vec(101770, 2, idx, val)};
+    strcpy(u.job, "unit");
+    esgd_buffer buf;
+    assert_int_equal(buffer_init(&buf, 4096, &err), ESGD_OK);
+    assert_int_equal(codec_encode_update(&buf, &u, VALUE_FORMAT_F32, &err), ESGD_OK);
+
+    assert_int_equal(coordinator_set_norm_bound(f->coordinator, -1, NORM_ACTION_CLIP, &err), ESGD_ERR_ARG);
+    assert_int_equal(coordinator_set_norm_bound(f->coordinator, 10, NORM_ACTION_REJECT, &err), ESGD_OK);
+    assert_int_equal(coordinator_receive_update(f->coordinator, buf.data, buf.size, &err), UPDATE_REJECTED);
+    assert_int_equal(err.status, ESGD_ERR_RANGE);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->rejected[ESGD_ERR_RANGE], 1);
+
+    /* Clipped to norm 10: the step moves x by lr * (6, 8) / N, N = 1. */
+    assert_int_equal(coordinator_set_norm_bound(f->coordinator, 10, NORM_ACTION_CLIP, &err), ESGD_OK);
+    float before3 = coordinator_params(f->coordinator)[3], before7 = coordinator_params(f->coordinator)[7];
+    assert_int_equal(coordinator_receive_update(f->coordinator, buf.data, buf.size, &err), UPDATE_ACCEPTED);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->clipped, 1);
+    round_summary s;
+    coordinator_close_round(f->coordinator, &s);
+    assert_true(fabsf(before3 - coordinator_params(f->coordinator)[3] - (float)(s.lr * 6.0)) < 1e-5f);
+    assert_true(fabsf(before7 - coordinator_params(f->coordinator)[7] - (float)(s.lr * 8.0)) < 1e-5f);
+
+    /* Under the bound, nothing changes. */
+    u.round = 1;
+    assert_int_equal(coordinator_set_norm_bound(f->coordinator, 100, NORM_ACTION_REJECT, &err), ESGD_OK);
+    assert_int_equal(codec_encode_update(&buf, &u, VALUE_FORMAT_F32, &err), ESGD_OK);
+    assert_int_equal(coordinator_receive_update(f->coordinator, buf.data, buf.size, &err), UPDATE_ACCEPTED);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->clipped, 1);
+    buffer_destroy(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_bad_construction_is_an_error),
         cmocka_unit_test_setup_teardown(test_coordinator_checkpoint_resumes_exactly, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_agent_state_resumes_exactly, setup_job, teardown_job),
+        cmocka_unit_test_setup_teardown(test_norm_bound_rejects_or_clips, setup_job, teardown_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,8 @@ struct esgd_coordinator {
     uint32_t changed_count;
     bool delta_valid;          /* changed[] describes x_round - x_{round-1} */
     float *loss_history;       /* (total_rounds) L_t */
+    double max_norm;           /* 0: no bound */
+    norm_action norm_action;
     coordinator_counters counters;
 };
 
@@ -213,6 +215,38 @@ esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, si
     return ESGD_OK;
 }
 
+esgd_status coordinator_set_norm_bound(esgd_coordinator *c, double max_norm, norm_action action, esgd_error *err)
+{
+    if (!(max_norm >= 0) || !isfinite(max_norm) || (action != NORM_ACTION_REJECT && action != NORM_ACTION_CLIP))
+        return esgd_error_set(err, ESGD_ERR_ARG, "update norm bound %g must be finite and >= 0", max_norm);
+    c->max_norm = max_norm;
+    c->norm_action = action;
+    return ESGD_OK;
+}
+
+/* Applies the norm bound to a decoded update: ESGD_OK (possibly scaled
+ * down, *clipped set) or ESGD_ERR_RANGE. */
+static esgd_status bound_norm(const esgd_coordinator *c, update_msg *u, bool *clipped, esgd_error *err)
+{
+    *clipped = false;
+    if (c->max_norm <= 0)
+        return ESGD_OK;
+    double sum = 0;
+    for (uint32_t i = 0; i < u->grad.count; i++)
+        sum += (double)u->grad.values[i] * u->grad.values[i];
+    double norm = sqrt(sum);
+    if (norm <= c->max_norm)
+        return ESGD_OK;
+    if (c->norm_action == NORM_ACTION_REJECT)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "agent %u round %u: update norm %g over the bound %g", u->agent,
+                              u->round, norm, c->max_norm);
+    float scale = (float)(c->max_norm / norm);
+    for (uint32_t i = 0; i < u->grad.count; i++)
+        u->grad.values[i] *= scale;
+    *clipped = true;
+    return ESGD_OK;
+}
+
 update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size, esgd_error *err)
 {
     c->counters.uplink_bytes += size;
@@ -244,11 +278,15 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
         esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u round %u: duplicate update ignored", u->agent, u->round);
         return UPDATE_DUPLICATE;
     }
-    st = aggregator_add(c->agg, u->agent, &u->grad, u->samples, u->loss, err);
+    bool clipped = false;
+    st = bound_norm(c, u, &clipped, err);
+    if (st == ESGD_OK)
+        st = aggregator_add(c->agg, u->agent, &u->grad, u->samples, u->loss, err);
     if (st != ESGD_OK) {
         c->counters.rejected[st]++;
         return UPDATE_REJECTED;
     }
+    c->counters.clipped += clipped;
     c->counters.accepted++;
     c->counters.accepted_uplink_bytes += size;
     return UPDATE_ACCEPTED;
@@ -286,6 +324,7 @@ static const size_t counter_offsets[] = {
     offsetof(coordinator_counters, late),            offsetof(coordinator_counters, early),
     offsetof(coordinator_counters, uplink_bytes),    offsetof(coordinator_counters, accepted_uplink_bytes),
     offsetof(coordinator_counters, broadcast_bytes), offsetof(coordinator_counters, downlink_bytes),
+    offsetof(coordinator_counters, clipped),
 };
 #define COUNTER_COUNT (sizeof counter_offsets / sizeof counter_offsets[0])
 

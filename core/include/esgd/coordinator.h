@@ -44,7 +44,13 @@ typedef struct coordinator_counters {
     uint64_t accepted_uplink_bytes;       /* accepted update messages */
     uint64_t broadcast_bytes;             /* model messages published (once each) */
     uint64_t downlink_bytes;              /* model bytes delivered: broadcast x agents */
+    uint64_t clipped;                     /* accepted after scaling down to the norm bound */
 } coordinator_counters;
+
+typedef enum norm_action {
+    NORM_ACTION_REJECT, /* refuse an update whose L2 norm is over the bound (reason "range") */
+    NORM_ACTION_CLIP    /* scale it down to the bound and accept it */
+} norm_action;
 
 typedef struct round_summary {
     uint32_t round;           /* the round that closed */
@@ -54,6 +60,11 @@ typedef struct round_summary {
 } round_summary;
 
 esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err);
+
+/* Limits what one bad agent can do: updates whose values have an L2 norm
+ * above max_norm are rejected or clipped. max_norm 0 (the default) turns
+ * the check off. ESGD_ERR_ARG for a negative or non-finite bound. */
+esgd_status coordinator_set_norm_bound(esgd_coordinator *c, double max_norm, norm_action action, esgd_error *err);
 void coordinator_free(esgd_coordinator *c); /* NULL is a no-op */
 
 const esgd_job_config *coordinator_config(const esgd_coordinator *c);
