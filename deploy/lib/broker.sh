@@ -3,23 +3,28 @@
 #
 #   broker_start DIR      # sets BROKER_PORT, BROKER_PID, BROKER_URL; config and log in DIR
 #   broker_stop
+#   broker_restart        # stop, then start again on the same port with the same config
+# With BROKER_PERSISTENCE=1 the broker saves sessions and queued messages
+# in DIR and loads them again on restart.
 
 broker_start() {
     local dir=$1 attempt port
     mkdir -p "$dir"
     command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)" >&2; return 1; }
-    local bin
-    bin=$(command -v mosquitto)
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         # Skip ports something already listens on; mosquitto would fail on them anyway.
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             continue
         fi
+        local persistence="persistence false"
+        [ "${BROKER_PERSISTENCE:-0}" = 1 ] && persistence="persistence true
+persistence_location $dir/
+autosave_interval 1"
         cat >"$dir/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous true
-persistence false
+$persistence
 user $(id -un)
 max_queued_messages 10000
 max_inflight_messages 64
@@ -30,25 +35,46 @@ log_type error
 log_type warning
 log_type notice
 CONF
-        "$bin" -c "$dir/mosquitto.conf" >>"$dir/mosquitto.out" 2>&1 &
-        BROKER_PID=$!
-        local i
-        for i in $(seq 1 50); do
-            if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-                break # exited: port taken between the check and the bind; try another
-            fi
-            if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                BROKER_PORT=$port
-                BROKER_URL="tcp://127.0.0.1:$port"
-                export BROKER_PID BROKER_PORT BROKER_URL
-                return 0
-            fi
-            sleep 0.1
-        done
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_DIR=$dir
+        if broker_launch "$port"; then
+            return 0
+        fi
     done
     echo "could not start mosquitto on a free 127.0.0.1 port; see $dir/mosquitto.log" >&2
+    return 1
+}
+
+# broker_launch PORT: runs mosquitto with $BROKER_DIR/mosquitto.conf and
+# waits until it accepts connections on PORT.
+broker_launch() {
+    local port=$1 i
+    mosquitto -c "$BROKER_DIR/mosquitto.conf" >>"$BROKER_DIR/mosquitto.out" 2>&1 &
+    BROKER_PID=$!
+    for i in $(seq 1 50); do
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            break # exited: port taken between the check and the bind
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            BROKER_PORT=$port
+            BROKER_URL="tcp://127.0.0.1:$port"
+            export BROKER_PID BROKER_PORT BROKER_URL BROKER_DIR
+            return 0
+        fi
+        sleep 0.1
+    done
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    return 1
+}
+
+broker_restart() {
+    broker_stop
+    local i
+    for i in $(seq 1 30); do
+        broker_launch "$BROKER_PORT" && return 0
+        sleep 0.2 # the old socket may still be closing
+    done
+    echo "could not restart mosquitto on port $BROKER_PORT" >&2
     return 1
 }
 

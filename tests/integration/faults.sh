@@ -3,11 +3,13 @@
 # retained Last Will marks it offline; restarted late with its state folder,
 # it rejoins from the retained configuration and model and answers again.
 source "$(dirname "$0")/common.sh" "$1"
-start_broker
+source "$(dirname "$0")/faults_common.sh"
 job=it-faults
 rounds=120
-start_coordinator "$job" --agents 3 --quorum 2 --round-timeout 0.3 --rounds "$rounds" --method esgd --drop 0.9 \
-    --seed 5 --model mlp --eval-every 1000
+settings=(--job "$job" --agents 3 --rounds "$rounds" --method esgd --drop 0.9 --seed 5 --model mlp --eval-every 1000)
+reference_run "${settings[@]}"
+start_broker
+start_coordinator "$job" "${settings[@]}" --quorum 2 --round-timeout 0.3
 start_agent "$job" 0; a0=$last_pid
 start_agent "$job" 1; a1=$last_pid
 start_agent "$job" 2 --state-dir "$work/state-2"; a2=$last_pid
@@ -36,4 +38,5 @@ late_round=$(grep -o "round [0-9]*: loss" "$work/agent-2.log" | tail -n 1 | grep
 [ "$late_round" -ge 40 ] || fail "agent 2 did not answer after rejoining (last round $late_round)"
 grep -q "participants 3" <(tail -n 20 "$work/coordinator.log") || fail "agent 2's updates did not count after rejoining"
 echo "agent 2 answered up to round $late_round after rejoining"
+expect_accuracy_close
 echo PASS
