@@ -40,6 +40,7 @@ typedef struct agent_run {
     char state_path[4096];
     char latest_topic[TOPIC_MAX];
     bool fetching_latest;  /* subscribed to the retained full model */
+    uint64_t ignored[ESGD_STATUS_COUNT]; /* messages refused, by reason */
 } agent_run;
 
 static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *err)
@@ -150,6 +151,7 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
         return fetch_latest_model(r, true, &err) == ESGD_OK ? EXIT_DONE : EXIT_RUNTIME;
     }
     if (st != ESGD_OK) {
+        r->ignored[st]++;
         log_warn("ignoring a model on %s (%s): %s", m->topic, esgd_status_name(st), err.message);
         return EXIT_DONE;
     }
@@ -231,11 +233,19 @@ static int run_loop(agent_run *r)
             if (m.size == 0)
                 continue; /* retained configuration cleared */
             if (r->agent) {
-                if (m.size != r->config_size || memcmp(m.data, r->config_bytes, m.size) != 0) {
-                    log_error("the job configuration changed on the broker; restart the agent to join the new job");
-                    return EXIT_CONFIG_CHANGED;
+                if (m.size == r->config_size && memcmp(m.data, r->config_bytes, m.size) == 0)
+                    continue;
+                /* Only a valid, different configuration ends this job for
+                 * us; anything unreadable on the topic is ignored. */
+                esgd_job_config other;
+                esgd_status st = codec_decode_config(r->decoder, m.data, m.size, &other, &err);
+                if (st != ESGD_OK) {
+                    r->ignored[st]++;
+                    log_warn("ignoring an unreadable configuration (%s): %s", esgd_status_name(st), err.message);
+                    continue;
                 }
-                continue;
+                log_error("the job configuration changed on the broker; restart the agent to join the new job");
+                return EXIT_CONFIG_CHANGED;
             }
             int rc = start_from_config(r, m.data, m.size, &err);
             if (rc != EXIT_DONE) {
@@ -324,6 +334,14 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     rc = run_loop(&r);
+    char summary[512] = "";
+    size_t used = 0;
+    for (int s = 0; s < ESGD_STATUS_COUNT; s++)
+        if (r.ignored[s] && used < sizeof summary)
+            used += (size_t)snprintf(summary + used, sizeof summary - used, " %s %llu", esgd_status_name((esgd_status)s),
+                                     (unsigned long long)r.ignored[s]);
+    if (used)
+        log_info("ignored messages by reason:%s", summary);
     if (rc == EXIT_INTERRUPTED || rc == EXIT_RUNTIME || rc == EXIT_CONFIG_CHANGED) {
         if (r.agent && r.set.state_dir)
             log_info("state kept in %s", r.state_path);

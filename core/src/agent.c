@@ -114,6 +114,9 @@ esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, e
     if (strcmp(m->job, a->cfg.job) != 0)
         return esgd_error_set(err, ESGD_ERR_MISMATCH, "model for job '%s', agent is in job '%s'", m->job,
                               a->cfg.job);
+    if (m->round > job_total_rounds(&a->cfg))
+        return esgd_error_set(err, ESGD_ERR_RANGE, "model for round %u, the job has %u rounds", m->round,
+                              job_total_rounds(&a->cfg));
     if (a->has_model && m->round < a->round)
         return ESGD_OK;
     if (a->has_model && m->round == a->round && m->form == MODEL_FORM_DELTA)

@@ -251,7 +251,13 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
 {
     c->counters.uplink_bytes += size;
     update_msg *u = &c->incoming;
-    esgd_status st = codec_decode_update(c->decoder, data, size, c->dim, u, err);
+    esgd_status st = ESGD_OK;
+    /* Nothing an agent may send is larger: refuse before decoding. */
+    if (size > codec_update_bound(c->dim))
+        st = esgd_error_set(err, ESGD_ERR_TOO_LARGE, "update of %zu bytes, the largest possible is %zu", size,
+                            codec_update_bound(c->dim));
+    if (st == ESGD_OK)
+        st = codec_decode_update(c->decoder, data, size, c->dim, u, err);
     if (st == ESGD_OK && strcmp(u->job, c->cfg.job) != 0)
         st = esgd_error_set(err, ESGD_ERR_MISMATCH, "update for job '%s', this job is '%s'", u->job, c->cfg.job);
     if (st == ESGD_OK && u->agent >= c->cfg.agents)

@@ -23,8 +23,9 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
  * final_loss (mean L_t of the last 100 rounds), uplink_bytes,
  * dense_uplink_bytes (accepted updates x 4d), compression, downlink_bytes,
  * broadcast_bytes (model messages published once each), accepted, late,
- * duplicate, rejected (updates refused for any reason), model_fnv1a64 (FNV-1a
- * 64 of the final parameters' bytes: equal runs have equal models), seconds. */
+ * duplicate, early, rejected (updates refused for any reason), clipped,
+ * model_fnv1a64 (FNV-1a 64 of the final parameters' bytes: equal runs have
+ * equal models), rejected_<reason> for every status name, seconds. */
 void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, double seconds);
 
 #endif

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Hostile and malformed messages published to the real broker on the real
+# topics while a job runs (tests/integration/make_bad_corpus.py builds them
+# from the schema). The coordinator and the agents survive every one, the
+# coordinator counts each under its reason (rejected_<reason> in its JSON), and
+# the job's result is unchanged: the final model equals the fault-free run.
+# (Unsorted or duplicated indices cannot be written in this format: bitmap
+# and Rice-coded gaps are ascending by construction; test_codec.c covers the
+# decoder's side.)
+source "$(dirname "$0")/common.sh" "$1"
+source "$(dirname "$0")/faults_common.sh"
+command -v mosquitto_pub >/dev/null || { echo "SKIP: mosquitto_pub (mosquitto-clients) not installed"; exit 77; }
+command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
+job=it-bad
+rounds=600 # long enough to still be running while the corpus goes out
+settings=(--job "$job" --agents 3 --rounds "$rounds" --method esgd --drop 0.9 --seed 17 --model mlp --eval-every 1000)
+reference_run "${settings[@]}"
+
+start_broker
+start_coordinator "$job" "${settings[@]}" --quorum 3 --round-timeout 60
+start_agents "$job" 3
+wait_for_line "^round 20/" "$work/coordinator.log" 120
+python3 "$root/tests/integration/make_bad_corpus.py" "$work/corpus" "$job" 101770 3 20 "$rounds"
+
+declare -A expected
+sent=0
+while IFS=$'\t' read -r name topic expect; do
+    mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "$topic" -f "$work/corpus/$name.bin" ||
+        fail "could not publish $name"
+    expected[$expect]=$((${expected[$expect]:-0} + 1))
+    sent=$((sent + 1))
+done <"$work/corpus/cases.tsv"
+echo "published $sent hostile messages"
+finish_job
+json=$work/coordinator.json
+status=0
+for r in format type truncated version missing nonfinite range dimension mismatch too_large late early; do
+    key=rejected_$r
+    [ "$r" = late ] || [ "$r" = early ] && key=$r
+    got=$(json_get "$key" "$json")
+    echo "  $r: expected ${expected[$r]:-0}, counted $got"
+    [ "$got" = "${expected[$r]:-0}" ] || status=1
+done
+[ "$status" = 0 ] || fail "the coordinator's counts by reason do not match the corpus"
+grep -h "ignored messages by reason" "$work"/agent-*.log || fail "the agents did not count what they ignored"
+same_values "$work/reference.json" "$work/coordinator.json" model_fnv1a64
+expect_accuracy_close
+echo PASS

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Load: 64 agents, each its own esgd-agent process, through one mosquitto for
+# 120 rounds at QoS 1 (every topic of the job is QoS 1). Checks that every
+# update is accepted exactly once (accepted = agents x rounds, nothing late,
+# early or rejected), that every round closes with all agents and none waits,
+# and that every agent exits 0. Duplicates are counted but allowed: an agent
+# re-sends the same bytes when it sees the model of a round it has answered
+# again (its retained first model and the round's own copy), and the
+# coordinator counts those once; their number is printed and bounded.
+#
+# The model is the small MLP with batch 8 and eSGD drop 0.99, so the run is
+# about the messages, not the arithmetic. ESGD_LOAD_AGENTS and
+# ESGD_LOAD_ROUNDS change the size for manual measurements (results/load.md).
+source "$(dirname "$0")/common.sh" "$1"
+agents=${ESGD_LOAD_AGENTS:-64}
+rounds=${ESGD_LOAD_ROUNDS:-120}
+job=it-load
+
+start_broker
+started=$(date +%s.%N)
+# The quorum is every agent and the timeout generous, so a round that closes
+# without someone is a stall, not a straggler the deadline forgave.
+start_coordinator "$job" --agents "$agents" --quorum "$agents" --round-timeout 120 --rounds "$rounds" \
+    --model mlp --batch 8 --method esgd --drop 0.99 --seed 5 --eval-every 100000
+start_agents "$job" "$agents"
+finish_job
+finished=$(date +%s.%N)
+
+json=$work/coordinator.json
+log=$work/coordinator.log
+expected=$((agents * rounds))
+for key in rounds accepted duplicate late early rejected; do
+    echo "$key: $(json_get "$key" "$json")"
+done
+[ "$(json_get rounds "$json")" = "$rounds" ] || fail "ran $(json_get rounds "$json") rounds, expected $rounds"
+[ "$(json_get accepted "$json")" = "$expected" ] || fail "accepted $(json_get accepted "$json"), expected $expected"
+for key in late early rejected; do
+    [ "$(json_get "$key" "$json")" = 0 ] || fail "$key updates: $(json_get "$key" "$json")"
+done
+
+# Every round has a progress line, and it closed with every agent.
+closed=$(grep -c "^round [0-9]*/$rounds .* participants $agents " "$log" || true)
+[ "$closed" = "$rounds" ] || fail "$closed of $rounds rounds closed with all $agents agents"
+! grep -q "waiting" "$log" || fail "a round waited: $(grep -m 1 waiting "$log")"
+
+# No agent missed a model (a lost delta makes it fetch the retained one) or
+# saw one it could not use.
+! grep -l "warning:\|error:" "$work"/agent-*.log >/dev/null ||
+    fail "agent warnings: $(grep -h -m 1 "warning:\|error:" "$work"/agent-*.log | head -n 3)"
+
+# Duplicates: an agent re-sends its update when the model of a round it has
+# answered reaches it again, which happens only around its first round (the
+# retained model and the round's own copy can both arrive while it fetches
+# the retained one). Nothing is late, so every re-send the agents logged must
+# be one duplicate the coordinator counted and ignored, and the broker added
+# none of its own (QoS 1 redelivery would show as more duplicates than
+# re-sends); at most one per agent.
+duplicates=$(json_get duplicate "$json")
+resent=$(cat "$work"/agent-*.log | grep -c "re-sent the update" || true)
+echo "agents re-sent $resent updates, the coordinator counted $duplicates duplicates"
+[ "$resent" = "$duplicates" ] || fail "$resent re-sent updates but $duplicates duplicates"
+[ "$(grep -c "duplicate update on" "$log" || true)" = "$duplicates" ] || fail "not every duplicate was logged"
+[ "$duplicates" -le "$agents" ] || fail "$duplicates duplicates, more than one per agent"
+if [ "$duplicates" -gt 0 ]; then
+    echo "duplicates by round: $(grep -o "duplicate update on esgd/$job/round/[0-9]*" "$log" |
+        sed 's|.*/round/||' | sort -n | uniq -c | awk '{printf "round %s: %s; ", $2, $1}')"
+fi
+
+# Throughput, for results/load.md (whole run, including start-up).
+uplink=$(json_get uplink_bytes "$json")
+broadcast=$(json_get broadcast_bytes "$json")
+downlink=$(json_get downlink_bytes "$json")
+awk -v s="$started" -v e="$finished" -v r="$rounds" -v a="$agents" -v d="$duplicates" \
+    -v up="$uplink" -v bc="$broadcast" -v down="$downlink" 'BEGIN {
+    w = e - s
+    printf "agents %d rounds %d wall %.1f s: %.2f rounds/s, %.0f update messages/s, ", a, r, w, r / w, (a * r + d) / w
+    printf "uplink %.3f MB/s, broadcast %.3f MB/s in, downlink %.3f MB/s out\n", up / w / 1e6, bc / w / 1e6, down / w / 1e6
+}'
+grep "broker link" "$log" | sed 's/^.*: job/coordinator: job/' || true
+echo PASS
