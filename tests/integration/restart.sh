@@ -17,6 +17,20 @@ wait "$coordinator_pid" 2>/dev/null || true
 mv "$work/coordinator.log" "$work/coordinator-first.log"
 echo "killed the coordinator after $(grep -c '^round' "$work/coordinator-first.log") closed rounds"
 sleep 0.5
+# A damaged checkpoint is refused with a clear message and left as it is:
+# the coordinator never replaces it with a fresh start.
+mkdir -p "$work/damaged-state"
+damaged=$work/damaged-state/coordinator-$job.ckpt
+cp "$work/coordinator-state/coordinator-$job.ckpt" "$damaged"
+printf '\x5a' | dd of="$damaged" bs=1 seek=200 conv=notrunc 2>/dev/null
+cp "$damaged" "$work/damaged-copy"
+rc=0
+"$coordinator_bin" --broker "$BROKER_URL" --data "$data" "${settings[@]}" --state-dir "$work/damaged-state" \
+    >/dev/null 2>"$work/damaged.log" || rc=$?
+[ "$rc" = 1 ] || fail "a damaged checkpoint should stop the coordinator with status 1 (got $rc)"
+grep -q "checksum" "$work/damaged.log" || fail "no clear message for the damaged checkpoint: $(cat "$work/damaged.log")"
+cmp -s "$damaged" "$work/damaged-copy" || fail "the damaged checkpoint was overwritten"
+echo "damaged checkpoint refused: $(grep -o 'state .*' "$work/damaged.log" | head -n 1)"
 start_coordinator "$job" "${settings[@]}" --quorum 3 --state-dir "$work/coordinator-state"
 finish_job
 
