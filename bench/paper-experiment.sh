@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The paper's experiment (Tao and Li, HotEdge 2018, Table 1 and Figure 2),
+# rerun with esgd-sim: std SGD (dense), threshold SGD, eSGD, top-k with error
+# feedback and random-k at drop 0.5, 0.75, 0.875, 0.99, 0.999, over several
+# seeds. Writes into a results folder:
+#   runs.jsonl        one esgd-sim JSON object per run
+#   loss/*.csv        per-round training loss of every run
+#   report.md         table: mean and spread over seeds of test accuracy,
+#                     uplink bytes per agent per round, compression, downlink
+#                     bytes, wall time
+#   loss.png          training loss against round, eSGD at each drop ratio (Figure 2)
+#   accuracy-bytes.png  test accuracy against uplink bytes, every method
+#
+# usage: bench/paper-experiment.sh [--out DIR] [--seeds "1 2 3"] [--epochs 2]
+#          [--model lenet|mlp] [--partition iid|noniid] [--methods "..."] [--build DIR]
+#          [-- extra esgd-sim flags]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out="" seeds="1 2 3" epochs=2 model=lenet partition=iid build="$root/build"
+methods="dense threshold esgd topk randk"
+extra=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    --out) out=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --partition) partition=$2; shift 2 ;;
+    --methods) methods=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --help|-h) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "paper-experiment: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[ -n "$out" ] || out="$root/results/paper/$model-$partition-${epochs}ep"
+mkdir -p "$out/loss"
+export OPENBLAS_NUM_THREADS=1
+sim="$build/core/esgd-sim"
+drops=(0.5 0.75 0.875 0.99 0.999)
+thresholds=(0.003 0.01 0.03 0.1)
+: >"$out/runs.jsonl"
+
+run() { # run NAME [flags]: one esgd-sim run, JSON line tagged with the run's name
+    local name=$1
+    shift
+    local line
+    line=$("$sim" --data "$root/data/mnist" --model "$model" --agents 4 --partition "$partition" --batch 32 \
+        --epochs "$epochs" --lr 0.1 --lr-decay 0.5 --json --loss-csv "$out/loss/$name.csv" "$@" "${extra[@]}" \
+        2>>"$out/progress.log")
+    echo "${line%\}}, \"name\": \"$name\"}" >>"$out/runs.jsonl"
+    echo "$name: $(grep -o '"test_accuracy": [0-9.]*' <<<"$line")" >&2
+}
+
+for seed in $seeds; do
+    for method in $methods; do
+        case $method in
+        dense) run "dense-s$seed" --method dense --seed "$seed" ;;
+        threshold)
+            for t in "${thresholds[@]}"; do run "threshold-$t-s$seed" --method threshold --threshold "$t" --seed "$seed"; done ;;
+        *)
+            for drop in "${drops[@]}"; do run "$method-$drop-s$seed" --method "$method" --drop "$drop" --seed "$seed"; done ;;
+        esac
+    done
+done
+
+python3 - "$out" <<'PY'
+import collections, json, math, os, sys
+out = sys.argv[1]
+runs = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl"))]
+groups = collections.OrderedDict()
+for r in runs:
+    key = r["name"].rsplit("-s", 1)[0]
+    groups.setdefault(key, []).append(r)
+def stats(vals):
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd
+first = runs[0]
+lines = [f"# {first['model']}, {first['agents']} agents, {first['partition']}, batch {first['batch']}, "
+         f"{first['epochs']} epochs, lr {first['lr']} halved per epoch; {len(groups)} settings x "
+         f"{len(next(iter(groups.values())))} seeds", "",
+         "| setting | test accuracy (mean ± sd) | uplink B per agent per round | compression vs dense fp32 | "
+         "downlink MB | wall s |", "| --- | --- | --- | --- | --- | --- |"]
+points = []
+for key, rs in groups.items():
+    acc = stats([r["test_accuracy"] for r in rs])
+    per = stats([r["uplink_bytes"] / (r["rounds"] * r["agents"]) for r in rs])
+    comp = stats([r["compression"] for r in rs])
+    down = stats([r["downlink_bytes"] / 1e6 for r in rs])
+    wall = stats([r["seconds"] for r in rs])
+    lines.append(f"| {key} | {100*acc[0]:.2f} % ± {100*acc[1]:.2f} | {per[0]:,.0f} | {comp[0]:.1f}x | "
+                 f"{down[0]:.1f} | {wall[0]:.1f} |")
+    points.append((key, per[0], acc[0]))
+open(os.path.join(out, "report.md"), "w").write("\n".join(lines) + "\n")
+with open(os.path.join(out, "accuracy-bytes.dat"), "w") as f:
+    for key, per, acc in points:
+        f.write(f"{per} {acc} {key}\n")
+print("\n".join(lines))
+PY
+
+if command -v gnuplot >/dev/null; then
+    seed1=$(echo "$seeds" | awk '{print $1}')
+    plots=""
+    for drop in "${drops[@]}"; do
+        f="$out/loss/esgd-$drop-s$seed1.csv"
+        [ -f "$f" ] && plots+="\"$f\" using 1:2 smooth bezier with lines title \"eSGD drop $drop\", "
+    done
+    [ -f "$out/loss/dense-s$seed1.csv" ] && plots+="\"$out/loss/dense-s$seed1.csv\" using 1:2 smooth bezier with lines title \"std SGD\", "
+    gnuplot <<PLOT
+set terminal pngcairo size 1000,600 noenhanced
+set datafile separator ","
+set output "$out/loss.png"
+set title "Training loss against round (seed $seed1)"
+set xlabel "round"; set ylabel "global training loss (Bezier-smoothed)"
+set yrange [0:*]
+plot ${plots%, }
+set output "$out/accuracy-bytes.png"
+set datafile separator whitespace
+set title "Test accuracy against uplink bytes per agent per round"
+set xlabel "uplink bytes per agent per round (log)"; set ylabel "test accuracy"
+set logscale x
+set yrange [*:1]
+plot "$out/accuracy-bytes.dat" using 1:2:3 with labels point pointtype 7 offset char 1,0.5 font ",8" notitle
+PLOT
+fi
+echo "paper-experiment: report in $out/report.md" >&2
