@@ -23,6 +23,13 @@ started=$(date +%s.%N)
 start_coordinator "$job" --agents "$agents" --quorum "$agents" --round-timeout 120 --rounds "$rounds" \
     --model mlp --batch 8 --method esgd --drop 0.99 --seed 5 --eval-every 100000
 start_agents "$job" "$agents"
+# A stalled round never closes (the quorum is everyone), and the coordinator
+# says so after 30 s: fail then rather than at finish_job's long timeout.
+for ((i = 0; i < 6000; i++)); do
+    kill -0 "$coordinator_pid" 2>/dev/null || break
+    ! grep -q "waiting" "$work/coordinator.log" || fail "a round stalled: $(grep -m 1 waiting "$work/coordinator.log")"
+    sleep 0.1
+done
 finish_job
 finished=$(date +%s.%N)
 
