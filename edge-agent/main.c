@@ -41,6 +41,7 @@ typedef struct agent_run {
     char latest_topic[TOPIC_MAX];
     bool fetching_latest;  /* subscribed to the retained full model */
     uint64_t ignored[ESGD_STATUS_COUNT]; /* messages refused, by reason */
+    uint64_t status_connects; /* connection count when "online" was last published */
 } agent_run;
 
 static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *err)
@@ -191,8 +192,15 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
         log_error("%s", err.message);
         return EXIT_RUNTIME;
     }
-    if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
-        log_warn("%s", err.message);
+    /* The status is retained and the broker replaces it with our "offline"
+     * Last Will if the connection drops, so it is published again after a
+     * reconnection, and otherwise only now and then to keep its round fresh. */
+    uint64_t connects = mqtt_link_get_counters(r->link).connects;
+    if (connects != r->status_connects || round % 50 == 0) {
+        if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
+            log_warn("%s", err.message);
+        r->status_connects = connects;
+    }
     return EXIT_DONE;
 }
 
@@ -208,6 +216,7 @@ static int run_loop(agent_run *r)
     }
     if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
         log_warn("%s", err.message);
+    r->status_connects = mqtt_link_get_counters(r->link).connects;
     log_info("waiting for the configuration of job %s", r->set.job);
     double waiting_since = monotonic_seconds(), last_notice = waiting_since;
     while (!stop_requested()) {
