@@ -12,6 +12,8 @@ packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpah
           libcmocka-dev gnuplot-nox ca-certificates)
 # The metrics server of the coordinator, and Prometheus for the dashboard test.
 packages+=(libmicrohttpd-dev prometheus python3 curl)
+# The libFuzzer harnesses (scripts/fuzz.sh, run by scripts/test.sh).
+packages+=(clang-14 libclang-rt-14-dev)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()

@@ -14,3 +14,7 @@ cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESGD_
 cmake --build "$root/build-asan" -j"$(nproc)"
 (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --output-on-failure -j2)
+
+# libFuzzer harnesses (tests/fuzz, clang, build-fuzz): 10 s each from seeds
+# made by the encoders, about a minute in all; a crash fails the run.
+"$root/scripts/fuzz.sh" 10 "$root/build-fuzz"

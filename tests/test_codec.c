@@ -1322,6 +1322,33 @@ static void test_mutation_fuzz(void **state)
     codec_decoder_free(dec);
 }
 
+/* Inputs libFuzzer found (tests/fuzz). msgpack-c gives an empty str a NULL
+ * ptr; comparing or copying it was undefined behaviour (UBSan: "null pointer
+ * passed as argument 1"), so these also guard the ASan/UBSan build. */
+static void test_fuzz_regressions(void **state)
+{
+    (void)state;
+    codec_decoder *dec = codec_decoder_new(NULL);
+    esgd_error err;
+    status_msg st;
+    esgd_job_config cfg;
+    /* fuzz_status crash: a map of six keys, several of them "". */
+    static const uint8_t empty_keys[] = {0x86, 0xa0, 0x01, 0xa0, 0xa0, 0x8d, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0,
+                                         0xa0, 0xa0, 0xa0, 0x41, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0,
+                                         0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0x01, 0x00, 0xa0,
+                                         0xa0, 0xa0, 0xa0};
+    assert_int_equal(codec_decode_status(dec, empty_keys, sizeof empty_keys, &st, &err), ESGD_ERR_FORMAT);
+    assert_non_null(strstr(err.message, "duplicate key ''"));
+    static const uint8_t two_empty[] = {0x82, 0xa0, 0x01, 0xa0, 0x02}; /* {"": 1, "": 2} */
+    assert_int_equal(codec_decode_status(dec, two_empty, sizeof two_empty, &st, &err), ESGD_ERR_FORMAT);
+    /* {"v": 1, "type": "config", "": 1}: an empty key among the options. */
+    static const uint8_t config_empty_key[] = {0x83, 0xa1, 'v', 0x01, 0xa4, 't', 'y', 'p', 'e', 0xa6,
+                                               'c',  'o',  'n', 'f',  'i',  'g', 0xa0, 0x01};
+    assert_int_equal(codec_decode_config(dec, config_empty_key, sizeof config_empty_key, &cfg, &err), ESGD_ERR_FORMAT);
+    assert_non_null(strstr(err.message, "unknown key ''"));
+    codec_decoder_free(dec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1338,6 +1365,7 @@ int main(void)
         cmocka_unit_test(test_malformed_specials),
         cmocka_unit_test(test_truncated_at_every_offset),
         cmocka_unit_test(test_mutation_fuzz),
+        cmocka_unit_test(test_fuzz_regressions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

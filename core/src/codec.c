@@ -919,8 +919,10 @@ static esgd_status check_header(const msgpack_object *root, const char *type, es
         if (kv[i].key.type != MSGPACK_OBJECT_STR)
             return esgd_error_set(err, ESGD_ERR_FORMAT, "map key %u is not a string", i);
         for (uint32_t j = 0; j < i; j++)
+            /* msgpack-c gives an empty str a NULL ptr, which memcmp must not get. */
             if (kv[j].key.via.str.size == kv[i].key.via.str.size &&
-                memcmp(kv[j].key.via.str.ptr, kv[i].key.via.str.ptr, kv[i].key.via.str.size) == 0)
+                (kv[i].key.via.str.size == 0 ||
+                 memcmp(kv[j].key.via.str.ptr, kv[i].key.via.str.ptr, kv[i].key.via.str.size) == 0))
                 return esgd_error_set(err, ESGD_ERR_FORMAT, "duplicate key '%s'", quote(&kv[i].key).text);
     }
     const msgpack_object *v = find(root, "v");
@@ -1282,7 +1284,7 @@ static esgd_status decode_config(const msgpack_object *root, esgd_job_config *ou
             continue;
         char name[64];
         bool known = false;
-        if (key->via.str.size < sizeof name) {
+        if (key->via.str.size > 0 && key->via.str.size < sizeof name) { /* "" may have a NULL ptr */
             memcpy(name, key->via.str.ptr, key->via.str.size);
             name[key->via.str.size] = '\0';
             known = strlen(name) == key->via.str.size && job_option_find(name) != NULL;

@@ -422,6 +422,23 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
     if (st == ESGD_OK && params_size != (size_t)c->dim * sizeof(float))
         st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: %zu parameter bytes, model has %u parameters",
                             path, params_size, c->dim);
+    if (st == ESGD_OK && r.pos != r.size)
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %zu unexpected bytes after the last field", path,
+                            r.size - r.pos);
+    /* A checksum only says the file is what was written: the values must
+     * still be a usable model (a round with no update has a NaN loss). */
+    for (uint32_t i = 0; st == ESGD_OK && i < c->dim; i++) {
+        float v;
+        memcpy(&v, params + (size_t)i * sizeof v, sizeof v);
+        if (!isfinite(v))
+            st = esgd_error_set(err, ESGD_ERR_NONFINITE, "checkpoint %s: parameter %u is not finite", path, i);
+    }
+    for (uint32_t i = 0; st == ESGD_OK && i < round; i++) {
+        float v;
+        memcpy(&v, losses + (size_t)i * sizeof v, sizeof v);
+        if (isinf(v) || v < 0)
+            st = esgd_error_set(err, ESGD_ERR_RANGE, "checkpoint %s: loss of round %u is %g", path, i, (double)v);
+    }
     if (st != ESGD_OK)
         goto out;
     memcpy(c->loss_history, losses, losses_size);
