@@ -308,6 +308,22 @@ esgd_status agent_restore(esgd_agent *a, const char *path, esgd_error *err)
                             update_size);
         goto out;
     }
+    if (answered) {
+        /* The stored update is re-sent as it is, so it must be one this
+         * agent could have sent for that round. */
+        update_msg check;
+        memset(&check, 0, sizeof check);
+        check.grad.capacity = a->model->num_params;
+        check.grad.indices = a->incoming.params.indices;
+        check.grad.values = a->incoming.params.values;
+        if ((st = codec_decode_update(a->decoder, update, update_size, a->model->num_params, &check, err)) != ESGD_OK)
+            goto out;
+        if (check.agent != a->id || check.round != answered_round || strcmp(check.job, a->cfg.job) != 0) {
+            st = esgd_error_set(err, ESGD_ERR_MISMATCH, "state %s: stored update is agent %u round %u of job '%s'",
+                                path, check.agent, check.round, check.job);
+            goto out;
+        }
+    }
     /* The sparsifier restores all or nothing, so it goes last. */
     if ((st = sparsifier_load_state(a->sparsify, &r, err)) != ESGD_OK)
         goto out;
