@@ -386,7 +386,7 @@ def decode_status(f, _expected_dim):
 CONFIG_OPTIONS = [
     ("job", "str", None, None),
     ("model", ("mlp", "lenet"), None, None),
-    ("method", ("dense", "threshold", "esgd", "topk", "randk"), None, None),
+    ("method", ("dense", "threshold", "esgd", "topk", "randk", "dgc"), None, None),
     ("drop", "float", 0.0, 0.999999),
     ("threshold", "float", 0.0, 1e30),
     ("loss-signal", ("global", "local"), None, None),
@@ -396,6 +396,9 @@ CONFIG_OPTIONS = [
     ("value-mode", ("grad", "grad+residual"), None, None),
     ("tau-mode", ("mean", "fixed"), None, None),
     ("tau", "float", 0.0, 1e30),
+    ("dgc-momentum", "float", 0.0, 0.9999),
+    ("dgc-clip", "float", 0.0, 1e30),
+    ("dgc-warmup-rounds", "uint", 0, 4000000000),
     ("agents", "uint", 1, 100000),
     ("batch", "uint", 1, 4096),
     ("lr", "float", 1e-12, 1e6),

@@ -93,6 +93,33 @@ static void test_environment_sets_options(void **state)
     unsetenv("ESGD_H_INCREMENT");
 }
 
+static void test_dgc_options(void **state)
+{
+    (void)state;
+    esgd_job_config cfg;
+    job_config_defaults(&cfg);
+    esgd_error err = {0};
+    assert_true(cfg.sparsify.dgc_momentum == 0.9f);
+    assert_true(cfg.sparsify.dgc_clip == SPARSIFIER_CONFIG_DGC_CLIP);
+    assert_int_equal(cfg.sparsify.dgc_warmup_rounds, SPARSIFIER_CONFIG_DGC_WARMUP);
+    assert_int_equal(job_config_set(&cfg, "method", "dgc", &err), ESGD_OK);
+    assert_int_equal(job_config_set(&cfg, "dgc-momentum", "0.5", &err), ESGD_OK);
+    assert_int_equal(job_config_set(&cfg, "dgc-clip", "2.5", &err), ESGD_OK);
+    assert_int_equal(job_config_set(&cfg, "dgc-warmup-rounds", "0", &err), ESGD_OK);
+    assert_int_equal(cfg.sparsify.method, SPARSIFY_DGC);
+    assert_string_equal(sparsify_method_name(cfg.sparsify.method), "dgc");
+    assert_true(cfg.sparsify.dgc_momentum == 0.5f && cfg.sparsify.dgc_clip == 2.5f);
+    assert_int_equal(cfg.sparsify.dgc_warmup_rounds, 0);
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_OK);
+    esgd_job_config before = cfg;
+    assert_int_equal(job_config_set(&cfg, "dgc-momentum", "1", &err), ESGD_ERR_RANGE); /* m < 1 */
+    assert_int_equal(job_config_set(&cfg, "dgc-clip", "-1", &err), ESGD_ERR_RANGE);
+    assert_int_equal(job_config_set(&cfg, "dgc-warmup-rounds", "-5", &err), ESGD_ERR_ARG);
+    assert_memory_equal(&before, &cfg, sizeof cfg);
+    cfg.sparsify.dgc_momentum = 1.0f; /* set behind the table's back (the codec path checks too) */
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_ERR_ARG);
+}
+
 static void test_rounds_epochs_and_learning_rate(void **state)
 {
     (void)state;
@@ -130,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_set_parses_every_type),
         cmocka_unit_test(test_set_rejects_bad_values_with_a_reason),
         cmocka_unit_test(test_environment_sets_options),
+        cmocka_unit_test(test_dgc_options),
         cmocka_unit_test(test_rounds_epochs_and_learning_rate),
         cmocka_unit_test(test_validate_catches_combinations),
     };

@@ -11,6 +11,7 @@
 
 #include "esgd/rng.h"
 #include "esgd/sparsifier.h"
+#include "esgd/state_file.h"
 
 #define HUGE_TAU 1e30f /* fixed tau nothing exceeds: no swaps */
 
@@ -106,7 +107,7 @@ static void test_config_validation(void **state)
         const char *option;
         sparsifier_config cfg;
         uint32_t dim;
-    } bad[20];
+    } bad[32];
     int n = 0;
 #define BAD(name, field, value)                                                                              \
     do {                                                                                                     \
@@ -128,6 +129,11 @@ static void test_config_validation(void **state)
     BAD("h_increment", h_increment, (esgd_h_increment)9);
     BAD("value_mode", value_mode, (esgd_value_mode)9);
     BAD("tau_mode", tau_mode, (esgd_tau_mode)9);
+    BAD("dgc_momentum", dgc_momentum, 1.0f);
+    BAD("dgc_momentum", dgc_momentum, -0.1f);
+    BAD("dgc_momentum", dgc_momentum, NAN);
+    BAD("dgc_clip", dgc_clip, -1.0f);
+    BAD("dgc_clip", dgc_clip, INFINITY);
     BAD("dim", method, SPARSIFY_ESGD);
     bad[n - 1].dim = 0;
 #undef BAD
@@ -575,9 +581,9 @@ static void test_nonfinite_gradient_leaves_state_unchanged(void **state)
 {
     (void)state;
     const uint32_t d = 300;
-    const sparsify_method methods[5] = {SPARSIFY_ESGD, SPARSIFY_TOPK, SPARSIFY_RANDK, SPARSIFY_THRESHOLD,
-                                        SPARSIFY_DENSE};
-    for (int m = 0; m < 5; m++) {
+    const sparsify_method methods[6] = {SPARSIFY_ESGD, SPARSIFY_TOPK, SPARSIFY_RANDK, SPARSIFY_THRESHOLD,
+                                        SPARSIFY_DENSE, SPARSIFY_DGC};
+    for (int m = 0; m < 6; m++) {
         sparsifier_config cfg = esgd_config(0.9);
         cfg.method = methods[m];
         sparsifier *a = make(cfg, d, 0), *b = make(cfg, d, 0);
@@ -604,6 +610,8 @@ static void test_nonfinite_gradient_leaves_state_unchanged(void **state)
                     assert_memory_equal(h_before, sparsifier_importance(a), d * sizeof *h_before);
                 if (sparsifier_residual(a))
                     assert_memory_equal(r_before, sparsifier_residual(a), d * sizeof *r_before);
+                if (sparsifier_momentum(a)) /* the twin has the same momentum after 4 good rounds */
+                    assert_memory_equal(sparsifier_momentum(b), sparsifier_momentum(a), d * sizeof(float));
             }
             /* The twin that never saw the bad gradient gives the same output,
              * so the random stream and the round memory were not touched. */
@@ -625,14 +633,14 @@ static void test_nonfinite_gradient_leaves_state_unchanged(void **state)
 static void test_invariants_over_many_rounds(void **state)
 {
     (void)state;
-    const sparsify_method methods[5] = {SPARSIFY_ESGD, SPARSIFY_TOPK, SPARSIFY_RANDK, SPARSIFY_THRESHOLD,
-                                        SPARSIFY_DENSE};
+    const sparsify_method methods[6] = {SPARSIFY_ESGD, SPARSIFY_TOPK, SPARSIFY_RANDK, SPARSIFY_THRESHOLD,
+                                        SPARSIFY_DENSE, SPARSIFY_DGC};
     const uint32_t dims[3] = {1, 97, 2053};
     const double drops[3] = {0.0, 0.5, 0.97};
     esgd_rng rng;
     rng_seed(&rng, 5, 0);
     float *g = malloc(2053 * sizeof *g);
-    for (int m = 0; m < 5; m++) {
+    for (int m = 0; m < 6; m++) {
         for (int di = 0; di < 3; di++) {
             for (int dr = 0; dr < 3; dr++) {
                 uint32_t d = dims[di];
@@ -640,10 +648,16 @@ static void test_invariants_over_many_rounds(void **state)
                 cfg.method = methods[m];
                 cfg.beta = dr == 0 ? 1.0f : 0.9f;
                 cfg.value_mode = (ESGD_VALUE_GRAD + dr) % 2 ? ESGD_VALUE_GRAD_PLUS_RESIDUAL : ESGD_VALUE_GRAD;
+                cfg.dgc_warmup_rounds = 20; /* DGC: k shrinks over the first rounds */
                 sparsifier *s = make(cfg, d, (uint32_t)dr);
                 uint32_t k = sparsifier_keep_count(d, drops[dr]);
                 bool full = methods[m] == SPARSIFY_DENSE || methods[m] == SPARSIFY_THRESHOLD;
-                assert_int_equal(sparsifier_capacity(s), full ? d : k);
+                uint32_t cap = sparsifier_keep_at(&cfg, d, 0);
+                uint32_t want_cap = full ? d : k;
+                if (methods[m] == SPARSIFY_DGC && drops[dr] > DGC_WARMUP_DROP)
+                    want_cap = sparsifier_keep_count(d, DGC_WARMUP_DROP);
+                assert_int_equal(cap, want_cap);
+                assert_int_equal(sparsifier_capacity(s), cap);
                 uint32_t round = 0;
                 for (int t = 0; t < 40; t++) {
                     fill_normal(&rng, g, d, 0.01);
@@ -654,9 +668,9 @@ static void test_invariants_over_many_rounds(void **state)
                     round += rng_below(&rng, 10) == 0 ? 2 : 1; /* sometimes skip a round */
                     sparse_vector v = run(s, g, round, rng_below(&rng, 2));
                     assert_well_formed(&v, d);
-                    assert_int_equal(v.capacity, full ? d : k);
+                    assert_int_equal(v.capacity, cap);
                     if (!full || methods[m] == SPARSIFY_DENSE)
-                        assert_int_equal(v.count, full ? d : k);
+                        assert_int_equal(v.count, sparsifier_keep_at(&cfg, d, round));
                     const float *r = sparsifier_residual(s);
                     if (r)
                         for (uint32_t i = 0; i < v.count; i++)
@@ -673,9 +687,9 @@ static void test_same_seed_same_sequence(void **state)
 {
     (void)state;
     const uint32_t d = 3001;
-    const sparsify_method methods[3] = {SPARSIFY_ESGD, SPARSIFY_RANDK, SPARSIFY_TOPK};
+    const sparsify_method methods[4] = {SPARSIFY_ESGD, SPARSIFY_RANDK, SPARSIFY_TOPK, SPARSIFY_DGC};
     float *g = malloc(d * sizeof *g);
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < 4; m++) {
         sparsifier_config cfg = esgd_config(0.95);
         cfg.method = methods[m];
         cfg.seed = 77;
@@ -694,7 +708,7 @@ static void test_same_seed_same_sequence(void **state)
             assert_memory_equal(va.values, vb.values, va.count * sizeof *va.values);
             differ += memcmp(va.indices, vo.indices, va.count * sizeof *va.indices) != 0;
         }
-        if (methods[m] == SPARSIFY_TOPK)
+        if (methods[m] == SPARSIFY_TOPK || methods[m] == SPARSIFY_DGC)
             assert_int_equal(differ, 0); /* deterministic: no randomness at all */
         else
             assert_true(differ > 0);
@@ -1105,6 +1119,221 @@ static void test_large_dim_weighted_sampling_rates(void **state)
     sparsifier_free(s);
 }
 
+/* ---- Deep Gradient Compression ---------------------------------------- */
+
+static sparsifier_config dgc_config(double drop, float momentum, float clip, uint32_t warmup)
+{
+    sparsifier_config cfg = SPARSIFIER_CONFIG_DEFAULT;
+    cfg.method = SPARSIFY_DGC;
+    cfg.drop_ratio = drop;
+    cfg.dgc_momentum = momentum;
+    cfg.dgc_clip = clip;
+    cfg.dgc_warmup_rounds = warmup;
+    return cfg;
+}
+
+/* d = 3, k = 1, m = 0.5, worked by hand: u = m u + g, v += u, the largest
+ * |v| is sent and its u and v restart from 0. Round 1 shows the momentum
+ * (coordinate 0 sends 1 + 1.5), round 2 the masking (coordinate 1's u was
+ * zeroed when it was sent in round 0, so it now carries only round 1's g). */
+static void test_dgc_momentum_and_masking_by_hand(void **state)
+{
+    (void)state;
+    sparsifier *s = make(dgc_config(0.7, 0.5f, 0.0f, 0), 3, 0);
+    assert_int_equal(sparsifier_capacity(s), 1);
+    assert_null(sparsifier_importance(s));
+    const float g[4][3] = {{1, 2, 0}, {1, 1, 0}, {0, 0, 1}, {0, 0, 0}};
+    const uint32_t sent[4] = {1, 0, 1, 2};
+    const float value[4] = {2.0f, 2.5f, 1.5f, 1.5f};
+    const float u_after[4][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0, 0, 0}};
+    const float v_after[4][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0, 0, 0}};
+    for (uint32_t t = 0; t < 4; t++) {
+        sparse_vector v = run(s, g[t], t, false);
+        assert_int_equal(v.count, 1);
+        assert_int_equal(v.indices[0], sent[t]);
+        assert_true(v.values[0] == value[t]);
+        assert_memory_equal(sparsifier_momentum(s), u_after[t], sizeof u_after[t]);
+        assert_memory_equal(sparsifier_residual(s), v_after[t], sizeof v_after[t]);
+    }
+    sparsifier_free(s);
+}
+
+/* Many rounds at d = 500 against a brute-force reference of the same float
+ * arithmetic: values, selection (largest |v|, ties to the smaller index)
+ * and both state arrays, bit for bit. */
+static void test_dgc_matches_reference(void **state)
+{
+    (void)state;
+    const uint32_t d = 500;
+    sparsifier_config cfg = dgc_config(0.95, 0.9f, 0.0f, 0);
+    sparsifier *s = make(cfg, d, 0);
+    uint32_t k = sparsifier_keep_count(d, 0.95);
+    float *g = malloc(d * sizeof *g), *u = calloc(d, sizeof *u), *v = calloc(d, sizeof *v);
+    uint32_t *order = malloc(d * sizeof *order);
+    esgd_rng rng;
+    rng_seed(&rng, 21, 0);
+    for (uint32_t t = 0; t < 25; t++) {
+        fill_normal(&rng, g, d, 0.1);
+        if (t % 7 == 6) /* ties at zero */
+            for (uint32_t j = 0; j < d; j += 2)
+                g[j] = 0.0f;
+        for (uint32_t j = 0; j < d; j++) {
+            u[j] = 0.9f * u[j] + 1.0f * g[j];
+            v[j] += u[j];
+            order[j] = j;
+        }
+        sort_magnitudes = v;
+        qsort(order, d, sizeof *order, by_magnitude_then_index);
+        qsort(order, k, sizeof *order, by_index);
+        sparse_vector out = run(s, g, t, false);
+        assert_int_equal(out.count, k);
+        assert_well_formed(&out, d);
+        for (uint32_t i = 0; i < k; i++) {
+            uint32_t j = order[i];
+            assert_int_equal(out.indices[i], j);
+            assert_true(out.values[i] == v[j]);
+            u[j] = 0.0f;
+            v[j] = 0.0f;
+        }
+        assert_memory_equal(sparsifier_momentum(s), u, d * sizeof *u);
+        assert_memory_equal(sparsifier_residual(s), v, d * sizeof *v);
+    }
+    free(g);
+    free(u);
+    free(v);
+    free(order);
+    sparsifier_free(s);
+}
+
+/* ||g|| = 5 over a bound of 1 is scaled to norm 1 before it enters u; a
+ * gradient under the bound, or any with clipping off, enters unchanged. */
+static void test_dgc_clipping(void **state)
+{
+    (void)state;
+    const float big[4] = {3, 4, 0, 0}, small[4] = {0, 0, 0.3f, 0.4f};
+    sparsifier *s = make(dgc_config(0.5, 0.0f, 1.0f, 0), 4, 0);
+    sparse_vector v = run(s, big, 0, false);
+    assert_int_equal(v.count, 2);
+    assert_int_equal(v.indices[0], 0);
+    assert_int_equal(v.indices[1], 1);
+    assert_float_equal(v.values[0], 0.6f, 1e-6f);
+    assert_float_equal(v.values[1], 0.8f, 1e-6f);
+    v = run(s, small, 1, false);
+    assert_int_equal(v.indices[0], 2);
+    assert_true(v.values[0] == 0.3f && v.values[1] == 0.4f);
+    sparsifier_free(s);
+
+    s = make(dgc_config(0.5, 0.0f, 0.0f, 0), 4, 0);
+    v = run(s, big, 0, false);
+    assert_true(v.values[0] == 3.0f && v.values[1] == 4.0f);
+    sparsifier_free(s);
+}
+
+/* Warm-up: k starts at the 0.75 drop, falls geometrically to the target's
+ * k at round W and stays there; the count sent each round is that k. */
+static void test_dgc_warmup_schedule(void **state)
+{
+    (void)state;
+    const uint32_t d = 10000, w = 10;
+    sparsifier_config cfg = dgc_config(0.99, 0.9f, 0.0f, w);
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 0), 2500);
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 5), 500); /* 0.25 * (0.04)^(1/2) = 0.05 */
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 10), 100);
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 1000), 100);
+    sparsifier *s = make(cfg, d, 0);
+    assert_int_equal(sparsifier_capacity(s), 2500);
+    float *g = malloc(d * sizeof *g);
+    esgd_rng rng;
+    rng_seed(&rng, 3, 0);
+    uint32_t before = UINT32_MAX;
+    for (uint32_t t = 0; t < 14; t++) {
+        fill_normal(&rng, g, d, 1.0);
+        uint32_t k = sparsifier_keep_at(&cfg, d, t);
+        assert_true(k <= before && k >= 100);
+        assert_true(t < w ? k > 100 : k == 100);
+        sparse_vector v = run(s, g, t, false);
+        assert_int_equal(v.count, k);
+        assert_well_formed(&v, d);
+        before = k;
+    }
+    sparsifier_free(s);
+    free(g);
+
+    cfg.dgc_warmup_rounds = 0; /* off */
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 0), 100);
+    cfg.dgc_warmup_rounds = w;
+    cfg.drop_ratio = 0.5; /* below the warm-up's start: nothing to ramp */
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 0), 5000);
+    cfg.drop_ratio = 0.99;
+    cfg.method = SPARSIFY_TOPK; /* only DGC warms up */
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 0), 100);
+    cfg.method = SPARSIFY_DENSE;
+    assert_int_equal(sparsifier_keep_at(&cfg, d, 0), d);
+}
+
+/* Saved after a few rounds and loaded into a fresh sparsifier, every
+ * method carries on exactly (DGC: u and v both restored; the methods
+ * without some array have an empty block there, which must read as absent);
+ * a non-finite DGC momentum is refused and leaves the target untouched. */
+static void test_state_round_trip_every_method(void **state)
+{
+    (void)state;
+    const uint32_t d = 200;
+    const sparsify_method methods[6] = {SPARSIFY_DGC, SPARSIFY_TOPK, SPARSIFY_RANDK, SPARSIFY_THRESHOLD,
+                                        SPARSIFY_DENSE, SPARSIFY_ESGD};
+    float *g = malloc(d * sizeof *g);
+    for (int m = 0; m < 6; m++) {
+        sparsifier_config cfg = dgc_config(0.9, 0.9f, 2.0f, 5);
+        cfg.method = methods[m];
+        sparsifier *a = make(cfg, d, 0), *b = make(cfg, d, 0);
+        esgd_rng rng;
+        rng_seed(&rng, 4, 0);
+        for (uint32_t t = 0; t < 3; t++) {
+            fill_normal(&rng, g, d, 1.0);
+            run(a, g, t, t == 2);
+        }
+        state_writer w;
+        state_writer_init(&w);
+        sparsifier_save_state(a, &w);
+        assert_false(w.failed);
+        esgd_error err = {0};
+        state_reader r;
+        if (methods[m] == SPARSIFY_DGC) {
+            /* The momentum block is the last d floats: poison one. */
+            r = (state_reader){malloc(w.size), w.size, 0};
+            memcpy(r.data, w.data, w.size);
+            float nan = NAN;
+            memcpy(r.data + w.size - sizeof nan, &nan, sizeof nan);
+            esgd_status poisoned = sparsifier_load_state(b, &r, &err);
+            if (poisoned != ESGD_ERR_NONFINITE)
+                fail_msg("poisoned momentum: %s", err.message);
+            state_reader_destroy(&r);
+            for (uint32_t j = 0; j < d; j++)
+                assert_true(sparsifier_momentum(b)[j] == 0.0f && sparsifier_residual(b)[j] == 0.0f);
+        }
+        r = (state_reader){malloc(w.size), w.size, 0};
+        memcpy(r.data, w.data, w.size);
+        esgd_status st = sparsifier_load_state(b, &r, &err);
+        if (st != ESGD_OK)
+            fail_msg("%s: %s", esgd_status_name(st), err.message);
+        assert_int_equal(r.pos, r.size);
+        state_reader_destroy(&r);
+        state_writer_destroy(&w);
+        if (sparsifier_momentum(a))
+            assert_memory_equal(sparsifier_momentum(a), sparsifier_momentum(b), d * sizeof(float));
+        for (uint32_t t = 3; t < 8; t++) {
+            fill_normal(&rng, g, d, 1.0);
+            sparse_vector va = run(a, g, t, t % 2), vb = run(b, g, t, t % 2);
+            assert_int_equal(va.count, vb.count);
+            assert_memory_equal(va.indices, vb.indices, va.count * sizeof *va.indices);
+            assert_memory_equal(va.values, vb.values, va.count * sizeof *va.values);
+        }
+        sparsifier_free(a);
+        sparsifier_free(b);
+    }
+    free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1130,6 +1359,11 @@ int main(void)
         cmocka_unit_test(test_esgd_drop_zero_sends_everything),
         cmocka_unit_test(test_large_dim_fell_rounds_match_reference),
         cmocka_unit_test(test_large_dim_weighted_sampling_rates),
+        cmocka_unit_test(test_dgc_momentum_and_masking_by_hand),
+        cmocka_unit_test(test_dgc_matches_reference),
+        cmocka_unit_test(test_dgc_clipping),
+        cmocka_unit_test(test_dgc_warmup_schedule),
+        cmocka_unit_test(test_state_round_trip_every_method),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,6 +52,8 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     if (cfg->sparsify.method == SPARSIFY_ESGD || cfg->sparsify.method == SPARSIFY_TOPK ||
         cfg->sparsify.method == SPARSIFY_RANDK)
         slot = sparsifier_keep_count(c->dim, cfg->sparsify.drop_ratio);
+    if (cfg->sparsify.method == SPARSIFY_DGC) /* its warm-up sends the most in round 0 */
+        slot = sparsifier_keep_at(&cfg->sparsify, c->dim, 0);
     if (!(c->model = model_new(cfg->model, EVAL_BATCH, err)) ||
         !(c->agg = aggregator_new(c->dim, cfg->agents, slot, err)) || !(c->decoder = codec_decoder_new(err)) ||
         buffer_init(&c->out, codec_model_bound(c->dim), err) != ESGD_OK)

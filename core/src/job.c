@@ -21,7 +21,7 @@ typedef struct option_entry {
 } option_entry;
 
 static const char *const model_names[] = {"mlp", "lenet", NULL};
-static const char *const method_names[] = {"dense", "threshold", "esgd", "topk", "randk", NULL};
+static const char *const method_names[] = {"dense", "threshold", "esgd", "topk", "randk", "dgc", NULL};
 static const char *const signal_names[] = {"global", "local", NULL};
 static const char *const hinc_names[] = {"one", "absgrad", NULL};
 static const char *const value_mode_names[] = {"grad", "grad+residual", NULL};
@@ -36,7 +36,7 @@ static const char *const format_names[] = {"f32", "f16", NULL};
 static const option_entry options[] = {
     {{"job", JOB_OPTION_STRING, "job name, [A-Za-z0-9_.-], used in topics"}, FIELD_NAME, OFF(job), 0, 0, NULL},
     ENUM("model", model, model_names, "network: mlp | lenet"),
-    ENUM("method", sparsify.method, method_names, "what agents send: dense | threshold | esgd | topk | randk"),
+    ENUM("method", sparsify.method, method_names, "what agents send: dense | threshold | esgd | topk | randk | dgc"),
     NUM("drop", FIELD_F64, sparsify.drop_ratio, 0.0, 0.999999, "gradient drop ratio, k = ceil((1-drop) d)"),
     NUM("threshold", FIELD_F32, sparsify.threshold, 0.0, 1e30, "threshold SGD: fixed |g| threshold"),
     ENUM("loss-signal", sparsify.loss_signal, signal_names, "eSGD loss signal: global | local"),
@@ -46,6 +46,10 @@ static const option_entry options[] = {
     ENUM("value-mode", sparsify.value_mode, value_mode_names, "eSGD value of a selected j: grad | grad+residual"),
     ENUM("tau-mode", sparsify.tau_mode, tau_names, "eSGD swap threshold: mean (mean |g|) | fixed (--tau)"),
     NUM("tau", FIELD_F32, sparsify.tau, 0.0, 1e30, "eSGD fixed swap threshold"),
+    NUM("dgc-momentum", FIELD_F32, sparsify.dgc_momentum, 0.0, 0.9999, "DGC local momentum m (u = m u + g)"),
+    NUM("dgc-clip", FIELD_F32, sparsify.dgc_clip, 0.0, 1e30, "DGC bound on each agent's gradient L2 norm (0: off)"),
+    NUM("dgc-warmup-rounds", FIELD_U32, sparsify.dgc_warmup_rounds, 0, 4000000000.0,
+        "DGC rounds over which drop ramps from 0.75 to --drop"),
     NUM("agents", FIELD_U32, agents, 1, 100000, "number of agents N"),
     NUM("batch", FIELD_U32, batch, 1, 4096, "minibatch per agent per round"),
     NUM("lr", FIELD_F64, lr, 1e-12, 1e6, "learning rate in epoch 0"),
@@ -184,7 +188,7 @@ esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, c
         strncat(allowed, e->names[i], sizeof allowed - strlen(allowed) - 1);
     }
     return esgd_error_set(err, ESGD_ERR_RANGE, "option %s = '%.*s' is not one of %s", opt->name,
-                          (int)(len > 40 ? 40 : len), value, allowed);
+                          (int)(len > 40 ? 40 : len), value ? value : "", allowed);
 }
 
 uint64_t job_config_get_uint(const esgd_job_config *cfg, const job_option *opt)
@@ -285,6 +289,9 @@ esgd_status job_config_validate(const esgd_job_config *cfg, esgd_error *err)
         return esgd_error_set(err, ESGD_ERR_ARG, "drop = %g must be in [0, 1)", cfg->sparsify.drop_ratio);
     if (!(cfg->sparsify.eps > 0.0f))
         return esgd_error_set(err, ESGD_ERR_ARG, "eps must be > 0");
+    if (!(cfg->sparsify.dgc_momentum >= 0.0f && cfg->sparsify.dgc_momentum < 1.0f))
+        return esgd_error_set(err, ESGD_ERR_ARG, "dgc-momentum = %g must be in [0, 1)",
+                              (double)cfg->sparsify.dgc_momentum);
     return ESGD_OK;
 }
 

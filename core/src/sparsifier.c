@@ -1,6 +1,6 @@
 /* The sparsifiers: what an agent sends each round (dense, threshold SGD,
  * eSGD as fixed by shared/docs/esgd-algorithm.md, top-k with error feedback,
- * random-k). All buffers are sized in sparsifier_new; a round allocates
+ * random-k, Deep Gradient Compression). All buffers are sized in sparsifier_new; a round allocates
  * nothing and costs a few O(d) passes. */
 #include "esgd/sparsifier.h"
 
@@ -35,7 +35,8 @@ struct sparsifier {
     esgd_rng lanes[4]; /* eSGD weighted sampling, seeded from rng */
 
     float *importance; /* (d) H, eSGD only */
-    float *residual;   /* (d) r: eSGD, top-k, threshold */
+    float *residual;   /* (d) r: eSGD, top-k, threshold; DGC's accumulation v */
+    float *momentum;   /* (d) DGC's local momentum u */
 
     /* eSGD memory of the previous round. */
     uint32_t *previous; /* (k) final S_{t-1}, ascending */
@@ -46,7 +47,7 @@ struct sparsifier {
 
     uint8_t *picked;       /* (d) 1 for members of the step-2 selection / random-k draw */
     uint32_t *permutation; /* (d) persistent permutation for uniform draws */
-    uint32_t *keys;        /* (d) radix-select keys, top-k */
+    uint32_t *keys;        /* (d) radix-select keys, top-k and DGC */
     uint32_t *candidates;  /* (k + COLLECT_SLACK) swapped-in coordinates, ascending (eSGD) */
     uint32_t *members;     /* (k + COLLECT_SLACK) step-2 selection, ascending (eSGD) */
     uint32_t *words;       /* (4 d + 2 COLLECT_SLACK) selection scratch */
@@ -73,6 +74,23 @@ uint32_t sparsifier_keep_count(uint32_t dim, double drop_ratio)
     if (keep > (double)dim)
         return dim;
     return (uint32_t)keep;
+}
+
+uint32_t sparsifier_keep_at(const sparsifier_config *config, uint32_t dim, uint32_t round)
+{
+    sparsify_method m = config->method;
+    if (m == SPARSIFY_DENSE || m == SPARSIFY_THRESHOLD)
+        return dim;
+    uint32_t keep = sparsifier_keep_count(dim, config->drop_ratio);
+    uint32_t warmup = config->dgc_warmup_rounds;
+    if (m != SPARSIFY_DGC || round >= warmup || !(config->drop_ratio > DGC_WARMUP_DROP))
+        return keep;
+    double start = 1.0 - DGC_WARMUP_DROP;
+    double ratio = start * pow((1.0 - config->drop_ratio) / start, (double)round / warmup);
+    uint32_t k = sparsifier_keep_count(dim, 1.0 - ratio);
+    uint32_t first = sparsifier_keep_count(dim, DGC_WARMUP_DROP);
+    /* pow's rounding must not step outside [keep, k of round 0]. */
+    return k < keep ? keep : k > first ? first : k;
 }
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -523,7 +541,7 @@ static esgd_status validate(const sparsifier_config *c, uint32_t dim, esgd_error
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: config is NULL");
     if (dim == 0)
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: dim must be > 0");
-    if ((unsigned)c->method > SPARSIFY_RANDK)
+    if ((unsigned)c->method > SPARSIFY_DGC)
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: method %d unknown", (int)c->method);
     if (!(c->drop_ratio >= 0.0 && c->drop_ratio < 1.0))
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: drop_ratio %g must be in [0, 1)", c->drop_ratio);
@@ -539,6 +557,12 @@ static esgd_status validate(const sparsifier_config *c, uint32_t dim, esgd_error
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: value_mode %d unknown", (int)c->value_mode);
     if ((unsigned)c->tau_mode > ESGD_TAU_FIXED)
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: tau_mode %d unknown", (int)c->tau_mode);
+    if (!(c->dgc_momentum >= 0.0f && c->dgc_momentum < 1.0f))
+        return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: dgc_momentum %g must be in [0, 1)",
+                              (double)c->dgc_momentum);
+    if (!(c->dgc_clip >= 0.0f && isfinite(c->dgc_clip)))
+        return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: dgc_clip %g must be finite and >= 0 (0: off)",
+                              (double)c->dgc_clip);
     if (c->method == SPARSIFY_THRESHOLD && !(c->threshold > 0.0f && isfinite(c->threshold)))
         return esgd_error_set(err, ESGD_ERR_ARG, "sparsifier: threshold %g must be finite and > 0",
                               (double)c->threshold);
@@ -561,23 +585,26 @@ sparsifier *sparsifier_new(const sparsifier_config *config, uint32_t dim, uint32
     sparsify_method m = config->method;
     bool full = m == SPARSIFY_DENSE || m == SPARSIFY_THRESHOLD;
     s->keep = full ? dim : sparsifier_keep_count(dim, config->drop_ratio);
-    s->capacity = s->keep;
+    s->capacity = sparsifier_keep_at(config, dim, 0); /* DGC's warm-up starts widest */
     rng_seed(&s->rng, config->seed, (uint64_t)agent_id + 1);
     for (int l = 0; l < 4; l++)
         for (int i = 0; i < 4; i++)
             s->lanes[l].s[i] = rng_next(&s->rng);
 
-    size_t d = dim, k = s->keep;
-    bool ok = (s->out_indices = malloc((k + COLLECT_SLACK) * sizeof *s->out_indices)) &&
-              (s->out_values = malloc((k + 1) * sizeof *s->out_values));
-    if (ok && (m == SPARSIFY_ESGD || m == SPARSIFY_TOPK || m == SPARSIFY_THRESHOLD))
+    size_t d = dim, k = s->keep, cap = s->capacity;
+    bool ok = (s->out_indices = malloc((cap + COLLECT_SLACK) * sizeof *s->out_indices)) &&
+              (s->out_values = malloc((cap + 1) * sizeof *s->out_values));
+    bool ranked = m == SPARSIFY_TOPK || m == SPARSIFY_DGC; /* k largest of a key array */
+    if (ok && (m == SPARSIFY_ESGD || ranked || m == SPARSIFY_THRESHOLD))
         ok = (s->residual = calloc(d, sizeof *s->residual)) != NULL;
+    if (ok && m == SPARSIFY_DGC)
+        ok = (s->momentum = calloc(d, sizeof *s->momentum)) != NULL;
     if (ok && (m == SPARSIFY_ESGD || m == SPARSIFY_RANDK))
         ok = (s->picked = calloc(d, sizeof *s->picked)) && (s->permutation = malloc(d * sizeof *s->permutation));
-    if (ok && (m == SPARSIFY_ESGD || m == SPARSIFY_TOPK))
+    if (ok && (m == SPARSIFY_ESGD || ranked))
         ok = (s->words = malloc((4 * d + 2 * COLLECT_SLACK) * sizeof *s->words)) &&
              (s->flags = calloc((d + 15) & ~(size_t)15, 1));
-    if (ok && m == SPARSIFY_TOPK)
+    if (ok && ranked)
         ok = (s->keys = malloc(d * sizeof *s->keys)) != NULL;
     if (ok && m == SPARSIFY_ESGD)
         ok = (s->importance = calloc(d, sizeof *s->importance)) &&
@@ -615,6 +642,7 @@ void sparsifier_free(sparsifier *s)
         return;
     free(s->importance);
     free(s->residual);
+    free(s->momentum);
     free(s->previous);
     free(s->picked);
     free(s->permutation);
@@ -641,6 +669,11 @@ const float *sparsifier_importance(const sparsifier *s)
 const float *sparsifier_residual(const sparsifier *s)
 {
     return s->residual;
+}
+
+const float *sparsifier_momentum(const sparsifier *s)
+{
+    return s->momentum;
 }
 
 /* ---- the baselines ------------------------------------------------------ */
@@ -727,6 +760,56 @@ static uint32_t select_randk(sparsifier *s, const float *g)
     for (uint32_t i = 0; i < n; i++)
         s->out_values[i] = g[s->out_indices[i]];
     return n;
+}
+
+/* ---- Deep Gradient Compression ------------------------------------------ */
+
+/* ||g||^2 in double (finite: the caller has checked g). */
+static double square_sum(const float *g, uint32_t d)
+{
+    double sum = 0;
+    for (uint32_t j = 0; j < d; j++)
+        sum += (double)g[j] * g[j];
+    return sum;
+}
+
+/* Momentum correction: u = m u + c g, v += u, keys |v|. As
+ * accumulate_residual: restrict and out of line so it vectorizes. */
+__attribute__((noinline)) static void accumulate_momentum(uint32_t d, float *restrict u, float *restrict v,
+                                                          const float *restrict g, float m, float c,
+                                                          uint32_t *restrict keys)
+{
+    for (uint32_t j = 0; j < d; j++) {
+        u[j] = m * u[j] + c * g[j];
+        v[j] += u[j];
+        keys[j] = float_bits(fabsf(v[j]));
+    }
+}
+
+/* The momentum lives on the agent: v, not g, is what is sparsified, so the
+ * coordinator's plain x -= lr * mean(sent) applies momentum SGD to every
+ * coordinate, late for the ones held back. Sent coordinates restart both
+ * their accumulation and their momentum (momentum factor masking), so a
+ * stale u does not keep pushing a coordinate that was just applied. */
+static uint32_t select_dgc(sparsifier *s, const float *g, uint32_t round)
+{
+    uint32_t d = s->dim, k = sparsifier_keep_at(&s->cfg, d, round);
+    float *u = s->momentum, *v = s->residual;
+    float c = 1.0f;
+    if (s->cfg.dgc_clip > 0.0f) {
+        double norm = sqrt(square_sum(g, d));
+        if (norm > s->cfg.dgc_clip)
+            c = (float)(s->cfg.dgc_clip / norm);
+    }
+    accumulate_momentum(d, u, v, g, s->cfg.dgc_momentum, c, s->keys);
+    top_keys(s->keys, d, k, s, s->out_indices);
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t j = s->out_indices[i];
+        s->out_values[i] = v[j];
+        v[j] = 0.0f;
+        u[j] = 0.0f;
+    }
+    return k;
 }
 
 /* ---- eSGD ------------------------------------------------------------- */
@@ -976,6 +1059,9 @@ esgd_status sparsifier_select(sparsifier *s, const float *grad, uint32_t round, 
     case SPARSIFY_RANDK:
         n = select_randk(s, grad);
         break;
+    case SPARSIFY_DGC:
+        n = select_dgc(s, grad, round);
+        break;
     case SPARSIFY_ESGD: {
         float tau = s->cfg.tau_mode == ESGD_TAU_FIXED ? s->cfg.tau : (float)(sum / s->dim);
         n = select_esgd(s, grad, round, loss_fell, local_loss, tau);
@@ -1022,6 +1108,9 @@ void sparsifier_save_state(const sparsifier *s, state_writer *w)
     state_put_u32(w, s->previous_round);
     state_put_u32(w, s->has_previous_loss);
     state_put_f64(w, s->previous_loss);
+    /* Only DGC has the block, so the other methods' format is unchanged. */
+    if (s->cfg.method == SPARSIFY_DGC)
+        state_put_bytes(w, s->momentum, (size_t)s->dim * sizeof(float));
 }
 
 /* A block that is either absent (size 0, array NULL) or exactly `size`. */
@@ -1033,6 +1122,10 @@ static esgd_status get_block(state_reader *r, const void *array, size_t size, co
     if (st == ESGD_OK && got != (array ? size : 0))
         st = esgd_error_set(err, ESGD_ERR_DIMENSION, "sparsifier state: block of %zu bytes, expected %zu", got,
                             array ? size : 0);
+    /* An empty block still points into the reader: NULL it, since the
+     * callers read "data != NULL" as "this method has the array". */
+    if (!array)
+        *data = NULL;
     return st;
 }
 
@@ -1041,7 +1134,7 @@ esgd_status sparsifier_load_state(sparsifier *s, state_reader *r, esgd_error *er
     uint32_t method = 0, dim = 0, keep = 0, has_previous = 0, previous_round = 0, has_previous_loss = 0;
     double previous_loss = 0;
     esgd_rng rng, lanes[4];
-    const uint8_t *importance = NULL, *residual = NULL, *permutation = NULL, *previous = NULL;
+    const uint8_t *importance = NULL, *residual = NULL, *permutation = NULL, *previous = NULL, *momentum = NULL;
     esgd_status st;
     if ((st = state_get_u32(r, &method, err)) != ESGD_OK || (st = state_get_u32(r, &dim, err)) != ESGD_OK ||
         (st = state_get_u32(r, &keep, err)) != ESGD_OK)
@@ -1069,6 +1162,8 @@ esgd_status sparsifier_load_state(sparsifier *s, state_reader *r, esgd_error *er
         st = state_get_u32(r, &has_previous_loss, err);
     if (st == ESGD_OK)
         st = state_get_f64(r, &previous_loss, err);
+    if (st == ESGD_OK && s->momentum)
+        st = get_block(r, s->momentum, (size_t)dim * sizeof(float), &momentum, err);
     if (st != ESGD_OK)
         return st;
     /* Check what the selection code relies on before taking any of it. */
@@ -1083,6 +1178,12 @@ esgd_status sparsifier_load_state(sparsifier *s, state_reader *r, esgd_error *er
         memcpy(&v, residual + (size_t)i * sizeof v, sizeof v);
         if (!isfinite(v))
             return esgd_error_set(err, ESGD_ERR_NONFINITE, "sparsifier state: residual %u is not finite", i);
+    }
+    for (uint32_t i = 0; momentum && i < dim; i++) {
+        float v;
+        memcpy(&v, momentum + (size_t)i * sizeof v, sizeof v);
+        if (!isfinite(v))
+            return esgd_error_set(err, ESGD_ERR_NONFINITE, "sparsifier state: momentum %u is not finite", i);
     }
     if (permutation) {
         memset(s->picked, 0, dim);
@@ -1111,6 +1212,8 @@ esgd_status sparsifier_load_state(sparsifier *s, state_reader *r, esgd_error *er
         memcpy(s->importance, importance, (size_t)dim * sizeof(float));
     if (residual)
         memcpy(s->residual, residual, (size_t)dim * sizeof(float));
+    if (momentum)
+        memcpy(s->momentum, momentum, (size_t)dim * sizeof(float));
     if (permutation)
         memcpy(s->permutation, permutation, (size_t)dim * sizeof(uint32_t));
     if (previous)

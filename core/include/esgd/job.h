@@ -96,7 +96,7 @@ esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t
  * (parse them with job_config_set). */
 const char *value_format_name(value_format f);       /* "f32", "f16" */
 const char *model_kind_name(model_kind kind);        /* "mlp", "lenet" */
-const char *sparsify_method_name(sparsify_method m); /* "dense", "threshold", "esgd", "topk", "randk" */
+const char *sparsify_method_name(sparsify_method m); /* "dense", "threshold", "esgd", "topk", "randk", "dgc" */
 const char *partition_kind_name(partition_kind p);   /* "iid", "noniid" */
 
 #endif

@@ -1,6 +1,6 @@
 /* Choosing what an agent sends each round: dense, threshold SGD, eSGD (see
- * shared/docs/esgd-algorithm.md, the contract), top-k with error feedback and
- * random-k, behind one interface.
+ * shared/docs/esgd-algorithm.md, the contract), top-k with error feedback,
+ * random-k and Deep Gradient Compression, behind one interface.
  *
  *   sparsifier *s = sparsifier_new(&config, d, agent_id, &err);
  *   each round:  sparsifier_select(s, grad, round, loss_fell, local_loss, &out);
@@ -24,7 +24,10 @@ typedef enum sparsify_method {
     SPARSIFY_THRESHOLD, /* |g + r| > threshold, rest kept as residual r */
     SPARSIFY_ESGD,      /* importance updating + momentum residual (the spec) */
     SPARSIFY_TOPK,      /* k largest |g + r|, rest kept as residual */
-    SPARSIFY_RANDK      /* k uniformly random coordinates, no residual */
+    SPARSIFY_RANDK,     /* k uniformly random coordinates, no residual */
+    SPARSIFY_DGC        /* Deep Gradient Compression (Lin et al., ICLR 2018): local
+                         * momentum u = m u + clip(g), accumulation v += u, k largest
+                         * |v| sent, u and v zeroed where sent, warm-up of k */
 } sparsify_method;
 
 typedef enum esgd_loss_signal {
@@ -58,15 +61,25 @@ typedef struct sparsifier_config {
     esgd_value_mode value_mode;
     esgd_tau_mode tau_mode;
     float tau;                  /* used when tau_mode == ESGD_TAU_FIXED */
+    float dgc_momentum;         /* DGC: local momentum m, 0 <= m < 1 */
+    float dgc_clip;             /* DGC: bound on this agent's ||g||_2, 0 = no clipping */
+    uint32_t dgc_warmup_rounds; /* DGC: rounds over which drop ramps from 0.75 to drop_ratio */
     uint64_t seed;
 } sparsifier_config;
+
+/* DGC's defaults for clip and warm-up (see results/dgc.md for how they
+ * were chosen on LeNet / MNIST). */
+#define SPARSIFIER_CONFIG_DGC_CLIP 2.0f
+#define SPARSIFIER_CONFIG_DGC_WARMUP 20
 
 #define SPARSIFIER_CONFIG_DEFAULT                                                               \
     {                                                                                           \
         .method = SPARSIFY_ESGD, .drop_ratio = 0.875, .threshold = 0.01f,                       \
         .loss_signal = ESGD_LOSS_SIGNAL_GLOBAL, .h_increment = ESGD_H_INCREMENT_ONE,            \
         .eps = 1e-3f, .beta = 0.9f, .value_mode = ESGD_VALUE_GRAD,                              \
-        .tau_mode = ESGD_TAU_MEAN_ABS, .tau = 0.0f, .seed = 1                                   \
+        .tau_mode = ESGD_TAU_MEAN_ABS, .tau = 0.0f, .dgc_momentum = 0.9f,                       \
+        .dgc_clip = SPARSIFIER_CONFIG_DGC_CLIP, .dgc_warmup_rounds = SPARSIFIER_CONFIG_DGC_WARMUP,  \
+        .seed = 1                                                                               \
     }
 
 typedef struct sparsifier sparsifier;
@@ -79,7 +92,18 @@ uint32_t sparsifier_keep_count(uint32_t dim, double drop_ratio);
 sparsifier *sparsifier_new(const sparsifier_config *config, uint32_t dim, uint32_t agent_id, esgd_error *err);
 void sparsifier_free(sparsifier *s); /* NULL is a no-op */
 
-/* Largest count sparsifier_select can return (k, or d for dense/threshold). */
+/* DGC's warm-up: the drop ratio starts at DGC_WARMUP_DROP and reaches the
+ * target after dgc_warmup_rounds rounds, the keep ratio 1 - drop falling
+ * geometrically (the paper's 75%, 93.75%, 98.4%, ... per epoch, made
+ * smooth): keep_t = 0.25 * (keep / 0.25)^(t / W). No warm-up when the
+ * target drop is <= DGC_WARMUP_DROP. */
+#define DGC_WARMUP_DROP 0.75
+
+/* k of round `round` for config (DGC's warm-up; the fixed k otherwise). */
+uint32_t sparsifier_keep_at(const sparsifier_config *config, uint32_t dim, uint32_t round);
+
+/* Largest count sparsifier_select can return (k, k of round 0 for DGC, or
+ * d for dense/threshold). */
 uint32_t sparsifier_capacity(const sparsifier *s);
 
 /* One round. grad: (dim) this round's gradient g. loss_fell: the global
@@ -90,9 +114,11 @@ esgd_status sparsifier_select(sparsifier *s, const float *grad, uint32_t round, 
                               sparse_vector *out, esgd_error *err);
 
 /* Read access to the state, for tests and persistence (NULL if the method
- * has no such state): H (dim), residual (dim). */
+ * has no such state): H (dim), residual (dim; DGC's accumulation v),
+ * momentum (dim; DGC's u). */
 const float *sparsifier_importance(const sparsifier *s);
 const float *sparsifier_residual(const sparsifier *s);
+const float *sparsifier_momentum(const sparsifier *s);
 
 /* Everything that carries from one round to the next (H, residual, previous
  * selection and round, previous local loss, random streams), so a restarted
