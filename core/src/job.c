@@ -301,16 +301,17 @@ void job_config_print_help(FILE *out)
     job_config_defaults(&defaults);
     for (size_t i = 0; i < OPTION_COUNT; i++) {
         const job_option *opt = &options[i].public;
-        char shown[64];
+        char number[32];
+        const char *shown = number;
         switch (opt->type) {
         case JOB_OPTION_UINT:
-            snprintf(shown, sizeof shown, "%llu", (unsigned long long)job_config_get_uint(&defaults, opt));
+            snprintf(number, sizeof number, "%llu", (unsigned long long)job_config_get_uint(&defaults, opt));
             break;
         case JOB_OPTION_FLOAT:
-            snprintf(shown, sizeof shown, "%g", job_config_get_float(&defaults, opt));
+            snprintf(number, sizeof number, "%g", job_config_get_float(&defaults, opt));
             break;
         case JOB_OPTION_STRING:
-            snprintf(shown, sizeof shown, "%s", job_config_get_string(&defaults, opt));
+            shown = job_config_get_string(&defaults, opt);
             break;
         }
         fprintf(out, "  --%-14s %s [%s]\n", opt->name, opt->help, shown);
