@@ -2,7 +2,8 @@
 # The paper's experiment (Tao and Li, HotEdge 2018, Table 1 and Figure 2),
 # rerun with esgd-sim: std SGD (dense), threshold SGD, eSGD, top-k with error
 # feedback and random-k at drop 0.5, 0.75, 0.875, 0.99, 0.999, over several
-# seeds. Writes into a results folder:
+# seeds, plus the DGC recipe, the best eSGD variant (residual decay beta = 1)
+# and eSGD with fp16 values. Writes into a results folder:
 #   runs.jsonl        one esgd-sim JSON object per run
 #   loss/*.csv        per-round training loss of every run
 #   report.md         table: mean and spread over seeds of test accuracy,
@@ -14,10 +15,13 @@
 # usage: bench/paper-experiment.sh [--out DIR] [--seeds "1 2 3"] [--epochs 2]
 #          [--model lenet|mlp] [--partition iid|noniid] [--methods "..."] [--build DIR]
 #          [-- extra esgd-sim flags]
+# methods: dense threshold esgd topk randk dgc, and the variants esgd-beta1
+# (--beta 1) and esgd-f16 (--values f16); every one but dense and threshold
+# runs at each drop ratio, threshold at each fixed threshold.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out="" seeds="1 2 3" epochs=2 model=lenet partition=iid build="$root/build"
-methods="dense threshold esgd topk randk"
+methods="dense threshold esgd topk randk dgc esgd-beta1 esgd-f16"
 extra=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -28,7 +32,7 @@ while [ $# -gt 0 ]; do
     --partition) partition=$2; shift 2 ;;
     --methods) methods=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    --help|-h) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "paper-experiment: unknown option $1" >&2; exit 2 ;;
     esac
@@ -40,6 +44,19 @@ sim="$build/core/esgd-sim"
 drops=(0.5 0.75 0.875 0.99 0.999)
 thresholds=(0.003 0.01 0.03 0.1)
 : >"$out/runs.jsonl"
+
+method_flags() { # method_flags METHOD: sets flags to the esgd-sim flags of a drop-ratio method
+    case $1 in
+    esgd-beta1) flags=(--method esgd --beta 1) ;;
+    esgd-f16) flags=(--method esgd --values f16) ;;
+    esgd | topk | randk | dgc) flags=(--method "$1") ;;
+    *) echo "paper-experiment: unknown method $1" >&2; exit 2 ;;
+    esac
+}
+for method in $methods; do
+    case $method in dense | threshold) ;; *) method_flags "$method" ;; esac
+done
+[ -x "$sim" ] || { echo "paper-experiment: $sim not found; build first (scripts/setup.sh)" >&2; exit 1; }
 
 run() { # run NAME [flags]: one esgd-sim run, JSON line tagged with the run's name
     local name=$1
@@ -59,7 +76,8 @@ for seed in $seeds; do
         threshold)
             for t in "${thresholds[@]}"; do run "threshold-$t-s$seed" --method threshold --threshold "$t" --seed "$seed"; done ;;
         *)
-            for drop in "${drops[@]}"; do run "$method-$drop-s$seed" --method "$method" --drop "$drop" --seed "$seed"; done ;;
+            method_flags "$method"
+            for drop in "${drops[@]}"; do run "$method-$drop-s$seed" "${flags[@]}" --drop "$drop" --seed "$seed"; done ;;
         esac
     done
 done

@@ -50,6 +50,7 @@ typedef struct run {
     codec_decoder *status_decoder;
     metrics *metrics;
     float accuracy, test_loss;
+    round_times times; /* open to close, for the final report */
 } run;
 
 static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained)
@@ -211,7 +212,9 @@ static int train(run *r)
             return EXIT_INTERRUPTED;
         round_summary s;
         coordinator_close_round(r->coordinator, &s);
-        metrics_round_closed(r->metrics, r->coordinator, &s, monotonic_seconds() - opened);
+        double took = monotonic_seconds() - opened;
+        metrics_round_closed(r->metrics, r->coordinator, &s, took);
+        round_times_add(&r->times, took);
         int rc = after_round(r, &s);
         if (rc != EXIT_DONE)
             return rc;
@@ -365,7 +368,7 @@ int main(int argc, char **argv)
                  r.cfg.job, coordinator_round(r.coordinator), r.accuracy, (unsigned long long)k.received,
                  (unsigned long long)k.published);
         if (set->json)
-            report_json(stdout, r.coordinator, r.accuracy, r.test_loss, monotonic_seconds() - started);
+            report_json(stdout, r.coordinator, r.accuracy, r.test_loss, &r.times, monotonic_seconds() - started);
     }
     mqtt_link_close(r.link);
     if (r.csv)
@@ -375,5 +378,6 @@ int main(int argc, char **argv)
     free(r.agent_online);
     codec_decoder_free(r.status_decoder);
     metrics_stop(r.metrics);
+    round_times_destroy(&r.times);
     return rc;
 }

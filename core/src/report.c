@@ -45,15 +45,16 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
 }
 
 /* JSON has no NaN: a value that was never measured is null. */
-static void json_real(FILE *out, const char *key, double value)
+static void json_real(FILE *out, const char *key, double value, int digits)
 {
     if (isfinite(value))
-        fprintf(out, ", \"%s\": %.4f", key, value);
+        fprintf(out, ", \"%s\": %.*f", key, digits, value);
     else
         fprintf(out, ", \"%s\": null", key);
 }
 
-void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, double seconds)
+void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
+                 double seconds)
 {
     const esgd_job_config *cfg = coordinator_config(c);
     const coordinator_counters *k = coordinator_get_counters(c);
@@ -68,9 +69,9 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
             sparsify_method_name(cfg->sparsify.method), cfg->sparsify.drop_ratio, model_kind_name(cfg->model),
             cfg->agents, partition_kind_name(cfg->partition), cfg->rounds ? 0 : cfg->epochs, rounds, cfg->batch,
             cfg->lr, (unsigned long long)cfg->seed, value_format_name(cfg->values));
-    json_real(out, "test_accuracy", test_accuracy);
-    json_real(out, "test_loss", test_loss);
-    json_real(out, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100));
+    json_real(out, "test_accuracy", test_accuracy, 4);
+    json_real(out, "test_loss", test_loss, 4);
+    json_real(out, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100), 4);
     fprintf(out,
             ", \"uplink_bytes\": %llu, \"dense_uplink_bytes\": %llu, \"compression\": %.2f, "
             "\"downlink_bytes\": %llu, \"broadcast_bytes\": %llu, \"accepted\": %llu, \"late\": %llu, "
@@ -84,5 +85,9 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     /* One flat key per rejection reason, so a line-oriented reader finds it. */
     for (int i = 1; i < ESGD_STATUS_COUNT; i++)
         fprintf(out, ", \"rejected_%s\": %llu", esgd_status_name((esgd_status)i), (unsigned long long)k->rejected[i]);
+    if (times) {
+        json_real(out, "round_seconds_median", round_times_quantile(times, 0.5), 6);
+        json_real(out, "round_seconds_p90", round_times_quantile(times, 0.9), 6);
+    }
     fprintf(out, ", \"seconds\": %.2f}\n", seconds);
 }

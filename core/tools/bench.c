@@ -1,28 +1,27 @@
 /* esgd-bench: the core's speed, as JSON on stdout. Training throughput,
- * sparsifier cost per round and codec throughput, single thread (set
- * OPENBLAS_NUM_THREADS=1). Timings live here, never in tests. */
+ * sparsifier cost per round, wire size per sent coordinate against the
+ * information bound, codec throughput, and aggregation throughput next to
+ * the memory bandwidth; single thread (set OPENBLAS_NUM_THREADS=1). Timings
+ * live here, never in tests. */
 #include <math.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "esgd/aggregator.h"
 #include "esgd/codec.h"
+#include "esgd/job.h"
 #include "esgd/model.h"
 #include "esgd/rng.h"
+#include "esgd/round_times.h"
 #include "esgd/sparsifier.h"
 #include "esgd/runtime.h"
 
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, compare_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return quantile_of(v, (size_t)n, 0.5);
 }
 
 #define REPEATS 9
@@ -71,6 +70,7 @@ static double bench_select(sparsify_method method, uint32_t d, double drop, int 
     sparsifier_config cfg = SPARSIFIER_CONFIG_DEFAULT;
     cfg.method = method;
     cfg.drop_ratio = drop;
+    cfg.dgc_warmup_rounds = 0; /* DGC at its steady-state k */
     sparsifier *s = sparsifier_new(&cfg, d, 0, &err);
     float *g = malloc(sizeof(float) * d);
     if (!s || !g) {
@@ -98,27 +98,59 @@ static double bench_select(sparsify_method method, uint32_t d, double drop, int 
     return med;
 }
 
-/* Encode and decode MB/s (of encoded bytes) for an update of k of d. */
-static void bench_codec(uint32_t d, double drop, value_format fmt, double *enc_mbs, double *dec_mbs, size_t *bytes)
+static void *alloc_or_die(size_t bytes)
 {
-    esgd_error err = {0};
-    uint32_t k = sparsifier_keep_count(d, drop);
+    void *p = malloc(bytes);
+    if (!p) {
+        fprintf(stderr, "esgd-bench: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+/* An update of k of d coordinates, chosen uniformly (selection sampling),
+ * with small normal values. */
+static update_msg random_update(uint32_t d, uint32_t k, uint64_t seed)
+{
     update_msg u = {.round = 5, .agent = 1, .samples = 32, .loss = 0.5f};
     strcpy(u.job, "bench");
     u.grad.dim = d;
     u.grad.count = k;
     u.grad.capacity = k;
-    u.grad.indices = malloc(sizeof(uint32_t) * k);
-    u.grad.values = malloc(sizeof(float) * k);
+    u.grad.indices = alloc_or_die(sizeof(uint32_t) * (k ? k : 1));
+    u.grad.values = alloc_or_die(sizeof(float) * (k ? k : 1));
     esgd_rng rng;
-    rng_seed(&rng, 5, 0);
-    /* Evenly spread random indices: pick k of d by selection sampling. */
+    rng_seed(&rng, seed, 0);
     uint32_t chosen = 0;
     for (uint32_t j = 0; j < d && chosen < k; j++)
         if (rng_uniform(&rng) * (d - j) < (k - chosen))
             u.grad.indices[chosen++] = j;
     for (uint32_t i = 0; i < k; i++)
         u.grad.values[i] = (float)rng_normal(&rng) * 0.01f;
+    return u;
+}
+
+static void free_update(update_msg *u)
+{
+    free(u->grad.indices);
+    free(u->grad.values);
+}
+
+static void encode_or_die(esgd_buffer *buf, const update_msg *u, value_format fmt)
+{
+    esgd_error err = {0};
+    if (codec_encode_update(buf, u, fmt, &err) != ESGD_OK) {
+        fprintf(stderr, "esgd-bench: encode: %s\n", err.message);
+        exit(1);
+    }
+}
+
+/* Encode and decode MB/s (of encoded bytes) for an update of k of d. */
+static void bench_codec(uint32_t d, double drop, value_format fmt, double *enc_mbs, double *dec_mbs, size_t *bytes)
+{
+    esgd_error err = {0};
+    uint32_t k = sparsifier_keep_count(d, drop);
+    update_msg u = random_update(d, k, 5);
     esgd_buffer buf;
     buffer_init(&buf, codec_update_bound(d), &err);
     codec_decoder *dec = codec_decoder_new(&err);
@@ -131,10 +163,7 @@ static void bench_codec(uint32_t d, double drop, value_format fmt, double *enc_m
     for (int r = 0; r < REPEATS; r++) {
         double t0 = monotonic_seconds();
         for (int i = 0; i < iters; i++)
-            if (codec_encode_update(&buf, &u, fmt, &err) != ESGD_OK) {
-                fprintf(stderr, "esgd-bench: encode: %s\n", err.message);
-                exit(1);
-            }
+            encode_or_die(&buf, &u, fmt);
         enc[r] = (monotonic_seconds() - t0) / iters;
         t0 = monotonic_seconds();
         for (int i = 0; i < iters; i++)
@@ -147,52 +176,219 @@ static void bench_codec(uint32_t d, double drop, value_format fmt, double *enc_m
     *bytes = buf.size;
     *enc_mbs = (double)buf.size / median(enc, REPEATS) / 1e6;
     *dec_mbs = (double)buf.size / median(decd, REPEATS) / 1e6;
-    free(u.grad.indices);
-    free(u.grad.values);
+    free_update(&u);
     free(out.grad.indices);
     free(out.grad.values);
     buffer_destroy(&buf);
     codec_decoder_free(dec);
 }
 
+static double log2_binomial(double n, double k)
+{
+    return (lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)) / log(2.0);
+}
+
+/* Sizes of the "idx" and "val" fields of an encoded update and its index
+ * coding name, read back with msgpack-c. */
+static void field_sizes(const esgd_buffer *buf, size_t *idx, size_t *val, char *coding, size_t coding_size)
+{
+    *idx = *val = 0;
+    snprintf(coding, coding_size, "?");
+    msgpack_unpacked msg;
+    msgpack_unpacked_init(&msg);
+    if (msgpack_unpack_next(&msg, (const char *)buf->data, buf->size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        msg.data.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < msg.data.via.map.size; i++) {
+            const msgpack_object *key = &msg.data.via.map.ptr[i].key, *v = &msg.data.via.map.ptr[i].val;
+            if (key->type != MSGPACK_OBJECT_STR)
+                continue;
+            int n = (int)key->via.str.size;
+            if (n == 3 && memcmp(key->via.str.ptr, "idx", 3) == 0 && v->type == MSGPACK_OBJECT_BIN)
+                *idx = v->via.bin.size;
+            else if (n == 3 && memcmp(key->via.str.ptr, "val", 3) == 0 && v->type == MSGPACK_OBJECT_BIN)
+                *val = v->via.bin.size;
+            else if (n == 7 && memcmp(key->via.str.ptr, "idx_enc", 7) == 0 && v->type == MSGPACK_OBJECT_STR)
+                snprintf(coding, coding_size, "%.*s", (int)v->via.str.size, v->via.str.ptr);
+        }
+    }
+    msgpack_unpacked_destroy(&msg);
+}
+
+/* Bytes per sent coordinate of an update of k uniformly chosen of d: the
+ * index field against log2 C(d, k) bits, the value field in f32 and f16,
+ * and the rest of the message. */
+static void bench_wire(uint32_t d, double drop, const char *sep)
+{
+    esgd_error err = {0};
+    uint32_t k = sparsifier_keep_count(d, drop);
+    update_msg u = random_update(d, k, 11);
+    esgd_buffer buf;
+    if (buffer_init(&buf, codec_update_bound(d), &err) != ESGD_OK) {
+        fprintf(stderr, "esgd-bench: %s\n", err.message);
+        exit(1);
+    }
+    size_t idx, val32, val16, size32;
+    char coding[16];
+    encode_or_die(&buf, &u, VALUE_FORMAT_F32);
+    size32 = buf.size;
+    field_sizes(&buf, &idx, &val32, coding, sizeof coding);
+    encode_or_die(&buf, &u, VALUE_FORMAT_F16);
+    size_t size16 = buf.size, idx16;
+    field_sizes(&buf, &idx16, &val16, coding, sizeof coding);
+    double bound_bits = log2_binomial(d, k);
+    printf("%s    {\"dim\": %u, \"drop\": %g, \"k\": %u, \"idx_enc\": \"%s\", \"index_bytes\": %zu, "
+           "\"bound_bytes\": %.0f, \"index_over_bound\": %.3f, \"index_bits_per_coord\": %.2f, "
+           "\"bound_bits_per_coord\": %.2f, \"value_bytes_per_coord_f32\": %.2f, \"value_bytes_per_coord_f16\": %.2f, "
+           "\"other_bytes\": %zu, \"message_bytes_f32\": %zu, \"message_bytes_f16\": %zu, "
+           "\"bytes_per_coord_f32\": %.2f, \"bytes_per_coord_f16\": %.2f, \"raw_bytes_per_coord\": 8}",
+           sep, d, drop, k, coding, idx, bound_bits / 8, idx / (bound_bits / 8), 8.0 * idx / k, bound_bits / k,
+           (double)val32 / k, (double)val16 / k, size32 - idx - val32, size32, size16, (double)size32 / k,
+           (double)size16 / k);
+    buffer_destroy(&buf);
+    free_update(&u);
+}
+
+/* Median seconds of one coordinator round: `agents` updates of k of d added
+ * (checked and copied) and applied to the parameters. */
+static double bench_aggregate(uint32_t d, double drop, uint32_t agents, int rounds)
+{
+    esgd_error err = {0};
+    uint32_t k = sparsifier_keep_count(d, drop);
+    aggregator *agg = aggregator_new(d, agents, k, &err);
+    if (!agg) {
+        fprintf(stderr, "esgd-bench: %s\n", err.message);
+        exit(1);
+    }
+    update_msg *updates = alloc_or_die(sizeof *updates * agents);
+    for (uint32_t a = 0; a < agents; a++)
+        updates[a] = random_update(d, k, 100 + a);
+    float *params = calloc(d, sizeof *params);
+    uint32_t *changed = alloc_or_die(sizeof *changed * d);
+    double *t = alloc_or_die(sizeof *t * (size_t)rounds);
+    if (!params) {
+        fprintf(stderr, "esgd-bench: out of memory\n");
+        exit(1);
+    }
+    for (int r = -1; r < rounds; r++) { /* r = -1 warms up */
+        double t0 = monotonic_seconds();
+        for (uint32_t a = 0; a < agents; a++)
+            if (aggregator_add(agg, a, &updates[a].grad, 32, 0.5f, &err) != ESGD_OK) {
+                fprintf(stderr, "esgd-bench: aggregate: %s\n", err.message);
+                exit(1);
+            }
+        aggregate_result result;
+        aggregator_apply(agg, params, 0.1, &result, changed);
+        if (r >= 0)
+            t[r] = monotonic_seconds() - t0;
+    }
+    double med = median(t, rounds);
+    for (uint32_t a = 0; a < agents; a++)
+        free_update(&updates[a]);
+    free(updates);
+    free(params);
+    free(changed);
+    free(t);
+    aggregator_free(agg);
+    return med;
+}
+
+/* Memory bandwidth as STREAM's triad a = b + s c over three arrays of
+ * `bytes` each (24 bytes moved per element), median of 5. */
+static double bench_triad_gbps(size_t bytes)
+{
+    size_t n = bytes / sizeof(double);
+    double *a = alloc_or_die(bytes), *b = alloc_or_die(bytes), *c = alloc_or_die(bytes);
+    for (size_t i = 0; i < n; i++) {
+        a[i] = 0;
+        b[i] = 1;
+        c[i] = 2;
+    }
+    double t[5];
+    for (int r = 0; r < 5; r++) {
+        double t0 = monotonic_seconds();
+        for (size_t i = 0; i < n; i++)
+            a[i] = b[i] + 3.0 * c[i];
+        t[r] = monotonic_seconds() - t0;
+    }
+    volatile double sink = a[n / 2];
+    (void)sink;
+    free(a);
+    free(b);
+    free(c);
+    return 3.0 * (double)bytes / median(t, 5) / 1e9;
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    if (argc > 1 && !quick) {
+        fprintf(stderr, "usage: esgd-bench [--quick]\n"
+                        "Prints the core's speed as JSON on stdout (set OPENBLAS_NUM_THREADS=1).\n");
+        return strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    }
     int steps = quick ? 20 : 200;
     printf("{\n  \"training_samples_per_second\": {\"batch\": 32, \"lenet\": %.0f, \"mlp\": %.0f},\n",
            bench_training(MODEL_KIND_LENET, steps), bench_training(MODEL_KIND_MLP, steps * 4));
 
-    static const sparsify_method methods[] = {SPARSIFY_ESGD, SPARSIFY_TOPK, SPARSIFY_RANDK, SPARSIFY_THRESHOLD,
-                                              SPARSIFY_DENSE};
-    static const char *const method_names[] = {"esgd", "topk", "randk", "threshold", "dense"};
-    static const uint32_t dims[] = {61706, 1000000};
+    static const sparsify_method methods[] = {SPARSIFY_ESGD, SPARSIFY_TOPK,      SPARSIFY_RANDK,
+                                              SPARSIFY_DGC,  SPARSIFY_THRESHOLD, SPARSIFY_DENSE};
+    static const uint32_t dims[] = {61706, 1000000, 10000000};
     static const double drops[] = {0.875, 0.99};
     printf("  \"select_ms_per_round\": [\n");
-    int first = 1;
+    const char *sep = "";
     for (size_t mi = 0; mi < sizeof methods / sizeof methods[0]; mi++)
-        for (size_t di = 0; di < 2; di++)
-            for (size_t ri = 0; ri < 2; ri++) {
-                int rounds = dims[di] > 100000 ? (quick ? 5 : 21) : (quick ? 11 : 101);
+        for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+            for (size_t ri = 0; ri < sizeof drops / sizeof drops[0]; ri++) {
+                int rounds = dims[di] >= 10000000 ? (quick ? 3 : 7) : dims[di] > 100000 ? (quick ? 5 : 21)
+                                                                                          : (quick ? 11 : 101);
                 double fell = bench_select(methods[mi], dims[di], drops[ri], rounds, 1) * 1e3;
                 double rose = bench_select(methods[mi], dims[di], drops[ri], rounds, 0) * 1e3;
                 printf("%s    {\"method\": \"%s\", \"dim\": %u, \"drop\": %g, \"loss_fell\": %.4f, "
-                       "\"loss_rose\": %.4f}",
-                       first ? "" : ",\n", method_names[mi], dims[di], drops[ri], fell, rose);
-                first = 0;
+                       "\"loss_rose\": %.4f, \"ns_per_coord\": %.3f}",
+                       sep, sparsify_method_name(methods[mi]), dims[di], drops[ri], fell, rose,
+                       0.5 * (fell + rose) * 1e6 / dims[di]);
+                sep = ",\n";
             }
+
+    printf("\n  ],\n  \"wire\": [\n");
+    static const double wire_drops[] = {0.5, 0.75, 0.875, 0.99, 0.999};
+    sep = "";
+    for (size_t i = 0; i < sizeof wire_drops / sizeof wire_drops[0]; i++) {
+        bench_wire(61706, wire_drops[i], sep);
+        sep = ",\n";
+    }
+
     printf("\n  ],\n  \"codec\": [\n");
-    first = 1;
+    sep = "";
     static const double codec_drops[] = {0.0, 0.875, 0.99};
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < sizeof codec_drops / sizeof codec_drops[0]; i++)
         for (int f = 0; f < 2; f++) {
             double enc, dec;
             size_t bytes;
             bench_codec(61706, codec_drops[i], f ? VALUE_FORMAT_F16 : VALUE_FORMAT_F32, &enc, &dec, &bytes);
             printf("%s    {\"dim\": 61706, \"drop\": %g, \"values\": \"%s\", \"bytes\": %zu, "
                    "\"encode_MBps\": %.0f, \"decode_MBps\": %.0f}",
-                   first ? "" : ",\n", codec_drops[i], f ? "f16" : "f32", bytes, enc, dec);
-            first = 0;
+                   sep, codec_drops[i], f ? "f16" : "f32", bytes, enc, dec);
+            sep = ",\n";
         }
-    printf("\n  ]\n}\n");
+
+    /* Update bytes are the in-memory payload the coordinator reads: a 4-byte
+     * index and a 4-byte value per entry. */
+    printf("\n  ],\n  \"aggregation\": [\n");
+    sep = "";
+    static const uint32_t agg_dims[] = {61706, 10000000};
+    static const double agg_drops[] = {0.0, 0.875, 0.99};
+    const uint32_t agents = 4;
+    for (size_t di = 0; di < sizeof agg_dims / sizeof agg_dims[0]; di++)
+        for (size_t ri = 0; ri < sizeof agg_drops / sizeof agg_drops[0]; ri++) {
+            uint32_t d = agg_dims[di], k = sparsifier_keep_count(d, agg_drops[ri]);
+            int rounds = d > 1000000 ? (quick ? 3 : 9) : (quick ? 21 : 201);
+            double t = bench_aggregate(d, agg_drops[ri], agents, rounds);
+            printf("%s    {\"dim\": %u, \"drop\": %g, \"agents\": %u, \"round_ms\": %.4f, "
+                   "\"updates_per_second\": %.0f, \"update_MBps\": %.0f}",
+                   sep, d, agg_drops[ri], agents, t * 1e3, agents / t, agents * (double)k * 8 / t / 1e6);
+            sep = ",\n";
+        }
+    printf("\n  ],\n  \"memory_triad_GBps\": %.1f\n}\n", bench_triad_gbps(quick ? (32u << 20) : (256u << 20)));
     return 0;
 }

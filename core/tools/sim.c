@@ -62,9 +62,13 @@ int main(int argc, char **argv)
             model_kind_name(cfg.model), sparsify_method_name(cfg.sparsify.method), cfg.sparsify.drop_ratio,
             cfg.agents, partition_kind_name(cfg.partition), cfg.batch, total, per_epoch, job_dimension(&cfg));
     float accuracy = NAN, test_loss = NAN;
+    round_times times = {0};
     while (!coordinator_done(coordinator)) {
         round_summary summary;
-        if (simulation_round(sim, &summary, &err) != ESGD_OK) {
+        double opened = monotonic_seconds();
+        esgd_status st = simulation_round(sim, &summary, &err);
+        round_times_add(&times, monotonic_seconds() - opened);
+        if (st != ESGD_OK) {
             fprintf(stderr, "esgd-sim: round %u: %s\n", coordinator_round(coordinator), err.message);
             rc = 1;
             break;
@@ -92,7 +96,8 @@ int main(int argc, char **argv)
     if (csv)
         fclose(csv);
     if (rc == 0 && json)
-        report_json(stdout, coordinator, accuracy, test_loss, monotonic_seconds() - started);
+        report_json(stdout, coordinator, accuracy, test_loss, &times, monotonic_seconds() - started);
+    round_times_destroy(&times);
     simulation_free(sim);
     return rc;
 }

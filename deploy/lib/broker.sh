@@ -5,7 +5,8 @@
 #   broker_stop
 #   broker_restart        # stop, then start again on the same port with the same config
 # With BROKER_PERSISTENCE=1 the broker saves sessions and queued messages
-# in DIR and loads them again on restart.
+# in DIR and loads them again on restart. BROKER_SYS_INTERVAL sets how often
+# (seconds) the broker refreshes its $SYS counters (default 10).
 
 broker_start() {
     local dir=$1 attempt port
@@ -28,6 +29,7 @@ $persistence
 user $(id -un)
 max_queued_messages 10000
 max_inflight_messages 64
+sys_interval ${BROKER_SYS_INTERVAL:-10}
 # Without it Nagle + delayed ACKs add ~40 ms to every small message.
 set_tcp_nodelay true
 log_dest file $dir/mosquitto.log

@@ -16,6 +16,7 @@ agents=${ESGD_LOAD_AGENTS:-64}
 rounds=${ESGD_LOAD_ROUNDS:-120}
 job=it-load
 
+export BROKER_SYS_INTERVAL=1 # fresh $SYS counters for the figures at the end
 start_broker
 started=$(date +%s.%N)
 # The quorum is every agent and the timeout generous, so a round that closes
@@ -84,4 +85,11 @@ awk -v s="$started" -v e="$finished" -v r="$rounds" -v a="$agents" -v d="$duplic
     printf "uplink %.3f MB/s, broadcast %.3f MB/s in, downlink %.3f MB/s out\n", up / w / 1e6, bc / w / 1e6, down / w / 1e6
 }'
 grep "broker link" "$log" | sed 's/^.*: job/coordinator: job/' || true
+echo "round seconds (open to close): median $(json_get round_seconds_median "$json"), p90 $(json_get round_seconds_p90 "$json")"
+# What the broker itself counted since it started (PUBLISH packets, and all
+# bytes), refreshed every second.
+sleep 1.5
+mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -W 5 -C 4 -v -t '$SYS/broker/publish/messages/received' \
+    -t '$SYS/broker/publish/messages/sent' -t '$SYS/broker/bytes/received' -t '$SYS/broker/bytes/sent' |
+    sed 's|^\$SYS/broker/|broker |' || echo "broker \$SYS counters not read"
 echo PASS

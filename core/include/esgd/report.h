@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "esgd/coordinator.h"
+#include "esgd/round_times.h"
 
 /* Mean of the last `tail` values of values[0..n) (NaN values skipped; NaN if none). */
 double report_mean_tail(const float *values, uint32_t n, uint32_t tail);
@@ -25,7 +26,10 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
  * broadcast_bytes (model messages published once each), accepted, late,
  * duplicate, early, rejected (updates refused for any reason), clipped,
  * model_fnv1a64 (FNV-1a 64 of the final parameters' bytes: equal runs have
- * equal models), rejected_<reason> for every status name, seconds. */
-void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, double seconds);
+ * equal models), rejected_<reason> for every status name,
+ * round_seconds_median and round_seconds_p90 (when times is not NULL: from
+ * opening a round to closing it), seconds. */
+void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
+                 double seconds);
 
 #endif
