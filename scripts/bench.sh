@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The benchmarks (never part of the tests): the core's speed (esgd-bench:
+# training, sparsifier cost at d = 61,706 / 1e6 / 1e7, wire bytes per
+# coordinate, codec, aggregation, memory bandwidth) and the system through
+# mosquitto on loopback (bench/broker-bench.sh: 4, 16, 64, 256 agents).
+# Installs what is missing and builds first, like scripts/run.sh. Prints one
+# JSON object, with the machine it ran on, and writes it to results/bench.json.
+#
+# usage: scripts/bench.sh [--quick]   (--quick: fewer repeats, 4 and 16 agents)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+quick=()
+sizes="4 16 64 256" rounds=120
+case ${1:-} in
+"") ;;
+--quick) quick=(--quick) sizes="4 16" rounds=40 ;;
+--help | -h) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+esac
+"$root/scripts/setup.sh" "$root/build" >&2
+export OPENBLAS_NUM_THREADS=1
+echo "bench: esgd-bench ${quick[*]}" >&2
+"$root/build/core/esgd-bench" "${quick[@]}" >"$root/results/esgd-bench.json"
+"$root/bench/broker-bench.sh" --build "$root/build" --agents "$sizes" --rounds "$rounds" \
+    --out "$root/results/broker-bench.jsonl" >/dev/null
+
+python3 - "$root" <<'PY' | tee "$root/results/bench.json"
+import datetime, json, os, platform, subprocess, sys
+root = sys.argv[1]
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+cpu = next((l.split(":", 1)[1].strip() for l in run("lscpu").splitlines() if l.startswith("Model name")), "?")
+mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+load = os.getloadavg()[0]
+machine = {"cpu": cpu, "cores": os.cpu_count(), "memory_MiB": mem, "kernel": platform.release(),
+           "compiler": (run("cc", "--version").splitlines() or ["?"])[0],
+           "load_average_1min_at_end": round(load, 2),
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+core = json.load(open(os.path.join(root, "results/esgd-bench.json")))
+broker = [json.loads(l) for l in open(os.path.join(root, "results/broker-bench.jsonl"))]
+print(json.dumps({"machine": machine, "core": core, "broker": broker}, indent=1))
+PY
