@@ -691,12 +691,15 @@ static uint32_t select_threshold(sparsifier *s, const float *g)
     uint32_t n = 0;
     for (uint32_t j = 0; j < s->dim; j++) {
         float acc = g[j] + r[j];
-        int send = fabsf(acc) > threshold;
+        uint32_t send = fabsf(acc) > threshold;
         /* Written unconditionally, kept when sent: n <= j, so in bounds. */
         s->out_indices[n] = j;
         s->out_values[n] = acc;
-        n += (uint32_t)send;
-        r[j] = send ? 0.0f : acc;
+        n += send;
+        /* r = send ? +0 : acc, without a branch: whether a coordinate is
+         * sent is a coin flip to the predictor, and the branch made this
+         * loop 2.5x slower. */
+        r[j] = bits_float(float_bits(acc) & (send - 1u));
     }
     return n;
 }
