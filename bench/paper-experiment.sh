@@ -10,17 +10,20 @@
 #                     uplink bytes per agent per round, compression, downlink
 #                     bytes, wall time
 #   loss.png          training loss against round, eSGD at each drop ratio (Figure 2)
-#   accuracy-bytes.png  test accuracy against uplink bytes, every method
+#   accuracy-bytes.png  test accuracy against uplink bytes, one line per method
 #
 # usage: bench/paper-experiment.sh [--out DIR] [--seeds "1 2 3"] [--epochs 2]
 #          [--model lenet|mlp] [--partition iid|noniid] [--methods "..."] [--build DIR]
-#          [-- extra esgd-sim flags]
+#          [--resume] [--report-only] [-- extra esgd-sim flags]
+# --resume keeps runs.jsonl and skips the runs already in it (an interrupted
+# experiment goes on where it stopped); --report-only redoes the report and the
+# plots from runs.jsonl without running anything.
 # methods: dense threshold esgd topk randk dgc, and the variants esgd-beta1
 # (--beta 1) and esgd-f16 (--values f16); every one but dense and threshold
 # runs at each drop ratio, threshold at each fixed threshold.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out="" seeds="1 2 3" epochs=2 model=lenet partition=iid build="$root/build"
+out="" seeds="1 2 3" epochs=2 model=lenet partition=iid build="$root/build" resume=0 report_only=0
 methods="dense threshold esgd topk randk dgc esgd-beta1 esgd-f16"
 extra=()
 while [ $# -gt 0 ]; do
@@ -32,7 +35,9 @@ while [ $# -gt 0 ]; do
     --partition) partition=$2; shift 2 ;;
     --methods) methods=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    --help|-h) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --resume) resume=1; shift ;;
+    --report-only) report_only=1; shift ;;
+    --help|-h) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "paper-experiment: unknown option $1" >&2; exit 2 ;;
     esac
@@ -43,7 +48,7 @@ export OPENBLAS_NUM_THREADS=1
 sim="$build/core/esgd-sim"
 drops=(0.5 0.75 0.875 0.99 0.999)
 thresholds=(0.003 0.01 0.03 0.1)
-: >"$out/runs.jsonl"
+[ "$resume" = 1 ] || [ "$report_only" = 1 ] || : >"$out/runs.jsonl"
 
 method_flags() { # method_flags METHOD: sets flags to the esgd-sim flags of a drop-ratio method
     case $1 in
@@ -56,12 +61,14 @@ method_flags() { # method_flags METHOD: sets flags to the esgd-sim flags of a dr
 for method in $methods; do
     case $method in dense | threshold) ;; *) method_flags "$method" ;; esac
 done
-[ -x "$sim" ] || { echo "paper-experiment: $sim not found; build first (scripts/setup.sh)" >&2; exit 1; }
+[ "$report_only" = 1 ] || [ -x "$sim" ] || { echo "paper-experiment: $sim not found; build first (scripts/setup.sh)" >&2; exit 1; }
 
 run() { # run NAME [flags]: one esgd-sim run, JSON line tagged with the run's name
     local name=$1
     shift
     local line
+    [ "$report_only" = 0 ] || return 0
+    if [ "$resume" = 1 ] && grep -q "\"name\": \"$name\"}" "$out/runs.jsonl" 2>/dev/null; then return 0; fi
     line=$("$sim" --data "$root/data/mnist" --model "$model" --agents 4 --partition "$partition" --batch 32 \
         --epochs "$epochs" --lr 0.1 --lr-decay 0.5 --json --loss-csv "$out/loss/$name.csv" "$@" "${extra[@]}" \
         2>>"$out/progress.log")
@@ -111,10 +118,42 @@ for key, rs in groups.items():
                  f"{down[0]:.1f} | {wall[0]:.1f} |")
     points.append((key, per[0], acc[0]))
 open(os.path.join(out, "report.md"), "w").write("\n".join(lines) + "\n")
-with open(os.path.join(out, "accuracy-bytes.dat"), "w") as f:
-    for key, per, acc in points:
-        f.write(f"{per} {acc} {key}\n")
 print("\n".join(lines))
+
+# accuracy-bytes: one gnuplot data block per method (the setting's name without
+# its drop ratio or threshold), so that each method is one line with a legend.
+# The y range starts 6 points below dense; settings below it (random-k at high
+# drop, say) would squash every other line flat, so they are listed instead.
+families = collections.OrderedDict()
+for key, per, acc in points:
+    head, _, tail = key.rpartition("-")
+    family = head if head and tail.replace(".", "").isdigit() else key
+    families.setdefault(family, []).append((per, acc, key))
+dense = [acc for key, per, acc in points if key == "dense"]
+floor = (dense[0] if dense else max(acc for _, _, acc in points)) - 0.06
+hidden = [f"{key} {100*acc:.1f}%" for key, per, acc in points if acc < floor]
+with open(os.path.join(out, "accuracy-bytes.dat"), "w") as f:
+    for family, pts in families.items():
+        f.write(f"# {family}\n")
+        for per, acc, key in sorted(pts):
+            f.write(f"{per} {acc} {key}\n")
+        f.write("\n\n")
+title = "Test accuracy against uplink bytes per agent per round"
+if hidden:
+    title += "\\nbelow the range, not shown: " + ", ".join(hidden)
+plot = ", ".join(f'"accuracy-bytes.dat" index {i} using 1:2 with linespoints pointtype {4 + i % 10} pointsize 1.3 title "{name}"'
+                 for i, name in enumerate(families))
+with open(os.path.join(out, "accuracy-bytes.gp"), "w") as f:
+    f.write(f"""set terminal pngcairo size 1000,650 noenhanced
+set output "accuracy-bytes.png"
+set title "{title}"
+set xlabel "uplink bytes per agent per round (log)"; set ylabel "test accuracy"
+set logscale x
+set yrange [{floor:.4f}:*]
+set key outside right
+set grid
+plot {plot}
+""")
 PY
 
 if command -v gnuplot >/dev/null; then
@@ -133,13 +172,7 @@ set title "Training loss against round (seed $seed1)"
 set xlabel "round"; set ylabel "global training loss (Bezier-smoothed)"
 set yrange [0:*]
 plot ${plots%, }
-set output "$out/accuracy-bytes.png"
-set datafile separator whitespace
-set title "Test accuracy against uplink bytes per agent per round"
-set xlabel "uplink bytes per agent per round (log)"; set ylabel "test accuracy"
-set logscale x
-set yrange [*:1]
-plot "$out/accuracy-bytes.dat" using 1:2:3 with labels point pointtype 7 offset char 1,0.5 font ",8" notitle
 PLOT
+    (cd "$out" && gnuplot accuracy-bytes.gp)
 fi
 echo "paper-experiment: report in $out/report.md" >&2
