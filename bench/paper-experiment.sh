@@ -117,6 +117,28 @@ for key, rs in groups.items():
     lines.append(f"| {key} | {100*acc[0]:.2f} % ± {100*acc[1]:.2f} | {per[0]:,.0f} | {comp[0]:.1f}x | "
                  f"{down[0]:.1f} | {wall[0]:.1f} |")
     points.append((key, per[0], acc[0]))
+# The paper's layout: one row per method, one column per drop ratio;
+# test accuracy in percent, mean ± sd over seeds, and the compression.
+drops = sorted({r["drop"] for r in runs if r["method"] not in ("dense", "threshold")})
+rows = collections.OrderedDict()
+for key, rs in groups.items():
+    head, _, tail = key.rpartition("-")
+    if head and not head.startswith("threshold") and tail.replace(".", "").isdigit():
+        rows.setdefault(head, {})[float(tail)] = rs
+if rows:
+    lines += ["", "Test accuracy (%, mean ± sd over seeds) and compression vs dense fp32, by drop ratio:", "",
+              "| method | " + " | ".join(f"{d:g}" for d in drops) + " |", "| --- |" + " --- |" * len(drops)]
+    for name, by_drop in rows.items():
+        cells = []
+        for d in drops:
+            rs = by_drop.get(d)
+            if not rs:
+                cells.append("")
+                continue
+            acc = stats([r["test_accuracy"] for r in rs])
+            comp = sum(r["compression"] for r in rs) / len(rs)
+            cells.append(f"{100*acc[0]:.2f} ± {100*acc[1]:.2f} (x{comp:.1f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
 open(os.path.join(out, "report.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
