@@ -364,9 +364,10 @@ int main(int argc, char **argv)
                  r.set.state_dir ? "; the checkpoint holds the last closed round" : "");
     if (rc == EXIT_DONE) {
         mqtt_link_counters k = mqtt_link_get_counters(r.link);
-        log_info("job %s finished: %u rounds, test accuracy %.4f; broker link: %llu messages in, %llu out",
+        log_info("job %s finished: %u rounds, test accuracy %.4f; broker link: %llu messages in, %llu out; "
+                 "peak resident set %.1f MiB",
                  r.cfg.job, coordinator_round(r.coordinator), r.accuracy, (unsigned long long)k.received,
-                 (unsigned long long)k.published);
+                 (unsigned long long)k.published, peak_resident_mib());
         if (set->json)
             report_json(stdout, r.coordinator, r.accuracy, r.test_loss, &r.times, monotonic_seconds() - started);
     }

@@ -159,7 +159,8 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
     if (latest && fetch_latest_model(r, false, &err) != ESGD_OK)
         log_warn("%s", err.message);
     if (agent_job_done(r->agent)) {
-        log_info("job finished at round %u", agent_current_round(r->agent));
+        log_info("job finished at round %u; peak resident set %.1f MiB", agent_current_round(r->agent),
+                 peak_resident_mib());
         if (publish_status(r, AGENT_STATE_DONE, &err) != ESGD_OK)
             log_warn("%s", err.message);
         return -1; /* finished */

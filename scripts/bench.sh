@@ -2,7 +2,8 @@
 # The benchmarks (never part of the tests): the core's speed (esgd-bench:
 # training, sparsifier cost at d = 61,706 / 1e6 / 1e7, wire bytes per
 # coordinate, codec, aggregation, memory bandwidth) and the system through
-# mosquitto on loopback (bench/broker-bench.sh: 4, 16, 64, 256 agents).
+# mosquitto on loopback (bench/broker-bench.sh: 4, 8, 16, 64, 256 agents), and
+# the peak resident set of an agent training LeNet (bench/agent-memory.sh).
 # Installs what is missing and builds first, like scripts/run.sh. Prints one
 # JSON object, with the machine it ran on, and writes it to results/bench.json.
 #
@@ -10,11 +11,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 quick=()
-sizes="4 16 64 256" rounds=120
+sizes="4 8 16 64 256" rounds=120
 case ${1:-} in
 "") ;;
 --quick) quick=(--quick) sizes="4 16" rounds=40 ;;
---help | -h) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+--help | -h) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
 "$root/scripts/setup.sh" "$root/build" >&2
@@ -23,6 +24,8 @@ echo "bench: esgd-bench ${quick[*]}" >&2
 "$root/build/core/esgd-bench" "${quick[@]}" >"$root/results/esgd-bench.json"
 "$root/bench/broker-bench.sh" --build "$root/build" --agents "$sizes" --rounds "$rounds" \
     --out "$root/results/broker-bench.jsonl" >/dev/null
+echo "bench: agent memory" >&2
+"$root/bench/agent-memory.sh" --build "$root/build" >"$root/results/agent-memory.json"
 
 python3 - "$root" <<'PY' | tee "$root/results/bench.json"
 import datetime, json, os, platform, subprocess, sys
@@ -41,5 +44,6 @@ machine = {"cpu": cpu, "cores": os.cpu_count(), "memory_MiB": mem, "kernel": pla
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 core = json.load(open(os.path.join(root, "results/esgd-bench.json")))
 broker = [json.loads(l) for l in open(os.path.join(root, "results/broker-bench.jsonl"))]
-print(json.dumps({"machine": machine, "core": core, "broker": broker}, indent=1))
+memory = json.load(open(os.path.join(root, "results/agent-memory.json")))
+print(json.dumps({"machine": machine, "core": core, "broker": broker, "memory": memory}, indent=1))
 PY

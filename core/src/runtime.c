@@ -1,8 +1,9 @@
-/* The clock and the stop flag of runtime.h. */
+/* The clock, the stop flag and the peak resident set of runtime.h. */
 #include "esgd/runtime.h"
 
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static volatile sig_atomic_t stop_flag;
@@ -32,4 +33,12 @@ void stop_signals_install(void)
 bool stop_requested(void)
 {
     return stop_flag != 0;
+}
+
+double peak_resident_mib(void)
+{
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) != 0)
+        return 0;
+    return (double)usage.ru_maxrss / 1024.0; /* Linux reports KiB */
 }

@@ -1,5 +1,6 @@
-/* Process-level helpers the programs share: a monotonic clock and a
- * SIGINT/SIGTERM flag, so a long run can stop at a clean point. */
+/* Process-level helpers the programs share: a monotonic clock, a
+ * SIGINT/SIGTERM flag, so a long run can stop at a clean point, and the peak
+ * resident set, which a gateway operator sizes the device by. */
 #ifndef ESGD_RUNTIME_H
 #define ESGD_RUNTIME_H
 
@@ -11,5 +12,8 @@ double monotonic_seconds(void);
 /* After this, SIGINT and SIGTERM set a flag instead of killing the process. */
 void stop_signals_install(void);
 bool stop_requested(void);
+
+/* The process's peak resident set so far, in MiB (0 if unknown). */
+double peak_resident_mib(void);
 
 #endif
