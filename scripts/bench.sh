@@ -47,3 +47,5 @@ broker = [json.loads(l) for l in open(os.path.join(root, "results/broker-bench.j
 memory = json.load(open(os.path.join(root, "results/agent-memory.json")))
 print(json.dumps({"machine": machine, "core": core, "broker": broker, "memory": memory}, indent=1))
 PY
+"$root/bench/bench-report.py" "$root/results/bench.json" >"$root/results/bench.md"
+echo "bench: tables in results/bench.md" >&2
