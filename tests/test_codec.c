@@ -880,6 +880,45 @@ static void test_f16_conversion_table(void **state)
     }
 }
 
+/* The compiler's own float -> _Float16 conversion (IEEE, nearest even) as
+ * the oracle: every finite half, the exact midpoint above each, one ulp
+ * either side of it, and a stride through all 2^32 bit patterns. */
+static void test_f16_matches_compiler(void **state)
+{
+    (void)state;
+#ifdef __FLT16_MAX__
+    uint64_t checked = 0;
+    for (uint64_t x = 0; x <= 0xffffffffu; x += 65521) { /* a prime stride: every exponent and low-bit mix */
+        float f = bits_f32((uint32_t)x);
+        if (isnan(f))
+            continue;
+        _Float16 h = (_Float16)f;
+        uint16_t want;
+        memcpy(&want, &h, sizeof want);
+        if (codec_f32_to_f16(f) != want)
+            fail_msg("f32_to_f16(%a) = 0x%04x, the compiler says 0x%04x", (double)f, codec_f32_to_f16(f), want);
+        checked++;
+    }
+    for (uint32_t half = 0; half < 0x7c00; half++) {
+        float lo = codec_f16_to_f32((uint16_t)half), hi = codec_f16_to_f32((uint16_t)(half + 1));
+        float mid = lo + (hi - lo) / 2; /* exact in f32 */
+        const float probes[] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY), -mid};
+        for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+            _Float16 h = (_Float16)probes[i];
+            uint16_t want;
+            memcpy(&want, &h, sizeof want);
+            if (codec_f32_to_f16(probes[i]) != want)
+                fail_msg("f32_to_f16(%a) = 0x%04x, the compiler says 0x%04x", (double)probes[i],
+                         codec_f32_to_f16(probes[i]), want);
+            checked++;
+        }
+    }
+    assert_true(checked > 60000);
+#else
+    skip();
+#endif
+}
+
 /* --------------------------------------------------------- malformed table */
 
 typedef enum op { OP_SET, OP_REMOVE, OP_DUPLICATE } op;
@@ -1361,6 +1400,7 @@ int main(void)
         cmocka_unit_test(test_bounds_fit_the_worst_cases),
         cmocka_unit_test(test_encoder_rejects_bad_updates),
         cmocka_unit_test(test_f16_conversion_table),
+        cmocka_unit_test(test_f16_matches_compiler),
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_malformed_specials),
         cmocka_unit_test(test_truncated_at_every_offset),
