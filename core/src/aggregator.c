@@ -20,7 +20,8 @@ struct aggregator {
     uint32_t filled;
     update_slot *slots;  /* (agents) */
     float *sum;          /* (dim) accumulator, all zero between rounds */
-    uint8_t *touched;    /* (dim) 1 where sum may be non-zero */
+    uint64_t *touched;   /* (dim / 64 rounded up) bit j set where sum[j] may be non-zero; a bitmap so that
+                          * closing a sparse round skips untouched words instead of testing every j */
 };
 
 aggregator *aggregator_new(uint32_t dim, uint32_t agents, uint32_t slot_capacity, esgd_error *err)
@@ -38,7 +39,7 @@ aggregator *aggregator_new(uint32_t dim, uint32_t agents, uint32_t slot_capacity
     agg->slot_capacity = slot_capacity;
     agg->slots = calloc(agents, sizeof *agg->slots);
     agg->sum = calloc(dim, sizeof *agg->sum);
-    agg->touched = calloc(dim, 1);
+    agg->touched = calloc(((size_t)dim + 63) / 64, sizeof *agg->touched);
     if (!agg->slots || !agg->sum || !agg->touched)
         goto nomem;
     for (uint32_t a = 0; a < agents; a++) {
@@ -142,7 +143,7 @@ void aggregator_apply(aggregator *agg, float *params, double lr, aggregate_resul
         for (uint32_t i = 0; i < slot->update.count; i++) {
             uint32_t j = slot->update.indices[i];
             agg->sum[j] += slot->update.values[i];
-            agg->touched[j] = 1;
+            agg->touched[j >> 6] |= 1ull << (j & 63);
         }
         weighted_loss += (double)slot->loss * slot->samples;
         result->samples += slot->samples;
@@ -152,17 +153,20 @@ void aggregator_apply(aggregator *agg, float *params, double lr, aggregate_resul
 
     const float step = (float)(lr / result->participants);
     uint32_t n_changed = 0;
-    for (uint32_t j = 0; j < agg->dim; j++) {
-        if (!agg->touched[j])
-            continue;
-        float before = params[j];
-        params[j] = before - step * agg->sum[j];
-        /* Only coordinates whose value really changed go into a delta. */
-        if (params[j] != before && changed)
-            changed[n_changed] = j;
-        n_changed += params[j] != before;
-        agg->sum[j] = 0;
-        agg->touched[j] = 0;
+    uint32_t words = (uint32_t)(((uint64_t)agg->dim + 63) / 64);
+    for (uint32_t w = 0; w < words; w++) {
+        /* Set bits in ascending order, so the changed list comes out sorted. */
+        for (uint64_t bits = agg->touched[w]; bits; bits &= bits - 1) {
+            uint32_t j = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            float before = params[j];
+            params[j] = before - step * agg->sum[j];
+            /* Only coordinates whose value really changed go into a delta. */
+            if (params[j] != before && changed)
+                changed[n_changed] = j;
+            n_changed += params[j] != before;
+            agg->sum[j] = 0;
+        }
+        agg->touched[w] = 0;
     }
     result->changed = n_changed;
     aggregator_reset(agg);
