@@ -4,11 +4,14 @@
 #
 # Each size runs the load test (tests/integration/load.sh: MLP, batch 8, eSGD
 # drop 0.99, every agent every round, QoS 1) and then esgd-sim with the same
-# job. Round overhead = the coordinator's median round time (open to close)
-# minus esgd-sim's median round time (every agent's compute, one after the
-# other, with no broker). Broker figures come from mosquitto's own $SYS
-# counters (PUBLISH packets in and out, all bytes) over the whole run,
-# start-up included.
+# job. Round overhead: per round, the least time any agent waited from
+# sending its update to receiving the next model (that agent reported last,
+# so the wait is broker, coordinator and broker again, with no compute in it);
+# median and p90 over rounds. For comparison, round_minus_sim_ms is the
+# coordinator's median round time (open to close) minus esgd-sim's (every
+# agent's compute one after another, no broker). Broker figures come from
+# mosquitto's own $SYS counters (PUBLISH packets in and out, all bytes) over
+# the whole run, start-up included.
 #
 # usage: bench/broker-bench.sh [--build DIR] [--agents "4 16 64 256"] [--rounds R] [--out FILE]
 # Prints one JSON object per size on stdout (and into FILE, default
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     --agents) sizes=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    --help | -h) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help | -h) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "broker-bench: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -51,7 +54,9 @@ def grab(pattern, cast=float):
     return cast(m.group(1))
 wall = grab(r"wall ([0-9.]+) s")
 median = grab(r"round seconds \(open to close\): median ([0-9.]+)")
-p90 = grab(r"p90 ([0-9.]+)")
+p90 = grab(r"round seconds \(open to close\): median [0-9.]+, p90 ([0-9.]+)")
+overhead = grab(r"round overhead \(last update sent to next model received\): median ([0-9.]+) ms")
+overhead_p90 = grab(r"round overhead \(last update sent to next model received\): median [0-9.]+ ms, p90 ([0-9.]+) ms")
 pub_in = grab(r"broker publish/messages/received (\d+)", int)
 pub_out = grab(r"broker publish/messages/sent (\d+)", int)
 bytes_in = grab(r"broker bytes/received (\d+)", int)
@@ -61,7 +66,8 @@ print(json.dumps({
     "agents": agents, "rounds": rounds, "wall_seconds": wall,
     "round_ms_median": round(median * 1e3, 3), "round_ms_p90": round(p90 * 1e3, 3),
     "sim_round_ms_median": round(sim_median * 1e3, 3),
-    "round_overhead_ms": round((median - sim_median) * 1e3, 3),
+    "round_overhead_ms_median": overhead, "round_overhead_ms_p90": overhead_p90,
+    "round_minus_sim_ms": round((median - sim_median) * 1e3, 3),
     "broker_publish_in": pub_in, "broker_publish_out": pub_out,
     "broker_messages_per_second": round((pub_in + pub_out) / wall),
     "broker_MB_in": round(bytes_in / 1e6, 2), "broker_MB_out": round(bytes_out / 1e6, 2),

@@ -86,6 +86,16 @@ awk -v s="$started" -v e="$finished" -v r="$rounds" -v a="$agents" -v d="$duplic
 }'
 grep "broker link" "$log" | sed 's/^.*: job/coordinator: job/' || true
 echo "round seconds (open to close): median $(json_get round_seconds_median "$json"), p90 $(json_get round_seconds_p90 "$json")"
+# Round overhead as the agents saw it: per round, the least time any agent
+# waited from sending its update to receiving the next model. That agent was
+# the last to report, so the wait is broker + coordinator + broker, no compute.
+cat "$work"/agent-*.log | sed -n 's/.*round \([0-9]*\): loss.*model \([0-9.]*\) ms after our last update.*/\1 \2/p' |
+    sort -k1,1n -k2,2g | awk '$1 != last { print $2; last = $1 }' | sort -g |
+    awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "round overhead: no agent logged a wait"; exit }
+        p90 = int(0.9 * NR + 0.5); if (p90 < 1) p90 = 1
+        printf "round overhead (last update sent to next model received): median %.3f ms, p90 %.3f ms over %d rounds\n",
+            v[int((NR + 1) / 2)], v[p90], NR }'
 # What the broker itself counted since it started (PUBLISH packets, and all
 # bytes), refreshed every second.
 sleep 1.5
