@@ -36,6 +36,7 @@ log_dest file $dir/mosquitto.log
 log_type error
 log_type warning
 log_type notice
+log_type subscribe
 CONF
         BROKER_DIR=$dir
         if broker_launch "$port"; then

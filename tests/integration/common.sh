@@ -61,9 +61,9 @@ start_watch() {
     "$watch_bin" --broker "$BROKER_URL" --job "$1" --timeout 600 >"$work/watch.json" 2>"$work/watch.log" &
     watch_pid=$!
     started_pids+=("$watch_pid")
-    # Subscribed once the broker has seen the client and a moment has passed for the SUBSCRIBE.
-    wait_for_line "esgd-watch-$1" "$work/broker/mosquitto.log" 10
-    sleep 0.5
+    # The broker logs "<client> <qos> <filter>" once it has processed the
+    # SUBSCRIBE; a fixed pause instead lost round 0 on a loaded machine.
+    wait_for_line "esgd-watch-$1-[0-9]* [012] esgd/$1/#" "$work/broker/mosquitto.log" 30
 }
 
 # start_agent JOB ID [more options]: appends to $work/agent-ID.log; sets last_pid
