@@ -4,35 +4,29 @@
 # logs its own peak (getrusage) when the job finishes; this script runs the
 # testbed and collects those lines.
 #
-# usage: bench/agent-memory.sh [--build DIR] [--model lenet|mlp] [--rounds T]
-#          [--agents N] [--method M] [--drop R]
-# Prints one JSON object.
+# usage: bench/agent-memory.sh [deploy/testbed.sh options]
+# The defaults are the testbed's (4 agents, LeNet, eSGD drop 0.875), with
+# --rounds 300. Prints one JSON object: the job (from the run's result.json)
+# and the peaks in MiB.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build="$root/build" model=lenet rounds=300 agents=4 method=esgd drop=0.875
-while [ $# -gt 0 ]; do
-    case $1 in
-    --build) build=$2; shift 2 ;;
-    --model) model=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --agents) agents=$2; shift 2 ;;
-    --method) method=$2; shift 2 ;;
-    --drop) drop=$2; shift 2 ;;
-    --help | -h) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "agent-memory: unknown option $1" >&2; exit 2 ;;
-    esac
-done
+case ${1:-} in --help | -h) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 run=$(mktemp -d)
 trap 'rm -rf "$run"' EXIT
-"$root/deploy/testbed.sh" --build "$build" --model "$model" --rounds "$rounds" --agents "$agents" \
-    --method "$method" --drop "$drop" --results "$run" >/dev/null 2>"$run/testbed.err" ||
+"$root/deploy/testbed.sh" --rounds 300 --results "$run" "$@" >/dev/null 2>"$run/testbed.err" ||
     { cat "$run/testbed.err" >&2; exit 1; }
 
-peak() { # peak LOG: the MiB figure of the log's "peak resident set" line
-    grep -o 'peak resident set [0-9.]* MiB' "$1" | grep -o '[0-9.]*' || { echo "agent-memory: no peak in $1" >&2; exit 1; }
-}
-agent_peaks=()
-for ((i = 0; i < agents; i++)); do agent_peaks+=("$(peak "$run/logs/agent-$i.log")"); done
-printf '{"model": "%s", "method": "%s", "drop": %s, "agents": %s, "rounds": %s, "agent_peak_rss_MiB": [%s], "coordinator_peak_rss_MiB": %s}\n' \
-    "$model" "$method" "$drop" "$agents" "$rounds" "$(IFS=,; echo "${agent_peaks[*]}" | sed 's/,/, /g')" \
-    "$(peak "$run/logs/coordinator.log")"
+python3 - "$run" <<'PY'
+import json, re, sys
+run = sys.argv[1]
+result = json.load(open(f"{run}/result.json"))
+def peak(log):
+    m = re.search(r"peak resident set ([0-9.]+) MiB", open(log).read())
+    if not m:
+        sys.exit(f"agent-memory: no peak resident set in {log}")
+    return float(m.group(1))
+job = {key: result[key] for key in ("model", "method", "drop", "agents", "rounds")}
+job["agent_peak_rss_MiB"] = [peak(f"{run}/logs/agent-{i}.log") for i in range(result["agents"])]
+job["coordinator_peak_rss_MiB"] = peak(f"{run}/logs/coordinator.log")
+print(json.dumps(job))
+PY
