@@ -101,13 +101,17 @@ def stats(vals):
     m = sum(vals) / len(vals)
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
     return m, sd
+def split_setting(key):
+    """'esgd-beta1-0.99' -> ('esgd-beta1', 0.99), 'threshold-0.01' -> ('threshold', 0.01), 'dense' -> ('dense', None)"""
+    head, _, tail = key.rpartition("-")
+    return (head, float(tail)) if head and tail.replace(".", "").isdigit() else (key, None)
 first = runs[0]
 lines = [f"# {first['model']}, {first['agents']} agents, {first['partition']}, batch {first['batch']}, "
          f"{first['epochs']} epochs, lr {first['lr']} halved per epoch; {len(groups)} settings x "
          f"{len(next(iter(groups.values())))} seeds", "",
          "| setting | test accuracy (mean ± sd) | uplink B per agent per round | compression vs dense fp32 | "
          "downlink MB | wall s |", "| --- | --- | --- | --- | --- | --- |"]
-points = []
+summary = collections.OrderedDict()  # setting -> (accuracy, uplink per agent per round, compression), each (mean, sd)
 for key, rs in groups.items():
     acc = stats([r["test_accuracy"] for r in rs])
     per = stats([r["uplink_bytes"] / (r["rounds"] * r["agents"]) for r in rs])
@@ -116,29 +120,20 @@ for key, rs in groups.items():
     wall = stats([r["seconds"] for r in rs])
     lines.append(f"| {key} | {100*acc[0]:.2f} % ± {100*acc[1]:.2f} | {per[0]:,.0f} | {comp[0]:.1f}x | "
                  f"{down[0]:.1f} | {wall[0]:.1f} |")
-    points.append((key, per[0], acc[0]))
+    summary[key] = (acc, per, comp)
 # The paper's layout: one row per method, one column per drop ratio;
 # test accuracy in percent, mean ± sd over seeds, and the compression.
-drops = sorted({r["drop"] for r in runs if r["method"] not in ("dense", "threshold")})
 rows = collections.OrderedDict()
-for key, rs in groups.items():
-    head, _, tail = key.rpartition("-")
-    if head and not head.startswith("threshold") and tail.replace(".", "").isdigit():
-        rows.setdefault(head, {})[float(tail)] = rs
+for key, (acc, per, comp) in summary.items():
+    method, drop = split_setting(key)
+    if drop is not None and method != "threshold":
+        rows.setdefault(method, {})[drop] = f"{100*acc[0]:.2f} ± {100*acc[1]:.2f} (x{comp[0]:.1f})"
 if rows:
+    drops = sorted({drop for by_drop in rows.values() for drop in by_drop})
     lines += ["", "Test accuracy (%, mean ± sd over seeds) and compression vs dense fp32, by drop ratio:", "",
               "| method | " + " | ".join(f"{d:g}" for d in drops) + " |", "| --- |" + " --- |" * len(drops)]
-    for name, by_drop in rows.items():
-        cells = []
-        for d in drops:
-            rs = by_drop.get(d)
-            if not rs:
-                cells.append("")
-                continue
-            acc = stats([r["test_accuracy"] for r in rs])
-            comp = sum(r["compression"] for r in rs) / len(rs)
-            cells.append(f"{100*acc[0]:.2f} ± {100*acc[1]:.2f} (x{comp:.1f})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for method, by_drop in rows.items():
+        lines.append(f"| {method} | " + " | ".join(by_drop.get(d, "") for d in drops) + " |")
 open(os.path.join(out, "report.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
@@ -146,11 +141,10 @@ print("\n".join(lines))
 # its drop ratio or threshold), so that each method is one line with a legend.
 # The y range starts 6 points below dense; settings below it (random-k at high
 # drop, say) would squash every other line flat, so they are listed instead.
+points = [(key, per[0], acc[0]) for key, (acc, per, comp) in summary.items()]
 families = collections.OrderedDict()
 for key, per, acc in points:
-    head, _, tail = key.rpartition("-")
-    family = head if head and tail.replace(".", "").isdigit() else key
-    families.setdefault(family, []).append((per, acc, key))
+    families.setdefault(split_setting(key)[0], []).append((per, acc, key))
 dense = [acc for key, per, acc in points if key == "dense"]
 floor = (dense[0] if dense else max(acc for _, _, acc in points)) - 0.06
 hidden = [f"{key} {100*acc:.1f}%" for key, per, acc in points if acc < floor]
