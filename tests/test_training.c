@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <cmocka.h>
+
+#include "test_skip.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,7 +69,7 @@ static void test_dense_lenet_learns_mnist(void **state)
 {
     (void)state;
     if (!have_mnist())
-        skip();
+        test_skip();
     double compression;
     float accuracy = train(SPARSIFY_DENSE, 0.0, 150, 2000, &compression);
     assert_true(accuracy > 0.85f);
@@ -78,7 +80,7 @@ static void test_esgd_lenet_learns_mnist_with_an_eighth_of_the_bytes(void **stat
 {
     (void)state;
     if (!have_mnist())
-        skip();
+        test_skip();
     double compression;
     float accuracy = train(SPARSIFY_ESGD, 0.875, 150, 2000, &compression);
     assert_true(accuracy > 0.70f);
@@ -92,5 +94,5 @@ int main(void)
         cmocka_unit_test(test_dense_lenet_learns_mnist),
         cmocka_unit_test(test_esgd_lenet_learns_mnist_with_an_eighth_of_the_bytes),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_exit_status(cmocka_run_group_tests(tests, NULL, NULL));
 }
