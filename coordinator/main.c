@@ -50,7 +50,8 @@ typedef struct run {
     codec_decoder *status_decoder;
     metrics *metrics;
     float accuracy, test_loss;
-    round_times times; /* open to close, for the final report */
+    round_times times;  /* open to close, for the final report */
+    report_clock clock; /* for the progress line's rate and time left */
 } run;
 
 static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained)
@@ -151,28 +152,32 @@ static bool collect_round(run *r, uint32_t quorum)
     }
 }
 
+/* Evaluates, checkpoints, publishes the model the round produced (the final
+ * one after the last round), then reports the round with that model's bytes
+ * counted. */
 static int after_round(run *r, const round_summary *s)
 {
     esgd_error err = {0};
-    float accuracy = NAN;
-    if (job_is_eval_round(&r->cfg, s->round)) {
-        uint32_t limit = coordinator_done(r->coordinator) ? 0 : r->set.eval_limit;
-        if (coordinator_evaluate(r->coordinator, &r->test, limit, &r->accuracy, &r->test_loss, &err) != ESGD_OK) {
-            log_error("evaluation: %s", err.message);
-            return EXIT_RUNTIME;
-        }
-        accuracy = r->accuracy;
-        metrics_evaluated(r->metrics, r->accuracy, r->test_loss);
+    uint32_t images;
+    if (coordinator_evaluate_round(r->coordinator, &r->test, s, r->set.eval_limit, &r->accuracy, &r->test_loss,
+                                   &images, &err) != ESGD_OK) {
+        log_error("evaluation: %s", err.message);
+        return EXIT_RUNTIME;
     }
+    if (images)
+        metrics_evaluated(r->metrics, r->accuracy, r->test_loss);
     /* The checkpoint is written before the next model goes out, so agents
      * can never be ahead of what a restarted coordinator remembers. */
     if (r->set.state_dir && coordinator_save(r->coordinator, r->checkpoint, &err) != ESGD_OK) {
         log_error("checkpoint: %s", err.message);
         return EXIT_RUNTIME;
     }
-    report_progress(stderr, r->coordinator, s, accuracy);
+    if (open_round(r) != ESGD_OK)
+        return EXIT_RUNTIME;
+    float accuracy = images ? r->accuracy : NAN;
+    report_progress(stderr, r->coordinator, s, accuracy, &r->clock);
     if (r->csv) {
-        report_csv_row(r->csv, r->coordinator, s, accuracy);
+        report_csv_row(r->csv, r->coordinator, s, accuracy, images);
         fflush(r->csv);
     }
     return EXIT_DONE;
@@ -203,9 +208,11 @@ static int train(run *r)
              model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method), r->cfg.sparsify.drop_ratio,
              r->cfg.agents, quorum, r->set.round_timeout, job_total_rounds(&r->cfg), coordinator_round(r->coordinator));
 
+    report_clock_start(&r->clock, r->coordinator);
+    /* Each round's end publishes the next round's model (after_round). */
+    if (open_round(r) != ESGD_OK)
+        return EXIT_RUNTIME;
     while (!coordinator_done(r->coordinator)) {
-        if (open_round(r) != ESGD_OK)
-            return EXIT_RUNTIME;
         double opened = monotonic_seconds();
         metrics_progress(r->metrics, r->coordinator);
         if (!collect_round(r, quorum))
@@ -219,9 +226,8 @@ static int train(run *r)
         if (rc != EXIT_DONE)
             return rc;
     }
-    /* The final model, done = 1: agents stop when they see it. */
-    if (open_round(r) != ESGD_OK)
-        return EXIT_RUNTIME;
+    /* The last after_round published the final model, done = 1: agents stop
+     * when they see it. */
     if (!mqtt_link_flush(r->link, 10000))
         log_warn("some final messages were not acknowledged by the broker");
     return EXIT_DONE;

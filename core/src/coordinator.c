@@ -184,6 +184,7 @@ esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, siz
     if (st == ESGD_OK) {
         *msg = c->out.data;
         *size = c->out.size;
+        c->counters.retained_bytes += c->out.size;
     }
     return st;
 }
@@ -326,13 +327,28 @@ esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, 
     return model_evaluate(c->model, test, limit, accuracy, loss, err);
 }
 
+esgd_status coordinator_evaluate_round(esgd_coordinator *c, const esgd_dataset *test, const round_summary *s,
+                                       uint32_t limit, float *accuracy, float *loss, uint32_t *images,
+                                       esgd_error *err)
+{
+    *images = 0;
+    if (!job_is_eval_round(&c->cfg, s->round))
+        return ESGD_OK;
+    if (s->round + 1 == c->total_rounds || limit > test->count)
+        limit = 0;
+    esgd_status st = model_evaluate(c->model, test, limit, accuracy, loss, err);
+    if (st == ESGD_OK)
+        *images = limit ? limit : test->count;
+    return st;
+}
+
 /* The counters in a fixed order, so the file does not depend on struct layout. */
 static const size_t counter_offsets[] = {
     offsetof(coordinator_counters, accepted),        offsetof(coordinator_counters, duplicate),
     offsetof(coordinator_counters, late),            offsetof(coordinator_counters, early),
     offsetof(coordinator_counters, uplink_bytes),    offsetof(coordinator_counters, accepted_uplink_bytes),
     offsetof(coordinator_counters, broadcast_bytes), offsetof(coordinator_counters, downlink_bytes),
-    offsetof(coordinator_counters, clipped),
+    offsetof(coordinator_counters, clipped),         offsetof(coordinator_counters, retained_bytes),
 };
 #define COUNTER_COUNT (sizeof counter_offsets / sizeof counter_offsets[0])
 
@@ -405,12 +421,14 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
     }
     if ((st = state_get_u32(&r, &counter_count, err)) != ESGD_OK)
         goto out;
-    if (counter_count != COUNTER_COUNT) {
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u counters, expected %zu", path, counter_count,
-                            COUNTER_COUNT);
+    /* Counters added later come last: an older checkpoint has fewer, and
+     * the missing ones start at zero. */
+    if (counter_count > COUNTER_COUNT) {
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u counters, at most %zu expected", path,
+                            counter_count, COUNTER_COUNT);
         goto out;
     }
-    for (size_t i = 0; i < COUNTER_COUNT && st == ESGD_OK; i++)
+    for (size_t i = 0; i < counter_count && st == ESGD_OK; i++)
         st = state_get_u64(&r, counter_at(&counters, i), err);
     if (st == ESGD_OK)
         st = state_get_u32(&r, &status_count, err);

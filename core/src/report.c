@@ -4,6 +4,7 @@
 
 #include <math.h>
 
+#include "esgd/runtime.h"
 #include "esgd/state_file.h"
 
 double report_mean_tail(const float *values, uint32_t n, uint32_t tail)
@@ -19,29 +20,62 @@ double report_mean_tail(const float *values, uint32_t n, uint32_t tail)
     return used ? sum / used : NAN;
 }
 
-void report_progress(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy)
+void report_clock_start(report_clock *clock, const esgd_coordinator *c)
+{
+    clock->started = monotonic_seconds();
+    clock->first_round = coordinator_round(c);
+}
+
+/* h:mm:ss, or m:ss under an hour. */
+static void print_duration(FILE *out, double seconds)
+{
+    unsigned long s = seconds > 0 && seconds < 1e9 ? (unsigned long)(seconds + 0.5) : 0;
+    if (s >= 3600)
+        fprintf(out, "%lu:%02lu:%02lu", s / 3600, s / 60 % 60, s % 60);
+    else
+        fprintf(out, "%lu:%02lu", s / 60, s % 60);
+}
+
+void report_progress(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy,
+                     const report_clock *clock)
 {
     const esgd_job_config *cfg = coordinator_config(c);
     const coordinator_counters *k = coordinator_get_counters(c);
-    fprintf(out, "round %u/%u epoch %.2f participants %u loss %.4f", s->round + 1, job_total_rounds(cfg),
-            (double)(s->round + 1) / job_rounds_per_epoch(cfg), s->result.participants, s->result.loss);
+    uint32_t done = s->round + 1, total = job_total_rounds(cfg);
+    fprintf(out, "round %u/%u epoch %.2f participants %u loss %.4f", done, total,
+            (double)done / job_rounds_per_epoch(cfg), s->result.participants, s->result.loss);
     if (!isnan(accuracy))
         fprintf(out, " test_accuracy %.4f", accuracy);
-    fprintf(out, " up %.2f MB down %.2f MB\n", (double)k->uplink_bytes / 1e6, (double)k->downlink_bytes / 1e6);
+    fprintf(out, " up %.2f MB down %.2f MB", (double)k->uplink_bytes / 1e6, (double)k->downlink_bytes / 1e6);
+    double elapsed = monotonic_seconds() - clock->started;
+    double rate = done > clock->first_round && elapsed > 0 ? (done - clock->first_round) / elapsed : 0;
+    fprintf(out, " elapsed ");
+    print_duration(out, elapsed);
+    fprintf(out, " %.1f rounds/s eta ", rate);
+    if (rate > 0)
+        print_duration(out, (total - done) / rate);
+    else
+        fprintf(out, "?");
+    fprintf(out, "\n");
 }
 
 void report_csv_header(FILE *out)
 {
-    fprintf(out, "round,loss,participants,lr,test_accuracy,uplink_bytes,downlink_bytes\n");
+    fprintf(out,
+            "round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes\n");
 }
 
-void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy)
+void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy,
+                    uint32_t test_images)
 {
     const coordinator_counters *k = coordinator_get_counters(c);
-    fprintf(out, "%u,%.6f,%u,%g,", s->round, s->result.loss, s->result.participants, s->lr);
-    if (!isnan(accuracy))
-        fprintf(out, "%.4f", accuracy);
-    fprintf(out, ",%llu,%llu\n", (unsigned long long)k->uplink_bytes, (unsigned long long)k->downlink_bytes);
+    fprintf(out, "%u,%.6f,%u,%g,", s->round + 1, s->result.loss, s->result.participants, s->lr);
+    if (test_images)
+        fprintf(out, "%.4f,%u", accuracy, test_images);
+    else
+        fprintf(out, ",");
+    fprintf(out, ",%llu,%llu,%llu\n", (unsigned long long)k->uplink_bytes, (unsigned long long)k->downlink_bytes,
+            (unsigned long long)k->retained_bytes);
 }
 
 /* JSON has no NaN: a value that was never measured is null. */
@@ -74,11 +108,13 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     json_real(out, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100), 4);
     fprintf(out,
             ", \"uplink_bytes\": %llu, \"dense_uplink_bytes\": %llu, \"compression\": %.2f, "
-            "\"downlink_bytes\": %llu, \"broadcast_bytes\": %llu, \"accepted\": %llu, \"late\": %llu, "
+            "\"downlink_bytes\": %llu, \"broadcast_bytes\": %llu, \"retained_model_bytes\": %llu, "
+            "\"accepted\": %llu, \"late\": %llu, "
             "\"duplicate\": %llu, \"early\": %llu, \"rejected\": %llu, \"clipped\": %llu, \"model_fnv1a64\": \"%016llx\"",
             (unsigned long long)k->uplink_bytes, (unsigned long long)dense,
             (double)dense / (double)(k->uplink_bytes ? k->uplink_bytes : 1), (unsigned long long)k->downlink_bytes,
-            (unsigned long long)k->broadcast_bytes, (unsigned long long)k->accepted, (unsigned long long)k->late,
+            (unsigned long long)k->broadcast_bytes, (unsigned long long)k->retained_bytes,
+            (unsigned long long)k->accepted, (unsigned long long)k->late,
             (unsigned long long)k->duplicate, (unsigned long long)k->early, (unsigned long long)rejected,
             (unsigned long long)k->clipped,
             (unsigned long long)state_checksum(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)));

@@ -55,6 +55,17 @@ static esgd_status load_data(esgd_simulation *s, const char *dir, esgd_job_confi
     return ESGD_OK;
 }
 
+/* Delivers the coordinator's current broadcast to every agent. */
+static esgd_status broadcast(esgd_simulation *s, esgd_error *err)
+{
+    const uint8_t *msg;
+    size_t size;
+    esgd_status st = coordinator_round_model(s->coordinator, &msg, &size, err);
+    for (uint32_t a = 0; st == ESGD_OK && a < s->agent_count; a++)
+        st = agent_apply_model(s->agents[a], msg, size, err);
+    return st;
+}
+
 esgd_simulation *simulation_new(esgd_job_config *cfg, const char *data_dir, esgd_error *err)
 {
     esgd_simulation *s = calloc(1, sizeof *s);
@@ -62,7 +73,8 @@ esgd_simulation *simulation_new(esgd_job_config *cfg, const char *data_dir, esgd
         esgd_error_set(err, ESGD_ERR_NOMEM, "simulation: out of memory");
         return NULL;
     }
-    if (load_data(s, data_dir, cfg, err) != ESGD_OK || !(s->coordinator = coordinator_new(cfg, err))) {
+    if (load_data(s, data_dir, cfg, err) != ESGD_OK || !(s->coordinator = coordinator_new(cfg, err)) ||
+        broadcast(s, err) != ESGD_OK) {
         simulation_free(s);
         return NULL;
     }
@@ -84,22 +96,11 @@ const esgd_dataset *simulation_test_set(const esgd_simulation *s)
     return &s->test;
 }
 
-/* Delivers the coordinator's current broadcast to every agent. */
-static esgd_status broadcast(esgd_simulation *s, esgd_error *err)
-{
-    const uint8_t *msg;
-    size_t size;
-    esgd_status st = coordinator_round_model(s->coordinator, &msg, &size, err);
-    for (uint32_t a = 0; st == ESGD_OK && a < s->agent_count; a++)
-        st = agent_apply_model(s->agents[a], msg, size, err);
-    return st;
-}
-
 esgd_status simulation_round(esgd_simulation *s, round_summary *summary, esgd_error *err)
 {
     if (coordinator_done(s->coordinator))
         return esgd_error_set(err, ESGD_ERR_ARG, "simulation: all rounds are done");
-    esgd_status st = broadcast(s, err);
+    esgd_status st = ESGD_OK;
     for (uint32_t a = 0; st == ESGD_OK && a < s->agent_count; a++) {
         const uint8_t *msg;
         size_t size;
@@ -110,12 +111,8 @@ esgd_status simulation_round(esgd_simulation *s, round_summary *summary, esgd_er
             st = esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update %s: %s", a, update_outcome_name(outcome),
                                 err ? err->message : "");
     }
-    if (st == ESGD_OK)
-        coordinator_close_round(s->coordinator, summary);
-    return st;
-}
-
-esgd_status simulation_finish(esgd_simulation *s, esgd_error *err)
-{
+    if (st != ESGD_OK)
+        return st;
+    coordinator_close_round(s->coordinator, summary);
     return broadcast(s, err);
 }

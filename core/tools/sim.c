@@ -63,6 +63,8 @@ int main(int argc, char **argv)
             cfg.agents, partition_kind_name(cfg.partition), cfg.batch, total, per_epoch, job_dimension(&cfg));
     float accuracy = NAN, test_loss = NAN;
     round_times times = {0};
+    report_clock clock;
+    report_clock_start(&clock, coordinator);
     while (!coordinator_done(coordinator)) {
         round_summary summary;
         double opened = monotonic_seconds();
@@ -73,25 +75,17 @@ int main(int argc, char **argv)
             rc = 1;
             break;
         }
-        float round_accuracy = NAN;
-        if (job_is_eval_round(&cfg, summary.round)) {
-            uint32_t limit = summary.round + 1 == total ? 0 : eval_limit;
-            if (coordinator_evaluate(coordinator, simulation_test_set(sim), limit, &accuracy, &test_loss, &err) !=
-                ESGD_OK) {
-                fprintf(stderr, "esgd-sim: evaluation: %s\n", err.message);
-                rc = 1;
-                break;
-            }
-            round_accuracy = accuracy;
-            report_progress(stderr, coordinator, &summary, accuracy);
+        uint32_t images;
+        if (coordinator_evaluate_round(coordinator, simulation_test_set(sim), &summary, eval_limit, &accuracy,
+                                       &test_loss, &images, &err) != ESGD_OK) {
+            fprintf(stderr, "esgd-sim: evaluation: %s\n", err.message);
+            rc = 1;
+            break;
         }
+        if (images)
+            report_progress(stderr, coordinator, &summary, accuracy, &clock);
         if (csv)
-            report_csv_row(csv, coordinator, &summary, round_accuracy);
-    }
-    /* The final model goes out with done = 1, as over MQTT. */
-    if (rc == 0 && simulation_finish(sim, &err) != ESGD_OK) {
-        fprintf(stderr, "esgd-sim: final broadcast: %s\n", err.message);
-        rc = 1;
+            report_csv_row(csv, coordinator, &summary, images ? accuracy : NAN, images);
     }
     if (csv)
         fclose(csv);

@@ -2,12 +2,14 @@
 # A short job over a real broker: 3 agents train LeNet with eSGD above a
 # floor; every message on the broker decodes with the schema (esgd-watch
 # subscribes to the whole job); the bytes the broker carried equal what the
-# coordinator counted.
+# coordinator counted; the last CSV row and the last progress line carry
+# the same round and byte counts as the final JSON.
 source "$(dirname "$0")/common.sh" "$1"
 start_broker
 job=it-training
 start_watch "$job"
-start_coordinator "$job" --agents 3 --quorum 3 --rounds 150 --method esgd --drop 0.9 --seed 3 --eval-every 1000
+start_coordinator "$job" --agents 3 --quorum 3 --rounds 150 --method esgd --drop 0.9 --seed 3 --eval-every 1000 \
+    --csv "$work/rounds.csv"
 start_agents "$job" 3
 finish_job
 wait_pid "$watch_pid" 60 || fail "esgd-watch found invalid messages: $(cat "$work/watch.json")"
@@ -23,9 +25,28 @@ awk -v a="$accuracy" 'BEGIN { exit !(a >= 0.80) }' || fail "accuracy $accuracy b
 # esgd-watch saw exactly the bytes the coordinator counted.
 watched_update_bytes=$(grep -o '"update": {[^}]*}' "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$')
 watched_model_bytes=$(grep -o '"round_model": {[^}]*}' "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$')
+watched_retained_bytes=$(grep -o '"latest_model": {[^}]*}' "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$')
 echo "uplink: coordinator $(json_get uplink_bytes "$json"), broker $watched_update_bytes"
 echo "broadcast: coordinator $(json_get broadcast_bytes "$json"), broker $watched_model_bytes"
 [ "$watched_update_bytes" = "$(json_get uplink_bytes "$json")" ] || fail "update bytes differ"
 [ "$watched_model_bytes" = "$(json_get broadcast_bytes "$json")" ] || fail "model bytes differ"
+echo "retained full models: coordinator $(json_get retained_model_bytes "$json"), broker $watched_retained_bytes"
+[ "$watched_retained_bytes" = "$(json_get retained_model_bytes "$json")" ] || fail "retained model bytes differ"
 [ "$(json_get invalid "$work/watch.json")" = 0 ] || fail "invalid messages on the broker"
+
+head -n 1 "$work/rounds.csv" | grep -qx \
+    'round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes' ||
+    fail "CSV header: $(head -n 1 "$work/rounds.csv")"
+[ "$(sed -n 2p "$work/rounds.csv" | cut -d, -f1)" = 1 ] || fail "the CSV does not number rounds from 1"
+IFS=, read -r round _ _ _ accuracy images up down retained <<<"$(tail -n 1 "$work/rounds.csv")"
+echo "last CSV row: round $round accuracy $accuracy on $images images, up $up down $down retained $retained"
+[ "$round" = 150 ] && [ "$images" = 10000 ] || fail "last CSV row: round $round, $images test images"
+[ "$accuracy" = "$(json_get test_accuracy "$json")" ] || fail "CSV accuracy $accuracy differs from the JSON's"
+[ "$up" = "$(json_get uplink_bytes "$json")" ] && [ "$down" = "$(json_get downlink_bytes "$json")" ] &&
+    [ "$retained" = "$(json_get retained_model_bytes "$json")" ] || fail "last CSV row's bytes differ from the JSON's"
+progress=$(grep '^round ' "$work/coordinator.log" | tail -n 1)
+echo "last progress line: $progress"
+mb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e6 }'; }
+grep -q "^round 150/150 .* up $(mb "$up") MB down $(mb "$down") MB elapsed [0-9:]* [0-9.]* rounds/s eta 0:00$" \
+    <<<"$progress" || fail "the last progress line does not match the JSON"
 echo PASS

@@ -45,6 +45,7 @@ typedef struct coordinator_counters {
     uint64_t broadcast_bytes;             /* model messages published (once each) */
     uint64_t downlink_bytes;              /* model bytes delivered: broadcast x agents */
     uint64_t clipped;                     /* accepted after scaling down to the norm bound */
+    uint64_t retained_bytes;              /* full models published for the retained topic */
 } coordinator_counters;
 
 typedef enum norm_action {
@@ -85,7 +86,8 @@ esgd_status coordinator_config_message(esgd_coordinator *c, const uint8_t **msg,
  * the first round after start or restore). Adds its bytes to the counters
  * (broadcast once, delivered to every agent). */
 esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
-/* The current model in full form, for the retained topic. Not counted. */
+/* The current model in full form, for the retained topic; its bytes are
+ * counted as retained_bytes. */
 esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
 
 /* Decodes and checks an update message and holds it for the open round. */
@@ -102,6 +104,13 @@ void coordinator_close_round(esgd_coordinator *c, round_summary *summary);
 /* Test accuracy and loss of the current model. */
 esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, uint32_t limit, float *accuracy,
                                  float *loss, esgd_error *err);
+/* The evaluation after closing round s->round, on the job's evaluation
+ * rounds only: on the first `limit` test examples (0: all), and on all of
+ * them after the last round. *images: how many were used, 0 when this round
+ * is not an evaluation round (accuracy and loss are then left as they were). */
+esgd_status coordinator_evaluate_round(esgd_coordinator *c, const esgd_dataset *test, const round_summary *s,
+                                       uint32_t limit, float *accuracy, float *loss, uint32_t *images,
+                                       esgd_error *err);
 
 /* Checkpoint between rounds (after a close, before the next round's
  * updates): the job configuration, the open round, the loss history, the

@@ -11,19 +11,37 @@
 /* Mean of the last `tail` values of values[0..n) (NaN values skipped; NaN if none). */
 double report_mean_tail(const float *values, uint32_t n, uint32_t tail);
 
-/* "round 120/3750 epoch 0.06 participants 4 loss 0.8123 [test_accuracy 0.9012] up 1.23 MB down 4.56 MB".
- * accuracy NaN: not evaluated this round. */
-void report_progress(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy);
+/* Rounds are numbered from 1 in every report (progress, CSV, plot,
+ * metrics): "round 120" is the 120th round closed, whose messages carry the
+ * wire round number 119. Every report of a round is written after the model
+ * that round produced has been published, so its byte counters include that
+ * model, and those of the last round equal the final JSON's. */
+
+/* When this process started the job, for the rate and the time left. */
+typedef struct report_clock {
+    double started;       /* monotonic seconds */
+    uint32_t first_round; /* rounds already closed then (a restored checkpoint) */
+} report_clock;
+
+void report_clock_start(report_clock *clock, const esgd_coordinator *c);
+
+/* "round 120/3750 epoch 0.06 participants 4 loss 0.8123 [test_accuracy 0.9012] up 1.23 MB down 4.56 MB
+ * elapsed 0:12 9.8 rounds/s eta 6:10". accuracy NaN: not evaluated this round. */
+void report_progress(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy,
+                     const report_clock *clock);
 
 void report_csv_header(FILE *out);
-/* round,loss,participants,lr,test_accuracy,uplink_bytes,downlink_bytes (accuracy empty when NaN). */
-void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy);
+/* round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes
+ * (accuracy and test_images empty when the round was not evaluated). */
+void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy,
+                    uint32_t test_images);
 
 /* One JSON object and a newline: method, drop, model, agents, partition,
  * epochs, rounds, batch, lr, seed, values, test_accuracy, test_loss,
  * final_loss (mean L_t of the last 100 rounds), uplink_bytes,
  * dense_uplink_bytes (accepted updates x 4d), compression, downlink_bytes,
- * broadcast_bytes (model messages published once each), accepted, late,
+ * broadcast_bytes (model messages published once each),
+ * retained_model_bytes (full models published retained), accepted, late,
  * duplicate, early, rejected (updates refused for any reason), clipped,
  * model_fnv1a64 (FNV-1a 64 of the final parameters' bytes: equal runs have
  * equal models), rejected_<reason> for every status name,
