@@ -127,6 +127,8 @@ static void render(metrics *m, text *t)
     emit_value(t, "esgd_downlink_bytes_total", "", (double)k->downlink_bytes);
     emit_header(t, "esgd_broadcast_bytes_total", "counter", "Bytes of the model messages published.");
     emit_value(t, "esgd_broadcast_bytes_total", "", (double)k->broadcast_bytes);
+    emit_header(t, "esgd_retained_model_bytes_total", "counter", "Bytes of the full models published retained.");
+    emit_value(t, "esgd_retained_model_bytes_total", "", (double)k->retained_bytes);
     emit_header(t, "esgd_compression_ratio", "gauge", "Dense fp32 uplink bytes over the encoded uplink bytes.");
     emit_value(t, "esgd_compression_ratio", "", k->accepted_uplink_bytes ? dense / (double)k->accepted_uplink_bytes : NAN);
 
