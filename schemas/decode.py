@@ -4,11 +4,14 @@ schemas/messages.md alone, with only the Python standard library.
 
     python3 schemas/decode.py MESSAGE_FILE      (or the bytes on stdin)
     python3 schemas/decode.py --expected-dim 61706 update.bin
+    python3 schemas/decode.py --type status status.bin   (mismatch if not one)
 
 Prints the decoded message as JSON. On a malformed message it prints
 "error: <status>: <reason>" to stderr and exits with status 1; <status> is
 the same name the C decoder reports (format, truncated, version, type,
-missing, range, nonfinite, dimension, mismatch, argument).
+missing, range, nonfinite, dimension, mismatch, argument). Every malformed
+input, whatever msgpack types it holds where, ends as such a rejection, never
+as a Python exception. A file that cannot be read exits with status 2.
 """
 import argparse
 import json
@@ -105,11 +108,9 @@ class Reader:
         raise WireError("format", f"byte 0x{b:02x} at offset {self.pos - 1} is not msgpack")
 
     def str(self, n):
-        raw = self.take(n)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("latin-1")  # never a valid key or name anyway
+        # Invalid UTF-8 is kept byte for byte (as lone surrogates), so two
+        # different keys never compare equal; it never matches a valid name.
+        return self.take(n).decode("utf-8", "surrogateescape")
 
     def nested(self, depth):
         if depth + 1 > MAX_DEPTH:
@@ -143,6 +144,12 @@ def is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def show(v):
+    """A received string for an error message: at most 40 characters, with
+    anything but printable ASCII as '?' so hostile bytes cannot forge log lines."""
+    return "".join(c if " " <= c <= "~" else "?" for c in v[:40])
+
+
 class Fields:
     def __init__(self, root):
         if not isinstance(root, Map):
@@ -154,7 +161,7 @@ class Fields:
             if not isinstance(key, str):
                 raise WireError("format", "map key is not a string")
             if key in self.values:
-                raise WireError("format", f"duplicate key '{key}'")
+                raise WireError("format", f"duplicate key '{show(key)}'")
             self.values[key] = value
 
     def has(self, key):
@@ -208,7 +215,7 @@ class Fields:
     def enum(self, key, allowed):
         v = self.str(key)
         if v not in allowed:
-            raise WireError("range", f"field {key} = '{v}' is not one of {allowed}")
+            raise WireError("range", f"field {key} = '{show(v)}' is not one of {allowed}")
         return v
 
     def bin(self, key):
@@ -232,11 +239,11 @@ def check_header(f, msg_type, allowed_keys):
         raise WireError("version", f"version {v}, expected {VERSION}")
     t = f.str("type")
     if t != msg_type:
-        raise WireError("mismatch", f"message type '{t}', expected '{msg_type}'")
+        raise WireError("mismatch", f"message type '{show(t)}', expected '{msg_type}'")
     if allowed_keys is not None:
         for key in f.values:
             if key not in allowed_keys:
-                raise WireError("format", f"unknown key '{key}'")
+                raise WireError("format", f"unknown key '{show(key)}'")
 
 
 # ------------------------------------------------------------ vectors
@@ -299,6 +306,8 @@ def bitmap_indices(data, dim, count):
         if data[j >> 3] >> (j & 7) & 1:
             if j >= dim:
                 raise WireError("range", f"bitmap bit {j} >= dim {dim}")
+            if len(indices) == count:  # reported where it is found, as the C decoder does
+                raise WireError("format", f"bitmap has more than count = {count} bits set")
             indices.append(j)
     if len(indices) != count:
         raise WireError("format", f"bitmap has {len(indices)} bits set, count = {count}")
@@ -314,7 +323,7 @@ def indices(f, dim, count):
             raise WireError("format", "idx present with idx_enc all")
         if count != dim:
             raise WireError("format", f"idx_enc all with count {count} != dim {dim}")
-        return enc, list(range(dim))
+        return enc, range(dim)  # a list only once val has shown that count values are really there
     data = f.bin("idx")
     if enc == "bitmap":
         return enc, bitmap_indices(data, dim, count)
@@ -345,7 +354,8 @@ def decode_update(f, expected_dim):
     if msg["samples"] == 0:
         raise WireError("range", "samples must be > 0")
     enc, idx = indices(f, dim, count)
-    msg.update(dim=dim, count=count, idx_enc=enc, val_fmt=fmt, indices=idx, values=values(f, count, fmt))
+    vals = values(f, count, fmt)
+    msg.update(dim=dim, count=count, idx_enc=enc, val_fmt=fmt, indices=list(idx), values=vals)
     return msg
 
 
@@ -371,7 +381,7 @@ def decode_model(f, expected_dim):
         msg["idx_enc"], idx = indices(f, dim, count)
     msg.update(dim=dim, count=count, values=values(f, count, "f32"))
     if idx is not None:
-        msg["indices"] = idx
+        msg["indices"] = list(idx)
     return msg
 
 
@@ -452,21 +462,41 @@ def decode_config(f, _expected_dim):
 DECODERS = {"update": decode_update, "model": decode_model, "status": decode_status, "config": decode_config}
 
 
-def decode(data, expected_dim=0):
+def decode(data, expected_dim=0, msg_type=None):
+    """The message as a dict, or WireError. With msg_type (a DECODERS key) the
+    message must be of that type (else mismatch), as with the C decoders."""
     f = Fields(parse(data))
-    t = f.values.get("type")
-    check_header(f, t if t in DECODERS else "update", None)  # version first, then the type
-    return DECODERS[t](f, expected_dim)
+    if msg_type is None:
+        t = f.values.get("type")  # any msgpack value, a list or a map too
+        msg_type = t if isinstance(t, str) and t in DECODERS else "update"
+    check_header(f, msg_type, None)  # version first, then the type
+    return DECODERS[msg_type](f, expected_dim)
+
+
+def dimension(text):
+    d = int(text)
+    if not 0 <= d <= UINT32_MAX:
+        raise argparse.ArgumentTypeError(f"{d} is not in 0..{UINT32_MAX}")
+    return d
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("file", nargs="?", help="message file (default: stdin)")
-    ap.add_argument("--expected-dim", type=int, default=0, help="reject update/model of another dim")
+    ap.add_argument("--expected-dim", type=dimension, default=0, help="reject update/model of another dim")
+    ap.add_argument("--type", choices=sorted(DECODERS), help="reject a message of another type (mismatch)")
     args = ap.parse_args()
-    data = open(args.file, "rb").read() if args.file else sys.stdin.buffer.read()
     try:
-        msg = decode(data, args.expected_dim)
+        if args.file:
+            with open(args.file, "rb") as fh:
+                data = fh.read()
+        else:
+            data = sys.stdin.buffer.read()
+    except OSError as e:
+        print(f"error: cannot read {args.file or 'stdin'}: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        msg = decode(data, args.expected_dim, args.type)
     except WireError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
