@@ -37,7 +37,11 @@
 #define CONV1_OUT 6
 #define CONV2_OUT 16
 #define FLAT_SIZE (CONV2_OUT * POOL2_SIDE * POOL2_SIDE) /* 400 */
+/* The fuzzers' copy of the core narrows it (tests/fuzz/CMakeLists.txt), so
+ * the MLP's state files are kilobytes there. */
+#ifndef MLP_HIDDEN
 #define MLP_HIDDEN 128
+#endif
 /* conv1's padded input and "wide" output planes (see conv1_forward) */
 #define PAD_W 32                        /* 2 + 28 + 2 */
 #define PAD_PLANE (33 * PAD_W)          /* one spare row keeps the junk columns' reads in bounds */

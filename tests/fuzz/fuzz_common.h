@@ -1,6 +1,7 @@
 /* Shared by the libFuzzer harnesses: the entry points' prototypes, an
  * invariant check that traps (so libFuzzer records the input as a crash),
- * and per-process temporary files for the readers that take a path. */
+ * the state fuzzer's job, and per-process temporary files for the readers
+ * that take a path. */
 #ifndef ESGD_FUZZ_COMMON_H
 #define ESGD_FUZZ_COMMON_H
 
@@ -27,6 +28,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
             __builtin_trap();                                                                \
         }                                                                                    \
     } while (0)
+
+/* The job fuzz_state.c restores into and make_seeds saves its seeds from:
+ * the MLP, whose hidden layer the fuzz build narrows to one unit
+ * (CMakeLists.txt), so a whole agent state is 10 KB instead of LeNet's
+ * 800 KB and the readers' every path is cheap to reach. */
+static inline void fuzz_state_config(esgd_job_config *cfg)
+{
+    job_config_defaults(cfg);
+    cfg->model = MODEL_KIND_MLP;
+    cfg->rounds = 20;
+}
 
 /* A name decoders accept: 1..JOB_NAME_MAX of [A-Za-z0-9_.-]. */
 static inline int fuzz_job_name_ok(const char *job)

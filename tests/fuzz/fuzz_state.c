@@ -34,8 +34,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     esgd_error err;
     fuzz_temp_path(path, sizeof path, "state");
     atexit(remove_temp);
-    job_config_defaults(&config);
-    config.rounds = 20;
+    fuzz_state_config(&config);
     /* agent_new only borrows the shard; restore never reads it. */
     shard = (esgd_dataset){.count = 4, .rows = 28, .cols = 28};
     shard.pixels = calloc((size_t)shard.count * 28 * 28, 1);

@@ -159,8 +159,7 @@ static void state_seeds(void)
 {
     esgd_error err;
     esgd_job_config cfg;
-    job_config_defaults(&cfg);
-    cfg.rounds = 20;
+    fuzz_state_config(&cfg);
     esgd_dataset shard = {.count = 4, .rows = 28, .cols = 28};
     shard.pixels = calloc((size_t)shard.count * 28 * 28, 1);
     shard.labels = calloc(shard.count, 1);
