@@ -36,7 +36,7 @@ export OPENBLAS_NUM_THREADS=1
 
 for agents in $sizes; do
     echo "broker-bench: $agents agents, $rounds rounds" >&2
-    log=$(ESGD_LOAD_AGENTS=$agents ESGD_LOAD_ROUNDS=$rounds bash "$root/tests/integration/load.sh" "$build" 2>&1) || {
+    log=$(ESGD_LOAD_AGENTS=$agents ESGD_TEST_KEY_AGENTS=$agents ESGD_LOAD_ROUNDS=$rounds bash "$root/tests/integration/load.sh" "$build" 2>&1) || {
         echo "$log" >>"$out.log"
         echo "broker-bench: the run with $agents agents failed; see $out.log" >&2
         exit 1

@@ -1,6 +1,6 @@
 # Install rules beyond the agent's and the coordinator's own, and the CPack
 # setup for one Debian package, "esgd":
-#   /usr/bin/esgd-agent, esgd-coordinator, esgd-watch, esgd-sim
+#   /usr/bin/esgd-agent, esgd-coordinator, esgd-watch, esgd-sim, esgd-keygen
 #   /usr/lib/systemd/system/esgd-agent.service, esgd-coordinator.service
 #   /usr/lib/sysusers.d/esgd.conf          the esgd system user
 #   /usr/share/doc/esgd/examples/          agent.env, coordinator.env, mosquitto.conf
@@ -8,7 +8,7 @@
 # Build it with: cmake --build BUILD && (cd BUILD && cpack -G DEB)
 # Included at the end of the top-level CMakeLists.txt (targets are global by then).
 
-foreach(tool IN ITEMS esgd-watch esgd-sim)
+foreach(tool IN ITEMS esgd-watch esgd-sim esgd-keygen)
   if(TARGET ${tool})
     install(TARGETS ${tool} RUNTIME DESTINATION bin)
   endif()
@@ -47,7 +47,7 @@ find_program(ESGD_DPKG_SHLIBDEPS dpkg-shlibdeps)
 if(ESGD_DPKG_SHLIBDEPS)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
-  string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", libc6, libpaho-mqtt1.3, libmsgpackc2, libssl3, libmicrohttpd12,"
+  string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", libc6, libpaho-mqtt1.3, libmsgpackc2, libssl3, libmicrohttpd12, libsodium23,"
          " libopenblas0 | libopenblas0-pthread | libopenblas0-openmp | libopenblas0-serial")
 endif()
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "ca-certificates")

@@ -13,9 +13,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "esgd/cli.h"
 #include "esgd/codec.h"
 #include "esgd/coordinator.h"
+#include "esgd/envelope.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
 #include "esgd/report.h"
@@ -28,7 +31,7 @@ enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 typedef struct settings {
     mqtt_link_options link; /* broker settings; client id set at connect */
-    const char *data_dir, *state_dir, *csv_path, *metrics_address;
+    const char *data_dir, *state_dir, *csv_path, *metrics_address, *keys_dir;
     uint32_t metrics_port;    /* 0: no metrics server */
     double max_update_norm;   /* 0: no bound */
     const char *norm_action;  /* "reject" or "clip" */
@@ -47,9 +50,12 @@ typedef struct run {
     FILE *csv;
     char checkpoint[4096];
     uint8_t *agent_online;    /* (agents) last status seen + 1, for logs */
+    verify_key *agent_keys;   /* (agents) their status messages must carry these signatures */
+    uint64_t status_rejected; /* status messages that failed the checks */
     codec_decoder *status_decoder;
     metrics *metrics;
     float accuracy, test_loss;
+    bool resumed;       /* from a checkpoint: the same run goes on */
     round_times times;  /* open to close, for the final report */
     report_clock clock; /* for the progress line's rate and time left */
 } run;
@@ -90,13 +96,21 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 {
     esgd_error err = {0};
     status_msg s;
-    if (codec_decode_status(r->status_decoder, m->data, m->size, &s, &err) != ESGD_OK) {
-        if (m->size > 0) /* an empty payload clears a retained status */
-            log_warn("agent %u: unreadable status message: %s", agent, err.message);
+    size_t body = 0;
+    if (m->size == 0 || agent >= r->cfg.agents)
+        return; /* an empty payload clears a retained status */
+    esgd_status st = envelope_open(m->data, m->size, &r->agent_keys[agent], &body, &err);
+    if (st == ESGD_OK)
+        st = codec_decode_status(r->status_decoder, m->data, body, &s, &err);
+    if (st == ESGD_OK && s.agent != agent)
+        st = esgd_error_set(&err, ESGD_ERR_MISMATCH, "status names agent %u", s.agent);
+    if (st != ESGD_OK) {
+        r->status_rejected++;
+        log_warn("agent %u: status message refused (%s): %s", agent, esgd_status_name(st), err.message);
         return;
     }
-    if (agent >= r->cfg.agents)
-        return;
+    if (s.run != 0 && s.run != r->cfg.run)
+        return; /* a retained status of an earlier run */
     uint8_t online = s.state == AGENT_STATE_ONLINE;
     if (r->agent_online[agent] != online + 1) {
         log_info("agent %u is %s (last answered round %u)", agent, agent_state_name(s.state), s.round);
@@ -114,7 +128,7 @@ static void handle_message(run *r, const mqtt_message *m)
     if (t.kind != TOPIC_ROUND_GRAD)
         return;
     esgd_error err = {0};
-    update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, &err);
+    update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, t.agent, t.round, &err);
     if (outcome == UPDATE_ACCEPTED) {
         const update_msg *u = coordinator_last_update(r->coordinator);
         metrics_agent_update(r->metrics, u->agent, u->round, u->loss);
@@ -199,13 +213,21 @@ static int train(run *r)
     topic_filter_status(topic, r->cfg.job);
     if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK)
         goto io_error;
+    /* A new run first clears what an earlier run of the job left retained,
+     * so nothing of it is taken for this one's. */
+    if (!r->resumed) {
+        topic_latest_model(topic, r->cfg.job);
+        if (publish(r, topic, (const uint8_t *)"", 0, true) != ESGD_OK)
+            return EXIT_RUNTIME;
+    }
     if (coordinator_config_message(r->coordinator, &msg, &size, &err) != ESGD_OK)
         goto io_error;
     topic_config(topic, r->cfg.job);
     if (publish(r, topic, msg, size, true) != ESGD_OK)
         return EXIT_RUNTIME;
-    log_info("job %s: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds from round %u", r->cfg.job,
-             model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method), r->cfg.sparsify.drop_ratio,
+    log_info("job %s run %016llx: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds from round %u", r->cfg.job,
+             (unsigned long long)r->cfg.run, model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
+             r->cfg.sparsify.drop_ratio,
              r->cfg.agents, quorum, r->set.round_timeout, job_total_rounds(&r->cfg), coordinator_round(r->coordinator));
 
     report_clock_start(&r->clock, r->coordinator);
@@ -250,10 +272,32 @@ static int setup(run *r, esgd_error *err)
     r->cfg.train_samples = count;
     if (job_config_validate(&r->cfg, err) != ESGD_OK)
         return EXIT_USAGE;
+    if (!r->set.keys_dir) {
+        esgd_error_set(err, ESGD_ERR_ARG, "--keys DIR is required: every message is signed (make keys with esgd-keygen)");
+        return EXIT_USAGE;
+    }
+    signing_key own;
+    if (envelope_init(err) != ESGD_OK || keys_load_secret(r->set.keys_dir, "coordinator", &own, err) != ESGD_OK)
+        return EXIT_USAGE;
+    if (!(r->agent_keys = calloc(r->cfg.agents, sizeof *r->agent_keys))) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
+        return EXIT_RUNTIME;
+    }
+    for (uint32_t a = 0; a < r->cfg.agents; a++) {
+        char name[KEY_NAME_MAX];
+        keys_agent_name(name, a);
+        if (keys_load_public(r->set.keys_dir, name, &r->agent_keys[a], err) != ESGD_OK)
+            return EXIT_USAGE;
+    }
     if (dataset_load_split(&r->test, r->set.data_dir, "t10k", NULL, 0, err) != ESGD_OK)
         return EXIT_RUNTIME;
+    /* A fresh start is a new run; a resume below takes the checkpoint's.
+     * The top bit keeps its encoding one size (see esgd_job_config.run). */
+    randombytes_buf(&r->cfg.run, sizeof r->cfg.run);
+    r->cfg.run |= 1ull << 63;
     if (!(r->coordinator = coordinator_new(&r->cfg, err)))
         return EXIT_RUNTIME;
+    coordinator_set_keys(r->coordinator, &own, r->agent_keys);
     bool clip = strcmp(r->set.norm_action, "clip") == 0;
     if (!clip && strcmp(r->set.norm_action, "reject") != 0) {
         esgd_error_set(err, ESGD_ERR_ARG, "--norm-action must be reject or clip, not '%s'", r->set.norm_action);
@@ -275,9 +319,15 @@ static int setup(run *r, esgd_error *err)
         }
         snprintf(r->checkpoint, sizeof r->checkpoint, "%s/coordinator-%s.ckpt", r->set.state_dir, r->cfg.job);
         if (state_file_exists(r->checkpoint)) {
-            if (coordinator_restore(r->coordinator, r->checkpoint, err) != ESGD_OK)
-                return EXIT_RUNTIME;
-            log_info("resumed from %s at round %u", r->checkpoint, coordinator_round(r->coordinator));
+            /* Restarting cannot mend a checkpoint: say so and stay down. */
+            if (coordinator_restore(r->coordinator, r->checkpoint, err) != ESGD_OK) {
+                esgd_error_prefix(err, "cannot resume (move the checkpoint away to start a new run)");
+                return EXIT_USAGE;
+            }
+            r->cfg.run = coordinator_config(r->coordinator)->run;
+            r->resumed = true;
+            log_info("resumed run %016llx from %s at round %u", (unsigned long long)r->cfg.run, r->checkpoint,
+                     coordinator_round(r->coordinator));
         }
     }
     if (r->set.csv_path) {
@@ -331,7 +381,9 @@ int main(int argc, char **argv)
         {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
         {"metrics-port", CLI_UINT, &set->metrics_port, "serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: off)"},
         {"metrics-address", CLI_STRING, &set->metrics_address, "IPv4 address the metrics server listens on"},
-        {"max-update-norm", CLI_DOUBLE, &set->max_update_norm, "L2 norm bound on one agent's update values (0: none)"},
+        {"max-update-norm", CLI_DOUBLE, &set->max_update_norm,
+         "L2 norm bound on one agent's update (0: 10 x the median of recent updates; < 0: none)"},
+        {"keys", CLI_STRING, &set->keys_dir, "folder with coordinator.key (ours) and agent-<id>.pub (esgd-keygen)"},
         {"norm-action", CLI_STRING, &set->norm_action, "what to do with an update over the bound: reject | clip"},
         {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
     };
@@ -383,6 +435,7 @@ int main(int argc, char **argv)
     coordinator_free(r.coordinator);
     dataset_destroy(&r.test);
     free(r.agent_online);
+    free(r.agent_keys);
     codec_decoder_free(r.status_decoder);
     metrics_stop(r.metrics);
     round_times_destroy(&r.times);

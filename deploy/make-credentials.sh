@@ -11,6 +11,11 @@
 #   <user>.crt, <user>.key a client certificate per user, CN = the user name
 #                          (for --cert-file/--key-file; the broker asks for one
 #                          only if require_certificate is true)
+#   keys/                  the message-signing key pairs (esgd-keygen):
+#                          coordinator.key/.pub, agent-<id>.key/.pub. Give a
+#                          gateway its agent-<id>.key and coordinator.pub, the
+#                          coordinator its coordinator.key and every agent's .pub
+#                          (the programs' --keys folder)
 #
 # ACL scheme: user names are "coordinator", "monitor" (read-only, for
 # esgd-watch) and "agent-<id>" where <id> is the agent's --id. Mosquitto's
@@ -27,10 +32,11 @@
 #
 # usage: deploy/make-credentials.sh OUT_DIR --agents N [--job NAME] [--san DNS:broker]...
 #          [--days D] [--force]
-# Needs mosquitto_passwd (Debian package mosquitto) and openssl.
+# Needs mosquitto_passwd (Debian package mosquitto), openssl and esgd-keygen
+# (on PATH, in ESGD_KEYGEN, or in the source tree's build/core/).
 set -euo pipefail
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 out="" agents="" job=mnist days=825 force=0
 sans=()
 while [ $# -gt 0 ]; do
@@ -56,6 +62,8 @@ done
 for tool in mosquitto_passwd openssl; do
     command -v "$tool" >/dev/null || { echo "make-credentials: $tool not found (apt-get install mosquitto openssl)" >&2; exit 1; }
 done
+keygen=${ESGD_KEYGEN:-$(command -v esgd-keygen || echo "$(dirname "$0")/../build/core/esgd-keygen")}
+[ -x "$keygen" ] || { echo "make-credentials: esgd-keygen not found (install the esgd package or build it; or set ESGD_KEYGEN)" >&2; exit 1; }
 if [ -e "$out/passwd" ] && [ "$force" -eq 0 ]; then
     echo "make-credentials: $out/passwd exists; use --force to replace every file" >&2
     exit 1
@@ -144,5 +152,7 @@ for user in "${users[@]}"; do
 done
 chmod 0644 "$out"/*.crt
 chmod 0600 "$out"/*.key "$out"/*.password
+[ "$force" -eq 0 ] || rm -rf "$out/keys"
+"$keygen" --dir "$out/keys" --agents "$agents" 2>/dev/null
 
 echo "make-credentials: job '$job', users ${users[*]}; files in $out" >&2

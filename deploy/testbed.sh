@@ -45,9 +45,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$results" ] || results="$root/results/runs/$(date -u +%Y%m%dT%H%M%SZ)-$method-$drop-${agents}a"
-for bin in esgd-coordinator esgd-agent; do
-    [ -x "$build/$( [ $bin = esgd-agent ] && echo edge-agent || echo coordinator)/$bin" ] ||
-        { echo "testbed: $bin not built in $build (run scripts/setup.sh)" >&2; exit 1; }
+for bin in coordinator/esgd-coordinator edge-agent/esgd-agent core/esgd-keygen; do
+    [ -x "$build/$bin" ] || { echo "testbed: ${bin#*/} not built in $build (run scripts/setup.sh)" >&2; exit 1; }
 done
 [ -e "$results/result.json" ] && { echo "testbed: $results already holds a run; give another --results" >&2; exit 2; }
 mkdir -p "$results/logs"
@@ -56,12 +55,13 @@ agent_bin="$build/edge-agent/esgd-agent"
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
 pids=()
-finished=0
+finished=0 keys=""
 cleanup() {
     local pid
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     broker_stop
+    rm -rf "$keys"
     ((finished)) || record_failure
 }
 # What a failed or interrupted run leaves: nothing when no round closed,
@@ -88,19 +88,23 @@ shown() {
         sed -u "s/^/$2/" >&2
 }
 
+# Every message is signed: a fresh key pair per process, for this run only.
+keys=$(mktemp -d "${TMPDIR:-/tmp}/esgd-testbed-keys.XXXXXX")
+"$build/core/esgd-keygen" --dir "$keys" --agents "$agents" 2>/dev/null ||
+    { echo "testbed: esgd-keygen failed" >&2; exit 1; }
 broker_start "$results/logs/broker"
 job="testbed-$$"
 echo "testbed: mosquitto on $BROKER_URL (pid $BROKER_PID); job $job; results in $results" >&2
 
 "$coordinator_bin" --broker "$BROKER_URL" --job "$job" --data "$data" --model "$model" --agents "$agents" \
     --method "$method" --drop "$drop" --epochs "$epochs" --rounds "$rounds" --partition "$partition" \
-    --seed "$seed" --quorum "$agents" --round-timeout 30 --eval-every 50 --eval-limit 2000 \
+    --seed "$seed" --keys "$keys" --quorum "$agents" --round-timeout 30 --eval-every 50 --eval-limit 2000 \
     --csv "$results/rounds.csv" --json "${extra[@]}" \
     >"$results/logs/coordinator.json" 2> >(shown "$results/logs/coordinator.log" "") &
 coordinator_pid=$!
 pids+=("$coordinator_pid")
 for ((i = 0; i < agents; i++)); do
-    "$agent_bin" --broker "$BROKER_URL" --job "$job" --id "$i" --data "$data" \
+    "$agent_bin" --broker "$BROKER_URL" --job "$job" --id "$i" --data "$data" --keys "$keys" \
         2> >(shown "$results/logs/agent-$i.log" "agent $i: ") &
     pids+=("$!")
 done

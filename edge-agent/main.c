@@ -14,17 +14,18 @@
 #include "esgd/agent.h"
 #include "esgd/cli.h"
 #include "esgd/codec.h"
+#include "esgd/envelope.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
 #include "esgd/runtime.h"
 
-enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3, EXIT_CONFIG_CHANGED = 4 };
+enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 
 typedef struct settings {
     mqtt_link_options link; /* broker settings; client id and Last Will set at connect */
-    const char *job, *data_dir, *shard, *state_dir;
+    const char *job, *data_dir, *shard, *state_dir, *keys_dir;
     uint32_t id, config_timeout;
 } settings;
 
@@ -33,8 +34,11 @@ typedef struct agent_run {
     mqtt_link *link;
     codec_decoder *decoder;
     esgd_job_config cfg;
-    uint8_t *config_bytes; /* the configuration we run, to notice a change */
+    signing_key key;       /* ours: updates and status */
+    verify_key coordinator;/* every configuration and model must carry its signature */
+    uint8_t *config_bytes; /* the configuration we run (signed), to notice a change */
     size_t config_size;
+    uint64_t finished_run; /* a run found already finished before we took part; 0 none */
     esgd_dataset shard;
     esgd_agent *agent;
     char state_path[4096];
@@ -52,6 +56,7 @@ static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *e
     status_msg s;
     memset(&s, 0, sizeof s);
     snprintf(s.job, sizeof s.job, "%s", r->set.job);
+    s.run = r->agent ? r->cfg.run : 0;
     s.agent = r->set.id;
     s.state = state;
     uint32_t round = 0;
@@ -62,8 +67,36 @@ static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *e
     topic_status(topic, r->set.job, r->set.id);
     esgd_status st = codec_encode_status(&buf, &s, err);
     if (st == ESGD_OK)
+        st = envelope_sign(&buf, &r->key, err);
+    if (st == ESGD_OK)
         st = mqtt_link_publish(r->link, topic, buf.data, buf.size, 1, true, err);
     return st;
+}
+
+/* A state file this agent cannot continue from (another run or job, or
+ * damaged) is kept for a look, under a new name, and the agent starts
+ * afresh from the retained model: refusing to start would only loop. */
+static void move_state_aside(agent_run *r, const char *why)
+{
+    char aside[4200];
+    snprintf(aside, sizeof aside, "%s.unusable-%lld", r->state_path, (long long)time(NULL));
+    if (rename(r->state_path, aside) == 0)
+        log_warn("state %s not used (%s); moved to %s, starting afresh", r->state_path, why, aside);
+    else
+        log_warn("state %s not used (%s), and it cannot be moved aside: %s", r->state_path, why, strerror(errno));
+}
+
+/* Leaves the current job configuration (to take a new run of the job). */
+static void leave_job(agent_run *r)
+{
+    agent_free(r->agent);
+    r->agent = NULL;
+    dataset_destroy(&r->shard);
+    memset(&r->shard, 0, sizeof r->shard);
+    free(r->config_bytes);
+    r->config_bytes = NULL;
+    r->config_size = 0;
+    r->fetching_latest = false;
 }
 
 /* "i/N": this agent trains on shard i of N (default: id/agents). */
@@ -84,12 +117,10 @@ static int parse_shard(const char *text, uint32_t *index, uint32_t *parts)
 }
 
 /* Waits for the retained job configuration and builds the agent from it. */
-static int start_from_config(agent_run *r, const uint8_t *data, size_t size, esgd_error *err)
+static int start_from_config(agent_run *r, const uint8_t *data, size_t size, const esgd_job_config *cfg,
+                             esgd_error *err)
 {
-    if (codec_decode_config(r->decoder, data, size, &r->cfg, err) != ESGD_OK) {
-        esgd_error_prefix(err, "job configuration on the broker is unusable");
-        return EXIT_USAGE;
-    }
+    r->cfg = *cfg;
     if (r->set.id >= r->cfg.agents) {
         esgd_error_set(err, ESGD_ERR_ARG, "agent id %u, but job %s has agents 0..%u", r->set.id, r->cfg.job,
                        r->cfg.agents - 1);
@@ -106,6 +137,7 @@ static int start_from_config(agent_run *r, const uint8_t *data, size_t size, esg
         log_warn("local training set has %u examples, the job assumes %u", train_samples, r->cfg.train_samples);
     if (!(r->agent = agent_new(&r->cfg, r->set.id, &r->shard, err)))
         return EXIT_USAGE;
+    agent_set_keys(r->agent, &r->key, &r->coordinator);
     if (!(r->config_bytes = malloc(size))) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
         return EXIT_RUNTIME;
@@ -122,13 +154,14 @@ static int start_from_config(agent_run *r, const uint8_t *data, size_t size, esg
         if (state_file_exists(r->state_path)) {
             uint32_t answered = 0;
             if (agent_restore(r->agent, r->state_path, err) != ESGD_OK)
-                return EXIT_RUNTIME;
-            if (agent_answered_round(r->agent, &answered))
+                move_state_aside(r, err->message);
+            else if (agent_answered_round(r->agent, &answered))
                 log_info("restored eSGD state from %s (last answered round %u)", r->state_path, answered);
         }
     }
-    log_info("job %s: %s %s drop %g, shard %u/%u with %u examples", r->cfg.job, model_kind_name(r->cfg.model),
-             sparsify_method_name(r->cfg.sparsify.method), r->cfg.sparsify.drop_ratio, index, parts, r->shard.count);
+    log_info("job %s run %016llx: %s %s drop %g, shard %u/%u with %u examples", r->cfg.job,
+             (unsigned long long)r->cfg.run, model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
+             r->cfg.sparsify.drop_ratio, index, parts, r->shard.count);
     return EXIT_DONE;
 }
 
@@ -147,6 +180,10 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
 {
     esgd_error err = {0};
     esgd_status st = agent_apply_model(r->agent, m->data, m->size, &err);
+    if (st == ESGD_ERR_STALE) {
+        r->ignored[st]++; /* a retained model of an earlier run, normal at a re-run */
+        return EXIT_DONE;
+    }
     if (st == ESGD_ERR_MISMATCH) {
         /* A delta for a model we do not hold: we missed a round. */
         log_warn("%s; fetching the retained full model", err.message);
@@ -159,6 +196,16 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
     }
     if (latest && fetch_latest_model(r, false, &err) != ESGD_OK)
         log_warn("%s", err.message);
+    if (agent_job_done(r->agent) && !agent_answered_round(r->agent, NULL)) {
+        /* The run ended before we took part in it: the retained final model
+         * of an earlier run of this job. Wait for the next run. */
+        log_info("run %016llx of job %s has already finished; waiting for a new run",
+                 (unsigned long long)r->cfg.run, r->cfg.job);
+        r->finished_run = r->cfg.run;
+        if (fetch_latest_model(r, false, &err) != ESGD_OK)
+            log_warn("%s", err.message);
+        return EXIT_DONE;
+    }
     if (agent_job_done(r->agent)) {
         log_info("job finished at round %u; peak resident set %.1f MiB", agent_current_round(r->agent),
                  peak_resident_mib());
@@ -250,22 +297,38 @@ static int run_loop(agent_run *r)
         if (t.kind == TOPIC_CONFIG) {
             if (m.size == 0)
                 continue; /* retained configuration cleared */
-            if (r->agent) {
-                if (m.size == r->config_size && memcmp(m.data, r->config_bytes, m.size) == 0)
-                    continue;
-                /* Only a valid, different configuration ends this job for
-                 * us; anything unreadable on the topic is ignored. */
-                esgd_job_config other;
-                esgd_status st = codec_decode_config(r->decoder, m.data, m.size, &other, &err);
-                if (st != ESGD_OK) {
-                    r->ignored[st]++;
-                    log_warn("ignoring an unreadable configuration (%s): %s", esgd_status_name(st), err.message);
+            if (r->agent && m.size == r->config_size && memcmp(m.data, r->config_bytes, m.size) == 0)
+                continue;
+            /* Only the coordinator's signature makes a configuration count;
+             * a forged one is ignored, never obeyed. */
+            esgd_job_config cfg;
+            size_t body = 0;
+            esgd_status st = envelope_open(m.data, m.size, &r->coordinator, &body, &err);
+            if (st == ESGD_OK)
+                st = codec_decode_config(r->decoder, m.data, body, &cfg, &err);
+            if (st == ESGD_OK && strcmp(cfg.job, r->set.job) != 0)
+                st = esgd_error_set(&err, ESGD_ERR_MISMATCH, "configuration of job '%s'", cfg.job);
+            if (st != ESGD_OK) {
+                r->ignored[st]++;
+                if (r->agent || st == ESGD_ERR_SIGNATURE || st == ESGD_ERR_MISMATCH) {
+                    log_warn("ignoring a configuration on %s (%s): %s", m.topic, esgd_status_name(st), err.message);
                     continue;
                 }
-                log_error("the job configuration changed on the broker; restart the agent to join the new job");
-                return EXIT_CONFIG_CHANGED;
+                /* Signed by our coordinator, yet unusable here: a newer
+                 * version or a setting this build lacks. */
+                log_error("job configuration on the broker is unusable: %s", err.message);
+                return EXIT_USAGE;
             }
-            int rc = start_from_config(r, m.data, m.size, &err);
+            if (r->agent) {
+                if (cfg.run == r->cfg.run)
+                    continue;
+                bool unfinished = agent_answered_round(r->agent, NULL) && !agent_job_done(r->agent);
+                (unfinished ? log_warn : log_info)("job %s has a new run %016llx (was %016llx%s); joining it", r->set.job,
+                                                   (unsigned long long)cfg.run, (unsigned long long)r->cfg.run,
+                                                   unfinished ? ", unfinished" : "");
+                leave_job(r);
+            }
+            int rc = start_from_config(r, m.data, m.size, &cfg, &err);
             if (rc != EXIT_DONE) {
                 log_error("%s", err.message);
                 return rc;
@@ -308,6 +371,7 @@ int main(int argc, char **argv)
         {"shard", CLI_STRING, &set->shard, "train on shard i of N, as i/N (default: id/agents)"},
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the eSGD state; a restart continues from it"},
         {"config-timeout", CLI_UINT, &set->config_timeout, "seconds to wait for the job configuration (0: forever)"},
+        {"keys", CLI_STRING, &set->keys_dir, "folder with agent-<id>.key (ours) and coordinator.pub (esgd-keygen)"},
     };
     const cli_program program = {
         .name = "esgd-agent",
@@ -318,8 +382,8 @@ int main(int argc, char **argv)
         .option_count = sizeof options / sizeof options[0],
         .shared_options = broker_options,
         .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
-        .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data, state), 2 bad usage or\n"
-                    "             job configuration, 3 stopped by SIGINT/SIGTERM, 4 job configuration changed",
+        .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data), 2 bad usage, keys or job\n"
+                    "             configuration (restarting cannot help), 3 stopped by SIGINT/SIGTERM",
     };
     int rc = cli_parse(&program, argc, argv, NULL);
     if (rc != CLI_CONTINUE)
@@ -330,11 +394,23 @@ int main(int argc, char **argv)
     stop_signals_install();
 
     esgd_error err = {0};
+    char own_name[KEY_NAME_MAX];
+    keys_agent_name(own_name, set->id);
+    if (!set->keys_dir) {
+        fprintf(stderr, "esgd-agent: --keys DIR is required: every message is signed (make keys with esgd-keygen)\n");
+        return EXIT_USAGE;
+    }
+    if (envelope_init(&err) != ESGD_OK || keys_load_secret(set->keys_dir, own_name, &r.key, &err) != ESGD_OK ||
+        keys_load_public(set->keys_dir, "coordinator", &r.coordinator, &err) != ESGD_OK) {
+        fprintf(stderr, "esgd-agent: %s\n", err.message);
+        return EXIT_USAGE;
+    }
+    /* The Last Will is signed now, before any run is known (run 0). */
     uint8_t will[CODEC_STATUS_BOUND];
     esgd_buffer will_buf = {will, 0, sizeof will};
     status_msg offline = {.agent = set->id, .state = AGENT_STATE_OFFLINE};
     snprintf(offline.job, sizeof offline.job, "%s", set->job);
-    if (codec_encode_status(&will_buf, &offline, &err) != ESGD_OK) {
+    if (codec_encode_status(&will_buf, &offline, &err) != ESGD_OK || envelope_sign(&will_buf, &r.key, &err) != ESGD_OK) {
         fprintf(stderr, "esgd-agent: %s\n", err.message); /* an invalid job name */
         return EXIT_USAGE;
     }
@@ -360,7 +436,7 @@ int main(int argc, char **argv)
                                      (unsigned long long)r.ignored[s]);
     if (used)
         log_info("ignored messages by reason:%s", summary);
-    if (rc == EXIT_INTERRUPTED || rc == EXIT_RUNTIME || rc == EXIT_CONFIG_CHANGED) {
+    if (rc == EXIT_INTERRUPTED || rc == EXIT_RUNTIME) {
         if (r.agent && r.set.state_dir)
             log_info("state kept in %s", r.state_path);
         if (publish_status(&r, AGENT_STATE_OFFLINE, &err) != ESGD_OK)

@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""Reference decoder for the eSGD wire messages, written from
-schemas/messages.md alone, with only the Python standard library.
+"""Reference decoder for the eSGD wire messages (version 2), written from
+schemas/messages.md alone: the Python standard library for the body (its own
+msgpack reader) and PyNaCl (Debian python3-nacl) to check signatures.
 
     python3 schemas/decode.py MESSAGE_FILE      (or the bytes on stdin)
+    python3 schemas/decode.py --public-key agent-1.pub MESSAGE_FILE
+    python3 schemas/decode.py --public-key 6610273c...42ce1c7 MESSAGE_FILE
+    python3 schemas/decode.py --body BODY_FILE  (a bare body, no signature)
     python3 schemas/decode.py --expected-dim 61706 update.bin
     python3 schemas/decode.py --type status status.bin   (mismatch if not one)
 
-Prints the decoded message as JSON. On a malformed message it prints
-"error: <status>: <reason>" to stderr and exits with status 1; <status> is
-the same name the C decoder reports (format, truncated, version, type,
-missing, range, nonfinite, dimension, mismatch, argument). Every malformed
-input, whatever msgpack types it holds where, ends as such a rejection, never
-as a Python exception. A file that cannot be read exits with status 2.
+By default the input is a whole broker message, BODY || SIGNATURE: the last
+64 bytes are the Ed25519 signature of the rest. With --public-key (a .pub
+file, "esgd-ed25519-public <64 hex>", or the 64 hex digits) the signature is
+checked before a byte of the body is decoded, and the output says
+"signature": "verified"; without one it says "unverified" (and a note goes
+to stderr). Prints the decoded message as JSON. On a malformed message it
+prints "error: <status>: <reason>" to stderr and exits with status 1;
+<status> is the same name the C decoder reports (format, truncated, version,
+type, missing, range, nonfinite, dimension, mismatch, argument, signature).
+Every malformed input, whatever msgpack types it holds where, ends as such a
+rejection, never as a Python exception. A file or key that cannot be read,
+or a key given without PyNaCl installed, exits with status 2.
 """
 import argparse
 import json
@@ -20,11 +30,14 @@ import re
 import struct
 import sys
 
-VERSION = 1
+VERSION = 2
+SIGNATURE_BYTES = 64
 JOB_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 MAX_DEPTH = 16
 MAX_KEYS = 64
 UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+PUBLIC_KEY = re.compile(r"(?:esgd-ed25519-public )?([0-9a-fA-F]{64})\n?\Z")
 
 
 class WireError(Exception):
@@ -235,6 +248,9 @@ def check_header(f, msg_type, allowed_keys):
     v = f.get("v")
     if not is_int(v):
         raise WireError("type", "field v is not an integer")
+    if v == 1:
+        raise WireError("version", "version 1 (unsigned, no run id) is no longer accepted: upgrade the "
+                                   f"coordinator and every agent to version {VERSION} together")
     if v != VERSION:
         raise WireError("version", f"version {v}, expected {VERSION}")
     t = f.str("type")
@@ -345,9 +361,10 @@ def values(f, count, fmt):
 # ------------------------------------------------------------ messages
 
 def decode_update(f, expected_dim):
-    check_header(f, "update", {"v", "type", "job", "round", "agent", "samples", "loss", "dim", "count",
+    check_header(f, "update", {"v", "type", "job", "run", "round", "agent", "samples", "loss", "dim", "count",
                                "idx_enc", "idx", "rice_b", "val_fmt", "val"})
-    msg = {"type": "update", "job": f.job(), "round": f.uint("round"), "agent": f.uint("agent"),
+    msg = {"type": "update", "job": f.job(), "run": f.uint("run", UINT64_MAX), "round": f.uint("round"),
+           "agent": f.uint("agent"),
            "samples": f.uint("samples"), "loss": f.float("loss")}
     fmt = f.enum("val_fmt", ("f32", "f16"))
     dim, count = dims(f, expected_dim)
@@ -360,9 +377,10 @@ def decode_update(f, expected_dim):
 
 
 def decode_model(f, expected_dim):
-    check_header(f, "model", {"v", "type", "job", "round", "base_round", "lr", "prev_loss", "loss_fell", "done",
-                              "form", "dim", "count", "idx_enc", "idx", "rice_b", "val"})
-    msg = {"type": "model", "job": f.job(), "round": f.uint("round"), "base_round": f.uint("base_round"),
+    check_header(f, "model", {"v", "type", "job", "run", "round", "base_round", "lr", "prev_loss", "loss_fell",
+                              "done", "form", "dim", "count", "idx_enc", "idx", "rice_b", "val"})
+    msg = {"type": "model", "job": f.job(), "run": f.uint("run", UINT64_MAX), "round": f.uint("round"),
+           "base_round": f.uint("base_round"),
            "lr": f.float("lr"), "prev_loss": f.float("prev_loss", nil_ok=True),
            "loss_fell": f.bool("loss_fell", nil_ok=True), "done": f.bool("done"),
            "form": f.enum("form", ("full", "delta"))}
@@ -386,12 +404,12 @@ def decode_model(f, expected_dim):
 
 
 def decode_status(f, _expected_dim):
-    check_header(f, "status", {"v", "type", "job", "agent", "state", "round"})
-    return {"type": "status", "job": f.job(), "agent": f.uint("agent"),
+    check_header(f, "status", {"v", "type", "job", "run", "agent", "state", "round"})
+    return {"type": "status", "job": f.job(), "run": f.uint("run", UINT64_MAX), "agent": f.uint("agent"),
             "state": f.enum("state", ("online", "offline", "done")), "round": f.uint("round")}
 
 
-# The v1 config keys, their msgpack types and ranges, as listed in messages.md:
+# The v2 config option keys, their msgpack types and ranges, as listed in messages.md:
 # (name, "str" | "uint" | "float" | tuple of allowed names, min, max).
 CONFIG_OPTIONS = [
     ("job", "str", None, None),
@@ -426,8 +444,8 @@ MODEL_DIM = {"mlp": 101770, "lenet": 61706}
 
 
 def decode_config(f, _expected_dim):
-    check_header(f, "config", {"v", "type", "dim"} | {opt[0] for opt in CONFIG_OPTIONS})
-    msg = {"type": "config"}
+    check_header(f, "config", {"v", "type", "run", "dim"} | {opt[0] for opt in CONFIG_OPTIONS})
+    msg = {"type": "config", "run": None}  # printed in the encoder's key order; run is read after dim
     for name, kind, lo, hi in CONFIG_OPTIONS:
         if kind == "str":
             msg[name] = f.job()
@@ -450,6 +468,7 @@ def decode_config(f, _expected_dim):
         else:
             msg[name] = f.enum(name, kind)
     msg["dim"] = f.uint("dim")
+    msg["run"] = f.uint("run", UINT64_MAX)
     if msg["agents"] > msg["train-samples"]:
         raise WireError("argument", "agents must be <= train-samples")
     if msg["epochs"] == 0 and msg["rounds"] == 0:
@@ -463,7 +482,7 @@ DECODERS = {"update": decode_update, "model": decode_model, "status": decode_sta
 
 
 def decode(data, expected_dim=0, msg_type=None):
-    """The message as a dict, or WireError. With msg_type (a DECODERS key) the
+    """The body as a dict, or WireError. With msg_type (a DECODERS key) the
     message must be of that type (else mismatch), as with the C decoders."""
     f = Fields(parse(data))
     if msg_type is None:
@@ -473,6 +492,53 @@ def decode(data, expected_dim=0, msg_type=None):
     return DECODERS[msg_type](f, expected_dim)
 
 
+# ------------------------------------------------------------ the envelope
+
+def public_key(text):
+    """The 32-byte Ed25519 public key of a .pub line ("esgd-ed25519-public
+    <64 hex>") or of the 64 hex digits alone; ValueError otherwise."""
+    m = PUBLIC_KEY.match(text.strip() + "\n")
+    if not m:
+        raise ValueError("is neither 'esgd-ed25519-public <64 hex digits>' nor 64 hex digits")
+    return bytes.fromhex(m.group(1))
+
+
+def verify(body, signature, key):
+    """WireError('signature') unless signature is key's Ed25519 signature of
+    body. Needs PyNaCl (ImportError when it is not installed)."""
+    import nacl.exceptions
+    import nacl.signing
+    try:
+        nacl.signing.VerifyKey(key).verify(body, signature)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        # BadSignatureError is a CryptoError; a key that is no curve point fails the same way.
+        raise WireError("signature", "the signature does not verify") from None
+
+
+def open_envelope(data, key=None):
+    """(body, verified) of a broker message BODY || SIGNATURE. With key (32
+    bytes) the signature is checked before anything else; without, it is
+    split off and left unchecked. WireError('signature') when the message is
+    too short to hold a body and a signature, or the signature is bad."""
+    if len(data) <= SIGNATURE_BYTES:
+        what = "an empty payload (a cleared retained topic, not a message)" if not data else f"{len(data)} bytes"
+        raise WireError("signature", f"{what}: too short to hold a message and its signature")
+    body, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
+    if key is not None:
+        verify(body, signature, key)
+    return body, key is not None
+
+
+def decode_message(data, expected_dim=0, msg_type=None, key=None):
+    """A whole broker message as a dict with "signature": "verified" (key
+    given and the signature checks) or "unverified" (no key); WireError
+    otherwise."""
+    body, verified = open_envelope(data, key)
+    msg = decode(body, expected_dim, msg_type)
+    msg["signature"] = "verified" if verified else "unverified"
+    return msg
+
+
 def dimension(text):
     d = int(text)
     if not 0 <= d <= UINT32_MAX:
@@ -480,12 +546,45 @@ def dimension(text):
     return d
 
 
+def read_public_key(arg):
+    """The key of --public-key: a .pub file, or the hex digits themselves."""
+    try:
+        return public_key(arg)
+    except ValueError:
+        pass
+    try:
+        with open(arg, encoding="ascii", errors="replace") as fh:
+            text = fh.read(4096)
+    except OSError as e:
+        raise ValueError(f"--public-key {arg}: neither 64 hex digits nor a readable file ({e.strerror})") from None
+    try:
+        return public_key(text)
+    except ValueError as e:
+        raise ValueError(f"--public-key {arg}: {e}") from None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("file", nargs="?", help="message file (default: stdin)")
     ap.add_argument("--expected-dim", type=dimension, default=0, help="reject update/model of another dim")
     ap.add_argument("--type", choices=sorted(DECODERS), help="reject a message of another type (mismatch)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--public-key", metavar="FILE|HEX",
+                       help="check the signature with this key (.pub file or 64 hex digits): the signer of the topic")
+    group.add_argument("--body", action="store_true", help="the input is a bare body, without a signature")
     args = ap.parse_args()
+    key = None
+    if args.public_key is not None:
+        try:
+            key = read_public_key(args.public_key)
+            import nacl.signing  # noqa: F401  (fail here, not on the first message)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except ImportError:
+            print("error: cannot check signatures: PyNaCl is not installed for this Python "
+                  f"({sys.executable}); on Debian: apt-get install python3-nacl", file=sys.stderr)
+            return 2
     try:
         if args.file:
             with open(args.file, "rb") as fh:
@@ -496,10 +595,14 @@ def main():
         print(f"error: cannot read {args.file or 'stdin'}: {e.strerror}", file=sys.stderr)
         return 2
     try:
-        msg = decode(data, args.expected_dim, args.type)
+        msg = decode(data, args.expected_dim, args.type) if args.body else \
+            decode_message(data, args.expected_dim, args.type, key)
     except WireError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if msg.get("signature") == "unverified":
+        print("decode.py: the signature (last 64 bytes) was not checked: give --public-key of the signer",
+              file=sys.stderr)
     print(json.dumps(msg, indent=1 if len(data) < 4096 else None))
     return 0
 

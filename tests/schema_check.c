@@ -2,19 +2,30 @@
  * encoded messages, for tests/schema_examples.py, which holds the examples of
  * schemas/messages.md against it and against schemas/decode.py.
  *
- * usage: schema_check [--expected-dim N] update|model|config|status FILE...
- * One line per FILE on stdout:
- *   FILE: accepted                    and the C encoder writes the same bytes
+ * usage: schema_check [--expected-dim N] [--signed SEED NAME [--public-key HEX]] update|model|config|status FILE...
+ *        schema_check --print-public SEED NAME
+ * Each FILE is a bare body, or with --signed a whole broker message (body ||
+ * Ed25519 signature, core/src/envelope.c) signed by the test key pair
+ * keys_derive(SEED, NAME): envelope_open checks it with the public key HEX
+ * (64 hex digits, as printed in messages.md; default the pair's public
+ * half) before the body is decoded, and the pair's secret half signs the
+ * re-encoded body. One line per FILE on stdout:
+ *   FILE: accepted                    and the C encoder (and signer) write the same bytes
  *   FILE: accepted noncanonical: ...  valid, but the C encoder writes others
  *   FILE: rejected STATUS: REASON     STATUS as in messages.md section 10
+ * --print-public prints that key pair's .pub line ("esgd-ed25519-public <hex>").
  * Exit status: 0 when every file was read (whatever the verdicts), 2 on bad
  * usage or a file that cannot be read. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "esgd/codec.h"
+#include "esgd/envelope.h"
 
 /* Room for the decoded vectors: a larger count (or, without --expected-dim, a
  * larger dim) is rejected as too_large. The examples are far smaller. */
@@ -27,6 +38,9 @@ typedef struct checker {
     update_msg update;
     model_msg model;
     esgd_buffer out; /* the C encoder's bytes for the decoded message */
+    bool signed_messages;
+    signing_key secret; /* --signed: keys_derive(SEED, NAME) */
+    verify_key public_key;
 } checker;
 
 static int read_file(const char *path, uint8_t **data, size_t *size)
@@ -99,12 +113,18 @@ static void check(checker *c, const char *path, const uint8_t *data, size_t size
     esgd_error err = {0};
     esgd_job_config cfg;
     status_msg status;
-    esgd_status st = decode(c, data, size, &cfg, &status, &err);
+    size_t body = size;
+    esgd_status st = ESGD_OK;
+    if (c->signed_messages) /* the signature first: nothing of the body is read before it verifies */
+        st = envelope_open(data, size, &c->public_key, &body, &err);
+    if (st == ESGD_OK)
+        st = decode(c, data, body, &cfg, &status, &err);
     if (st != ESGD_OK) {
         printf("%s: rejected %s: %s\n", path, esgd_status_name(st), err.message);
         return;
     }
-    if (encode(c, data, size, &cfg, &status, &err) != ESGD_OK) {
+    if (encode(c, data, body, &cfg, &status, &err) != ESGD_OK ||
+        (c->signed_messages && envelope_sign(&c->out, &c->secret, &err) != ESGD_OK)) {
         printf("%s: accepted noncanonical: the C encoder refuses the decoded message: %s\n", path, err.message);
         return;
     }
@@ -119,10 +139,39 @@ static void check(checker *c, const char *path, const uint8_t *data, size_t size
            c->out.size, size, at);
 }
 
+/* SEED (decimal uint64) and NAME of a test key pair, into c. */
+static int derive_keys(checker *c, const char *seed_text, const char *name)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long seed = strtoull(seed_text, &end, 10);
+    if (errno || *end || !*seed_text || seed_text[0] == '-' || !*name || strlen(name) >= KEY_NAME_MAX) {
+        fprintf(stderr, "schema_check: a key needs SEED (0..2^64-1) and NAME (1..%d bytes), got '%s' '%s'\n",
+                KEY_NAME_MAX - 1, seed_text, name);
+        return -1;
+    }
+    esgd_error err = {0};
+    if (envelope_init(&err) != ESGD_OK) {
+        fprintf(stderr, "schema_check: %s\n", err.message);
+        return -1;
+    }
+    keys_derive((uint64_t)seed, name, &c->secret, &c->public_key);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     checker c = {0};
     int arg = 1;
+    if (argc == 4 && strcmp(argv[1], "--print-public") == 0) {
+        if (derive_keys(&c, argv[2], argv[3]) != 0)
+            return 2;
+        printf("esgd-ed25519-public ");
+        for (size_t i = 0; i < sizeof c.public_key.bytes; i++)
+            printf("%02x", c.public_key.bytes[i]);
+        printf("\n");
+        return 0;
+    }
     if (arg + 1 < argc && strcmp(argv[arg], "--expected-dim") == 0) {
         char *end = NULL;
         errno = 0;
@@ -135,12 +184,31 @@ int main(int argc, char **argv)
         c.expected_dim = (uint32_t)d;
         arg += 2;
     }
+    if (arg + 2 < argc && strcmp(argv[arg], "--signed") == 0) {
+        if (derive_keys(&c, argv[arg + 1], argv[arg + 2]) != 0)
+            return 2;
+        c.signed_messages = true;
+        arg += 3;
+        if (arg + 1 < argc && strcmp(argv[arg], "--public-key") == 0) {
+            const char *hex = argv[arg + 1];
+            size_t n = 0;
+            if (strlen(hex) != 2 * sizeof c.public_key.bytes ||
+                sodium_hex2bin(c.public_key.bytes, sizeof c.public_key.bytes, hex, strlen(hex), NULL, &n, NULL) != 0 ||
+                n != sizeof c.public_key.bytes) {
+                fprintf(stderr, "schema_check: --public-key needs 64 hex digits, got '%s'\n", hex);
+                return 2;
+            }
+            arg += 2;
+        }
+    }
     static const char *const types[] = {"update", "model", "config", "status"};
     for (int i = 0; arg < argc && i < 4; i++)
         if (strcmp(argv[arg], types[i]) == 0)
             c.type = types[i];
     if (!c.type || arg + 1 >= argc) {
-        fprintf(stderr, "usage: schema_check [--expected-dim N] update|model|config|status FILE...\n");
+        fprintf(stderr, "usage: schema_check [--expected-dim N] [--signed SEED NAME [--public-key HEX]] "
+                        "update|model|config|status FILE...\n"
+                        "       schema_check --print-public SEED NAME\n");
         return 2;
     }
     esgd_error err = {0};
@@ -152,7 +220,8 @@ int main(int argc, char **argv)
     c.decoder = codec_decoder_new(&err);
     int rc = 0;
     if (!indices[0] || !indices[1] || !values[0] || !values[1] || !c.decoder ||
-        buffer_init(&c.out, codec_model_bound(capacity) + CODEC_CONFIG_BOUND, &err) != ESGD_OK) {
+        buffer_init(&c.out, codec_model_bound(capacity) + CODEC_CONFIG_BOUND + ENVELOPE_SIGNATURE_BYTES, &err) !=
+            ESGD_OK) {
         fprintf(stderr, "schema_check: setting up for %u parameters: out of memory\n", capacity);
         rc = 2;
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "esgd/codec.h"
+#include "esgd/envelope.h"
 #include "esgd/model.h"
 #include "esgd/rng.h"
 #include "esgd/state_file.h"
@@ -19,7 +20,11 @@ struct esgd_agent {
     esgd_model *model;
     sparsifier *sparsify;
     codec_decoder *decoder;
-    esgd_buffer out;       /* encoded update */
+    signing_key key;       /* signs the updates */
+    verify_key own_public; /* checks a stored update on restore */
+    verify_key coordinator;/* checks every model */
+    bool has_keys;
+    esgd_buffer out;       /* encoded, signed update */
     model_msg incoming;    /* decode target; params arrays sized d */
 
     bool has_model;
@@ -104,16 +109,32 @@ void agent_free(esgd_agent *a)
     free(a);
 }
 
+void agent_set_keys(esgd_agent *a, const signing_key *own, const verify_key *coordinator)
+{
+    a->key = *own;
+    memcpy(a->own_public.bytes, own->secret + 32, sizeof a->own_public.bytes);
+    a->coordinator = *coordinator;
+    a->has_keys = true;
+}
+
 esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, esgd_error *err)
 {
     uint32_t d = a->model->num_params;
     model_msg *m = &a->incoming;
-    esgd_status st = codec_decode_model(a->decoder, data, size, d, m, err);
+    size_t body = 0;
+    if (!a->has_keys)
+        return esgd_error_set(err, ESGD_ERR_SIGNATURE, "agent %u has no coordinator key", a->id);
+    esgd_status st = envelope_open(data, size, &a->coordinator, &body, err);
+    if (st == ESGD_OK)
+        st = codec_decode_model(a->decoder, data, body, d, m, err);
     if (st != ESGD_OK)
         return st;
     if (strcmp(m->job, a->cfg.job) != 0)
         return esgd_error_set(err, ESGD_ERR_MISMATCH, "model for job '%s', agent is in job '%s'", m->job,
                               a->cfg.job);
+    if (m->run != a->cfg.run)
+        return esgd_error_set(err, ESGD_ERR_STALE, "model of run %016llx, agent is in run %016llx",
+                              (unsigned long long)m->run, (unsigned long long)a->cfg.run);
     if (m->round > job_total_rounds(&a->cfg))
         return esgd_error_set(err, ESGD_ERR_RANGE, "model for round %u, the job has %u rounds", m->round,
                               job_total_rounds(&a->cfg));
@@ -213,6 +234,8 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
         return esgd_error_set(err, ESGD_ERR_ARG, "agent %u has no model yet", a->id);
     if (a->done)
         return esgd_error_set(err, ESGD_ERR_ARG, "agent %u: job is done", a->id);
+    if (!a->has_keys)
+        return esgd_error_set(err, ESGD_ERR_SIGNATURE, "agent %u has no signing key", a->id);
     if (a->answered && a->answered_round == a->round) {
         *msg = a->out.data;
         *size = a->out.size;
@@ -229,6 +252,7 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
     update_msg u;
     memset(&u, 0, sizeof u);
     strcpy(u.job, a->cfg.job);
+    u.run = a->cfg.run;
     u.round = a->round;
     u.agent = a->id;
     u.samples = a->cfg.batch;
@@ -237,6 +261,8 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
     if (st != ESGD_OK)
         return st;
     st = codec_encode_update(&a->out, &u, a->cfg.values, err);
+    if (st == ESGD_OK)
+        st = envelope_sign(&a->out, &a->key, err);
     if (st != ESGD_OK)
         return st;
     a->last_loss = loss;
@@ -316,9 +342,15 @@ esgd_status agent_restore(esgd_agent *a, const char *path, esgd_error *err)
         check.grad.capacity = a->model->num_params;
         check.grad.indices = a->incoming.params.indices;
         check.grad.values = a->incoming.params.values;
-        if ((st = codec_decode_update(a->decoder, update, update_size, a->model->num_params, &check, err)) != ESGD_OK)
+        size_t body = 0;
+        if (!a->has_keys)
+            st = esgd_error_set(err, ESGD_ERR_SIGNATURE, "no key to check the stored update with");
+        else if ((st = envelope_open(update, update_size, &a->own_public, &body, err)) == ESGD_OK)
+            st = codec_decode_update(a->decoder, update, body, a->model->num_params, &check, err);
+        if (st != ESGD_OK)
             goto out;
-        if (check.agent != a->id || check.round != answered_round || strcmp(check.job, a->cfg.job) != 0) {
+        if (check.agent != a->id || check.round != answered_round || strcmp(check.job, a->cfg.job) != 0 ||
+            check.run != a->cfg.run) {
             st = esgd_error_set(err, ESGD_ERR_MISMATCH, "state %s: stored update is agent %u round %u of job '%s'",
                                 path, check.agent, check.round, check.job);
             goto out;

@@ -2,6 +2,7 @@
  * accumulator, and the SGD step on the flat parameter vector. */
 #include "esgd/aggregator.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@ typedef struct update_slot {
     bool filled;
     uint32_t samples;
     float loss;
+    double norm;          /* L2 norm of the held values */
     sparse_vector update; /* indices/values own slot_capacity entries */
 } update_slot;
 
@@ -18,10 +20,15 @@ struct aggregator {
     uint32_t agents;
     uint32_t slot_capacity;
     uint32_t filled;
+    uint32_t required_samples; /* 0: any */
     update_slot *slots;  /* (agents) */
-    float *sum;          /* (dim) accumulator, all zero between rounds */
+    double *sum;         /* (dim) accumulator, all zero between rounds; in double so that no sum of
+                          * finite floats overflows */
     uint64_t *touched;   /* (dim / 64 rounded up) bit j set where sum[j] may be non-zero; a bitmap so that
                           * closing a sparse round skips untouched words instead of testing every j */
+    double *losses;      /* (agents) scratch for the median loss */
+    uint32_t *dropped;   /* (agents) agents the last apply dropped */
+    uint32_t dropped_count;
 };
 
 aggregator *aggregator_new(uint32_t dim, uint32_t agents, uint32_t slot_capacity, esgd_error *err)
@@ -40,7 +47,9 @@ aggregator *aggregator_new(uint32_t dim, uint32_t agents, uint32_t slot_capacity
     agg->slots = calloc(agents, sizeof *agg->slots);
     agg->sum = calloc(dim, sizeof *agg->sum);
     agg->touched = calloc(((size_t)dim + 63) / 64, sizeof *agg->touched);
-    if (!agg->slots || !agg->sum || !agg->touched)
+    agg->losses = calloc(agents, sizeof *agg->losses);
+    agg->dropped = calloc(agents, sizeof *agg->dropped);
+    if (!agg->slots || !agg->sum || !agg->touched || !agg->losses || !agg->dropped)
         goto nomem;
     for (uint32_t a = 0; a < agents; a++) {
         sparse_vector *v = &agg->slots[a].update;
@@ -72,7 +81,14 @@ void aggregator_free(aggregator *agg)
     free(agg->slots);
     free(agg->sum);
     free(agg->touched);
+    free(agg->losses);
+    free(agg->dropped);
     free(agg);
+}
+
+void aggregator_require_samples(aggregator *agg, uint32_t samples)
+{
+    agg->required_samples = samples;
 }
 
 void aggregator_reset(aggregator *agg)
@@ -90,6 +106,14 @@ bool aggregator_has(const aggregator *agg, uint32_t agent)
 uint32_t aggregator_count(const aggregator *agg)
 {
     return agg->filled;
+}
+
+static double l2_norm(const sparse_vector *v)
+{
+    double sum = 0;
+    for (uint32_t i = 0; i < v->count; i++)
+        sum += (double)v->values[i] * v->values[i];
+    return sqrt(sum);
 }
 
 esgd_status aggregator_add(aggregator *agg, uint32_t agent, const sparse_vector *update, uint32_t samples,
@@ -117,25 +141,83 @@ esgd_status aggregator_add(aggregator *agg, uint32_t agent, const sparse_vector 
             return esgd_error_set(err, ESGD_ERR_NONFINITE, "update value at index %u is not finite", j);
         prev = j;
     }
+    /* Checked after the form of the message, so a malformed one is counted
+     * under what is wrong with it. */
+    if (agg->required_samples && samples != agg->required_samples)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "agent %u reports %u samples, the job's batch is %u", agent,
+                              samples, agg->required_samples);
     update_slot *slot = &agg->slots[agent];
     memcpy(slot->update.indices, update->indices, (size_t)update->count * sizeof *update->indices);
     memcpy(slot->update.values, update->values, (size_t)update->count * sizeof *update->values);
     slot->update.count = update->count;
     slot->samples = samples;
     slot->loss = loss;
+    slot->norm = l2_norm(&slot->update);
     slot->filled = true;
     agg->filled++;
     return ESGD_OK;
 }
 
-void aggregator_apply(aggregator *agg, float *params, double lr, aggregate_result *result, uint32_t *changed)
+double aggregator_norm(const aggregator *agg, uint32_t agent)
 {
-    memset(result, 0, sizeof *result);
-    result->loss = NAN;
-    if (agg->filled == 0)
-        return;
+    return aggregator_has(agg, agent) ? agg->slots[agent].norm : 0;
+}
 
-    double weighted_loss = 0;
+void aggregator_scale(aggregator *agg, uint32_t agent, double factor)
+{
+    if (!aggregator_has(agg, agent))
+        return;
+    update_slot *slot = &agg->slots[agent];
+    float f = (float)factor;
+    for (uint32_t i = 0; i < slot->update.count; i++)
+        slot->update.values[i] *= f;
+    slot->norm = l2_norm(&slot->update);
+}
+
+void aggregator_remove(aggregator *agg, uint32_t agent)
+{
+    if (!aggregator_has(agg, agent))
+        return;
+    agg->slots[agent].filled = false;
+    agg->filled--;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of the held updates' losses: one agent's absurd loss cannot move
+ * it past the other agents' values, unlike a (sample-weighted) mean. */
+static double median_loss(aggregator *agg)
+{
+    uint32_t n = 0;
+    for (uint32_t a = 0; a < agg->agents; a++)
+        if (agg->slots[a].filled)
+            agg->losses[n++] = agg->slots[a].loss;
+    if (n == 0)
+        return NAN;
+    qsort(agg->losses, n, sizeof *agg->losses, compare_double);
+    return n % 2 ? agg->losses[n / 2] : (agg->losses[n / 2 - 1] + agg->losses[n / 2]) / 2;
+}
+
+/* Zeroes the accumulator where it was touched. */
+static void clear_sum(aggregator *agg)
+{
+    uint32_t words = (uint32_t)(((uint64_t)agg->dim + 63) / 64);
+    for (uint32_t w = 0; w < words; w++) {
+        for (uint64_t bits = agg->touched[w]; bits; bits &= bits - 1)
+            agg->sum[w * 64 + (uint32_t)__builtin_ctzll(bits)] = 0;
+        agg->touched[w] = 0;
+    }
+}
+
+/* Sums the held updates in agent-id order, then turns sum[j] into the new
+ * value of every touched x_j, rounded to float once. False (and the
+ * accumulator cleared) if any new value is not finite. */
+static bool compute_next(aggregator *agg, const float *params, double lr)
+{
     for (uint32_t a = 0; a < agg->agents; a++) {
         const update_slot *slot = &agg->slots[a];
         if (!slot->filled)
@@ -145,29 +227,79 @@ void aggregator_apply(aggregator *agg, float *params, double lr, aggregate_resul
             agg->sum[j] += slot->update.values[i];
             agg->touched[j >> 6] |= 1ull << (j & 63);
         }
-        weighted_loss += (double)slot->loss * slot->samples;
-        result->samples += slot->samples;
-        result->participants++;
     }
-    result->loss = result->samples ? weighted_loss / (double)result->samples : NAN;
+    const double step = lr / agg->filled;
+    uint32_t words = (uint32_t)(((uint64_t)agg->dim + 63) / 64);
+    for (uint32_t w = 0; w < words; w++) {
+        for (uint64_t bits = agg->touched[w]; bits; bits &= bits - 1) {
+            uint32_t j = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            double next = params[j] - step * agg->sum[j];
+            if (!(fabs(next) <= FLT_MAX)) { /* checked in double: a float cast out of range is undefined */
+                clear_sum(agg);
+                return false;
+            }
+            agg->sum[j] = (float)next;
+        }
+    }
+    return true;
+}
 
-    const float step = (float)(lr / result->participants);
+/* The held update with the largest norm; ties go to the lowest agent id. */
+static uint32_t largest_norm(const aggregator *agg)
+{
+    uint32_t worst = agg->agents;
+    for (uint32_t a = 0; a < agg->agents; a++)
+        if (agg->slots[a].filled && (worst == agg->agents || agg->slots[a].norm > agg->slots[worst].norm))
+            worst = a;
+    return worst;
+}
+
+void aggregator_apply(aggregator *agg, float *params, double lr, aggregate_result *result, uint32_t *changed)
+{
+    memset(result, 0, sizeof *result);
+    result->loss = NAN;
+    agg->dropped_count = 0;
+    while (agg->filled > 0 && !compute_next(agg, params, lr)) {
+        uint32_t worst = largest_norm(agg);
+        agg->dropped[agg->dropped_count++] = worst;
+        aggregator_remove(agg, worst);
+    }
+    result->dropped = agg->dropped_count;
+    if (agg->filled == 0)
+        return;
+
+    for (uint32_t a = 0; a < agg->agents; a++) {
+        if (agg->slots[a].filled) {
+            result->samples += agg->slots[a].samples;
+            result->participants++;
+        }
+    }
+    result->loss = median_loss(agg);
+
     uint32_t n_changed = 0;
     uint32_t words = (uint32_t)(((uint64_t)agg->dim + 63) / 64);
     for (uint32_t w = 0; w < words; w++) {
         /* Set bits in ascending order, so the changed list comes out sorted. */
         for (uint64_t bits = agg->touched[w]; bits; bits &= bits - 1) {
             uint32_t j = w * 64 + (uint32_t)__builtin_ctzll(bits);
-            float before = params[j];
-            params[j] = before - step * agg->sum[j];
-            /* Only coordinates whose value really changed go into a delta. */
-            if (params[j] != before && changed)
-                changed[n_changed] = j;
-            n_changed += params[j] != before;
+            float next = (float)agg->sum[j];
+            /* Only coordinates whose value really changed are written and go
+             * into a delta, so agents that apply the delta hold the same bits. */
+            if (next != params[j]) {
+                params[j] = next;
+                if (changed)
+                    changed[n_changed] = j;
+                n_changed++;
+            }
             agg->sum[j] = 0;
         }
         agg->touched[w] = 0;
     }
     result->changed = n_changed;
     aggregator_reset(agg);
+}
+
+const uint32_t *aggregator_dropped(const aggregator *agg)
+{
+    return agg->dropped;
 }

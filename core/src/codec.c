@@ -525,11 +525,12 @@ static uint8_t *put_bin(encoder *e, const char *key, size_t len)
     return p;
 }
 
-static void put_common(encoder *e, const char *type, const char *job)
+static void put_common(encoder *e, const char *type, const char *job, uint64_t run)
 {
     put_uint(e, "v", CODEC_VERSION);
     put_kv_str(e, "type", type);
     put_kv_str(e, "job", job);
+    put_uint(e, "run", run);
 }
 
 /* Writes idx_enc, idx and rice_b for a planned index coding. */
@@ -588,8 +589,8 @@ esgd_status codec_encode_update(esgd_buffer *out, const update_msg *msg, value_f
 
     index_plan plan = plan_indices(&msg->grad);
     encoder e;
-    encoder_start(&e, out, 11 + index_keys(&plan));
-    put_common(&e, "update", msg->job);
+    encoder_start(&e, out, 12 + index_keys(&plan));
+    put_common(&e, "update", msg->job, msg->run);
     put_uint(&e, "round", msg->round);
     put_uint(&e, "agent", msg->agent);
     put_uint(&e, "samples", msg->samples);
@@ -631,8 +632,8 @@ esgd_status codec_encode_model(esgd_buffer *out, const model_msg *msg, esgd_erro
     if (!full)
         plan = plan_indices(v);
     encoder e;
-    encoder_start(&e, out, 13 + (full ? 0 : index_keys(&plan)));
-    put_common(&e, "model", msg->job);
+    encoder_start(&e, out, 14 + (full ? 0 : index_keys(&plan)));
+    put_common(&e, "model", msg->job, msg->run);
     put_uint(&e, "round", msg->round);
     put_uint(&e, "base_round", msg->base_round);
     put_f32(&e, "lr", msg->lr);
@@ -667,9 +668,10 @@ esgd_status codec_encode_config(esgd_buffer *out, const esgd_job_config *cfg, es
     assert(job_option_find("job") && job_option_find("job")->type == JOB_OPTION_STRING);
     size_t n = job_option_count();
     encoder e;
-    encoder_start(&e, out, n + 3);
+    encoder_start(&e, out, n + 4);
     put_uint(&e, "v", CODEC_VERSION);
     put_kv_str(&e, "type", "config");
+    put_uint(&e, "run", cfg->run);
     for (size_t i = 0; i < n; i++) {
         const job_option *opt = job_option_at(i);
         put_str(&e, opt->name);
@@ -698,8 +700,8 @@ esgd_status codec_encode_status(esgd_buffer *out, const status_msg *msg, esgd_er
     if ((unsigned)msg->state > AGENT_STATE_DONE)
         return esgd_error_set(err, ESGD_ERR_RANGE, "unknown agent state %d", (int)msg->state);
     encoder e;
-    encoder_start(&e, out, 6);
-    put_common(&e, "status", msg->job);
+    encoder_start(&e, out, 7);
+    put_common(&e, "status", msg->job, msg->run);
     put_uint(&e, "agent", msg->agent);
     put_kv_str(&e, "state", state_names[msg->state]);
     put_uint(&e, "round", msg->round);
@@ -708,14 +710,14 @@ esgd_status codec_encode_status(esgd_buffer *out, const status_msg *msg, esgd_er
 
 size_t codec_update_bound(uint32_t dim)
 {
-    /* Keys and scalars take under 230 bytes; the index part is never larger
+    /* Keys and scalars take under 250 bytes and the signature 64; the index part is never larger
      * than the bitmap's, and values at most 4 bytes each. */
-    return 256 + ((size_t)dim + 7) / 8 + 4 * (size_t)dim;
+    return 320 + ((size_t)dim + 7) / 8 + 4 * (size_t)dim;
 }
 
 size_t codec_model_bound(uint32_t dim)
 {
-    return 256 + ((size_t)dim + 7) / 8 + 4 * (size_t)dim;
+    return 320 + ((size_t)dim + 7) / 8 + 4 * (size_t)dim;
 }
 
 /* --------------------------------------------------------------- decoding */
@@ -930,6 +932,10 @@ static esgd_status check_header(const msgpack_object *root, const char *type, es
                               CODEC_VERSION);
     if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return esgd_error_set(err, ESGD_ERR_TYPE, "field v is not an integer");
+    if (v->via.u64 == 1)
+        return esgd_error_set(err, ESGD_ERR_VERSION,
+                              "version 1 (unsigned, no run id) is no longer accepted: upgrade the coordinator and "
+                              "every agent to version %d together", CODEC_VERSION);
     if (v->via.u64 != CODEC_VERSION)
         return esgd_error_set(err, ESGD_ERR_VERSION, "version %llu, expected %d", (unsigned long long)v->via.u64,
                               CODEC_VERSION);
@@ -1136,8 +1142,8 @@ static esgd_status get_values(const msgpack_object *map, uint32_t count, value_f
 static esgd_status decode_update(const msgpack_object *root, uint32_t expected_dim, update_msg *out,
                                  esgd_error *err)
 {
-    static const char *const keys[] = {"v",   "type",  "job",     "round",  "agent",   "samples", "loss", "dim",
-                                       "count", "idx_enc", "idx", "rice_b", "val_fmt", "val",     NULL};
+    static const char *const keys[] = {"v",     "type",    "job", "run",    "round",   "agent", "samples", "loss",
+                                       "dim",   "count",   "idx", "rice_b", "val_fmt", "val",   "idx_enc", NULL};
     esgd_status st = check_header(root, "update", err);
     if (st == ESGD_OK)
         st = check_keys(root, keys, err);
@@ -1146,7 +1152,8 @@ static esgd_status decode_update(const msgpack_object *root, uint32_t expected_d
     update_msg m = {0};
     int fmt = 0;
     uint32_t dim, count;
-    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
+    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &m.run, err)) != ESGD_OK ||
+        (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
         (st = get_u32(root, "agent", &m.agent, err)) != ESGD_OK ||
         (st = get_u32(root, "samples", &m.samples, err)) != ESGD_OK ||
         (st = get_float(root, "loss", false, &m.loss, err)) != ESGD_OK ||
@@ -1161,6 +1168,7 @@ static esgd_status decode_update(const msgpack_object *root, uint32_t expected_d
         (st = get_values(root, count, (value_format)fmt, out->grad.values, err)) != ESGD_OK)
         return st;
     memcpy(out->job, m.job, sizeof m.job);
+    out->run = m.run;
     out->round = m.round;
     out->agent = m.agent;
     out->samples = m.samples;
@@ -1185,8 +1193,8 @@ esgd_status codec_decode_update(codec_decoder *dec, const uint8_t *data, size_t 
 
 static esgd_status decode_model(const msgpack_object *root, uint32_t expected_dim, model_msg *out, esgd_error *err)
 {
-    static const char *const keys[] = {"v",    "type", "job", "round", "base_round", "lr",     "prev_loss", "loss_fell",
-                                       "done", "form", "dim", "count", "idx_enc",    "idx",    "rice_b",    "val",
+    static const char *const keys[] = {"v",    "type", "job", "run",   "round",   "base_round", "lr",     "prev_loss",
+                                       "loss_fell", "done", "form", "dim", "count", "idx_enc", "idx", "rice_b", "val",
                                        NULL};
     esgd_status st = check_header(root, "model", err);
     if (st == ESGD_OK)
@@ -1196,7 +1204,8 @@ static esgd_status decode_model(const msgpack_object *root, uint32_t expected_di
     model_msg m = {0};
     int form = 0, loss_fell = 0, done = 0;
     uint32_t dim, count;
-    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
+    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &m.run, err)) != ESGD_OK ||
+        (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
         (st = get_u32(root, "base_round", &m.base_round, err)) != ESGD_OK ||
         (st = get_float(root, "lr", false, &m.lr, err)) != ESGD_OK ||
         (st = get_float(root, "prev_loss", true, &m.prev_loss, err)) != ESGD_OK ||
@@ -1223,6 +1232,7 @@ static esgd_status decode_model(const msgpack_object *root, uint32_t expected_di
     if ((st = get_values(root, count, VALUE_FORMAT_F32, out->params.values, err)) != ESGD_OK)
         return st;
     memcpy(out->job, m.job, sizeof m.job);
+    out->run = m.run;
     out->round = m.round;
     out->base_round = m.base_round;
     out->lr = m.lr;
@@ -1277,7 +1287,7 @@ static esgd_status decode_config(const msgpack_object *root, esgd_job_config *ou
         return st;
     for (uint32_t i = 0; i < root->via.map.size; i++) {
         const msgpack_object *key = &root->via.map.ptr[i].key;
-        if (key_is(key, "v") || key_is(key, "type") || key_is(key, "dim"))
+        if (key_is(key, "v") || key_is(key, "type") || key_is(key, "run") || key_is(key, "dim"))
             continue;
         char name[64];
         bool known = false;
@@ -1300,7 +1310,7 @@ static esgd_status decode_config(const msgpack_object *root, esgd_job_config *ou
             return st;
     }
     uint32_t dim;
-    if ((st = get_u32(root, "dim", &dim, err)) != ESGD_OK)
+    if ((st = get_u32(root, "dim", &dim, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &cfg.run, err)) != ESGD_OK)
         return st;
     if ((st = job_config_validate(&cfg, err)) != ESGD_OK) {
         esgd_error_prefix(err, "config message");
@@ -1323,7 +1333,7 @@ esgd_status codec_decode_config(codec_decoder *dec, const uint8_t *data, size_t 
 
 static esgd_status decode_status(const msgpack_object *root, status_msg *out, esgd_error *err)
 {
-    static const char *const keys[] = {"v", "type", "job", "agent", "state", "round", NULL};
+    static const char *const keys[] = {"v", "type", "job", "run", "agent", "state", "round", NULL};
     esgd_status st = check_header(root, "status", err);
     if (st == ESGD_OK)
         st = check_keys(root, keys, err);
@@ -1331,7 +1341,8 @@ static esgd_status decode_status(const msgpack_object *root, status_msg *out, es
         return st;
     status_msg m = {0};
     int state;
-    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_u32(root, "agent", &m.agent, err)) != ESGD_OK ||
+    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &m.run, err)) != ESGD_OK ||
+        (st = get_u32(root, "agent", &m.agent, err)) != ESGD_OK ||
         (st = get_enum(root, "state", state_names, 3, &state, err)) != ESGD_OK ||
         (st = get_u32(root, "round", &m.round, err)) != ESGD_OK)
         return st;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "esgd/codec.h"
+#include "esgd/envelope.h"
 #include "esgd/model.h"
 #include "esgd/state_file.h"
 
@@ -30,8 +31,19 @@ struct esgd_coordinator {
     uint32_t changed_count;
     bool delta_valid;          /* changed[] describes x_round - x_{round-1} */
     float *loss_history;       /* (total_rounds) L_t */
-    double max_norm;           /* 0: no bound */
+    double max_norm;           /* > 0: absolute bound; 0: relative bound (default); < 0: none */
     norm_action norm_action;
+    double norm_history[NORM_BOUND_WINDOW]; /* L2 norms of the last accepted non-empty updates, a ring */
+    uint32_t norm_count;       /* entries in norm_history */
+    uint32_t norm_next;        /* where the next one goes */
+    double *norm_scratch;      /* (max(agents, window)) for medians */
+    double *held_norm;         /* (agents) at close: norm of each held update, -1 if none */
+    uint64_t *held_bytes;      /* (agents) message size of each held update and whether it */
+    bool *held_clipped;        /* (agents) was clipped, to undo its counts if the round leaves it out */
+    round_exclusion *excluded; /* (agents) the updates the last close left out */
+    signing_key key;           /* signs config and models */
+    verify_key *agent_keys;    /* (agents) checks each agent's updates */
+    bool has_keys;
     coordinator_counters counters;
 };
 
@@ -64,10 +76,19 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     c->changed = malloc((size_t)c->dim * sizeof(uint32_t));
     c->delta_values = malloc((size_t)c->dim * sizeof(float));
     c->loss_history = malloc((size_t)(c->total_rounds ? c->total_rounds : 1) * sizeof(float));
-    if (!c->incoming.grad.indices || !c->incoming.grad.values || !c->changed || !c->delta_values || !c->loss_history) {
+    c->norm_scratch = malloc((size_t)(cfg->agents > NORM_BOUND_WINDOW ? cfg->agents : NORM_BOUND_WINDOW) * sizeof(double));
+    c->held_norm = malloc((size_t)cfg->agents * sizeof(double));
+    c->held_bytes = calloc(cfg->agents, sizeof(uint64_t));
+    c->held_clipped = calloc(cfg->agents, sizeof(bool));
+    c->excluded = malloc((size_t)cfg->agents * sizeof(round_exclusion));
+    c->agent_keys = calloc(cfg->agents, sizeof *c->agent_keys);
+    if (!c->agent_keys || !c->incoming.grad.indices || !c->incoming.grad.values || !c->changed || !c->delta_values || !c->loss_history ||
+        !c->norm_scratch || !c->held_norm || !c->held_bytes || !c->held_clipped || !c->excluded) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "coordinator: out of memory");
         goto fail;
     }
+    /* Every agent trains on exactly one batch a round: a larger claim is a lie. */
+    aggregator_require_samples(c->agg, cfg->batch);
     model_init_params(c->model, cfg->seed);
     return c;
 fail:
@@ -88,6 +109,12 @@ void coordinator_free(esgd_coordinator *c)
     free(c->changed);
     free(c->delta_values);
     free(c->loss_history);
+    free(c->norm_scratch);
+    free(c->held_norm);
+    free(c->held_bytes);
+    free(c->held_clipped);
+    free(c->excluded);
+    free(c->agent_keys);
     free(c);
 }
 
@@ -131,9 +158,28 @@ const float *coordinator_loss_history(const esgd_coordinator *c)
     return c->loss_history;
 }
 
+void coordinator_set_keys(esgd_coordinator *c, const signing_key *own, const verify_key *agents)
+{
+    c->key = *own;
+    memcpy(c->agent_keys, agents, (size_t)c->cfg.agents * sizeof *agents);
+    c->has_keys = true;
+}
+
+/* Every outgoing message is signed; without a key none can be made. */
+static esgd_status sign_out(esgd_coordinator *c, esgd_error *err)
+{
+    if (!c->has_keys) {
+        c->out.size = 0;
+        return esgd_error_set(err, ESGD_ERR_SIGNATURE, "the coordinator has no signing key");
+    }
+    return envelope_sign(&c->out, &c->key, err);
+}
+
 esgd_status coordinator_config_message(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
 {
     esgd_status st = codec_encode_config(&c->out, &c->cfg, err);
+    if (st == ESGD_OK)
+        st = sign_out(c, err);
     if (st == ESGD_OK) {
         *msg = c->out.data;
         *size = c->out.size;
@@ -158,6 +204,7 @@ static void model_header(const esgd_coordinator *c, model_msg *m)
 {
     memset(m, 0, sizeof *m);
     strcpy(m->job, c->cfg.job);
+    m->run = c->cfg.run;
     m->round = c->round;
     m->base_round = c->round;
     m->lr = (float)job_lr_at_round(&c->cfg, coordinator_done(c) ? c->total_rounds - 1 : c->round);
@@ -175,7 +222,8 @@ static esgd_status encode_full(esgd_coordinator *c, esgd_error *err)
     m.params.count = c->dim;
     m.params.capacity = c->dim;
     m.params.values = c->model->params;
-    return codec_encode_model(&c->out, &m, err);
+    esgd_status st = codec_encode_model(&c->out, &m, err);
+    return st == ESGD_OK ? sign_out(c, err) : st;
 }
 
 esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
@@ -206,6 +254,8 @@ esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, si
             c->delta_values[i] = c->model->params[c->changed[i]];
         m.params.values = c->delta_values;
         st = codec_encode_model(&c->out, &m, err);
+        if (st == ESGD_OK)
+            st = sign_out(c, err);
     } else {
         st = encode_full(c, err);
     }
@@ -220,84 +270,134 @@ esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, si
 
 esgd_status coordinator_set_norm_bound(esgd_coordinator *c, double max_norm, norm_action action, esgd_error *err)
 {
-    if (!(max_norm >= 0) || !isfinite(max_norm) || (action != NORM_ACTION_REJECT && action != NORM_ACTION_CLIP))
-        return esgd_error_set(err, ESGD_ERR_ARG, "update norm bound %g must be finite and >= 0", max_norm);
+    if (!isfinite(max_norm) || (action != NORM_ACTION_REJECT && action != NORM_ACTION_CLIP))
+        return esgd_error_set(err, ESGD_ERR_ARG,
+                              "update norm bound %g must be finite (> 0: absolute, 0: relative, < 0: none)", max_norm);
     c->max_norm = max_norm;
     c->norm_action = action;
     return ESGD_OK;
 }
 
-/* Applies the norm bound to a decoded update: ESGD_OK (possibly scaled
- * down, *clipped set) or ESGD_ERR_RANGE. */
-static esgd_status bound_norm(const esgd_coordinator *c, update_msg *u, bool *clipped, esgd_error *err)
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The lower middle value of v[0..n), n > 0 (sorts v): while at least half
+ * of the values are honest, the others cannot raise it. */
+static double lower_median(double *v, uint32_t n)
+{
+    qsort(v, n, sizeof *v, compare_double);
+    return v[(n - 1) / 2];
+}
+
+/* The bound an update of the open round is held to when it arrives: the
+ * absolute one, or the relative one from earlier rounds; 0 when there is
+ * none (yet). */
+static double receipt_bound(esgd_coordinator *c)
+{
+    if (c->max_norm != 0)
+        return c->max_norm > 0 ? c->max_norm : 0;
+    if (c->norm_count == 0)
+        return 0;
+    memcpy(c->norm_scratch, c->norm_history, (size_t)c->norm_count * sizeof(double));
+    return NORM_BOUND_FACTOR * lower_median(c->norm_scratch, c->norm_count);
+}
+
+/* Holds agent's update, just added to the aggregator, to the bound: ESGD_OK
+ * (possibly scaled down, *clipped set) or ESGD_ERR_RANGE with the update
+ * removed again. */
+static esgd_status bound_norm(esgd_coordinator *c, uint32_t agent, double bound, bool *clipped, esgd_error *err)
 {
     *clipped = false;
-    if (c->max_norm <= 0)
+    double norm = aggregator_norm(c->agg, agent);
+    if (bound <= 0 || norm <= bound)
         return ESGD_OK;
-    double sum = 0;
-    for (uint32_t i = 0; i < u->grad.count; i++)
-        sum += (double)u->grad.values[i] * u->grad.values[i];
-    double norm = sqrt(sum);
-    if (norm <= c->max_norm)
-        return ESGD_OK;
-    if (c->norm_action == NORM_ACTION_REJECT)
-        return esgd_error_set(err, ESGD_ERR_RANGE, "agent %u round %u: update norm %g over the bound %g", u->agent,
-                              u->round, norm, c->max_norm);
-    float scale = (float)(c->max_norm / norm);
-    for (uint32_t i = 0; i < u->grad.count; i++)
-        u->grad.values[i] *= scale;
+    if (c->norm_action == NORM_ACTION_REJECT) {
+        aggregator_remove(c->agg, agent);
+        return esgd_error_set(err, ESGD_ERR_RANGE, "agent %u round %u: update norm %g over the bound %g (%s)", agent,
+                              c->round, norm, bound,
+                              c->max_norm > 0 ? "--max-update-norm" : "the relative bound");
+    }
+    aggregator_scale(c->agg, agent, bound / norm);
     *clipped = true;
     return ESGD_OK;
 }
 
-update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size, esgd_error *err)
+update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size, uint32_t from_agent,
+                                          uint32_t from_round, esgd_error *err)
 {
-    c->counters.uplink_bytes += size;
     update_msg *u = &c->incoming;
     esgd_status st = ESGD_OK;
+    size_t body = 0;
+    memset(u->job, 0, sizeof u->job);
+    u->agent = from_agent;
+    u->round = from_round;
     /* Nothing an agent may send is larger: refuse before decoding. */
     if (size > codec_update_bound(c->dim))
         st = esgd_error_set(err, ESGD_ERR_TOO_LARGE, "update of %zu bytes, the largest possible is %zu", size,
                             codec_update_bound(c->dim));
+    if (st == ESGD_OK && from_agent >= c->cfg.agents)
+        st = esgd_error_set(err, ESGD_ERR_RANGE, "update from agent %u, job has agents 0..%u", from_agent,
+                            c->cfg.agents - 1);
+    /* The channel names the sender; only its signature makes the bytes its. */
+    if (st == ESGD_OK && !c->has_keys)
+        st = esgd_error_set(err, ESGD_ERR_SIGNATURE, "the coordinator has no agent keys");
     if (st == ESGD_OK)
-        st = codec_decode_update(c->decoder, data, size, c->dim, u, err);
+        st = envelope_open(data, size, &c->agent_keys[from_agent], &body, err);
+    if (st == ESGD_OK)
+        st = codec_decode_update(c->decoder, data, body, c->dim, u, err);
     if (st == ESGD_OK && strcmp(u->job, c->cfg.job) != 0)
         st = esgd_error_set(err, ESGD_ERR_MISMATCH, "update for job '%s', this job is '%s'", u->job, c->cfg.job);
-    if (st == ESGD_OK && u->agent >= c->cfg.agents)
-        st = esgd_error_set(err, ESGD_ERR_RANGE, "update from agent %u, job has agents 0..%u", u->agent,
-                            c->cfg.agents - 1);
+    if (st == ESGD_OK && (u->agent != from_agent || u->round != from_round))
+        st = esgd_error_set(err, ESGD_ERR_MISMATCH, "update says agent %u round %u, its topic agent %u round %u",
+                            u->agent, u->round, from_agent, from_round);
+    if (st == ESGD_OK && u->run != c->cfg.run)
+        st = esgd_error_set(err, ESGD_ERR_STALE, "agent %u update of run %016llx, this run is %016llx", u->agent,
+                            (unsigned long long)u->run, (unsigned long long)c->cfg.run);
     if (st != ESGD_OK) {
         c->counters.rejected[st]++;
+        c->counters.rejected_bytes += size;
         return UPDATE_REJECTED;
     }
     if (u->round < c->round) {
         c->counters.late++;
+        c->counters.unused_uplink_bytes += size;
         esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update for closed round %u (open: %u)", u->agent,
                        u->round, c->round);
         return UPDATE_LATE;
     }
     if (u->round > c->round || coordinator_done(c)) {
         c->counters.early++;
+        c->counters.unused_uplink_bytes += size;
         esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update for round %u, open round is %u", u->agent,
                        u->round, c->round);
         return UPDATE_EARLY;
     }
     if (aggregator_has(c->agg, u->agent)) {
         c->counters.duplicate++;
+        c->counters.unused_uplink_bytes += size;
         esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u round %u: duplicate update ignored", u->agent, u->round);
         return UPDATE_DUPLICATE;
     }
+    /* The aggregator checks the form first, so a malformed update is counted
+     * under what is wrong with it, then the norm of what it holds. */
     bool clipped = false;
-    st = bound_norm(c, u, &clipped, err);
+    st = aggregator_add(c->agg, u->agent, &u->grad, u->samples, u->loss, err);
     if (st == ESGD_OK)
-        st = aggregator_add(c->agg, u->agent, &u->grad, u->samples, u->loss, err);
+        st = bound_norm(c, u->agent, receipt_bound(c), &clipped, err);
     if (st != ESGD_OK) {
         c->counters.rejected[st]++;
+        c->counters.rejected_bytes += size;
         return UPDATE_REJECTED;
     }
     c->counters.clipped += clipped;
     c->counters.accepted++;
+    c->counters.uplink_bytes += size;
     c->counters.accepted_uplink_bytes += size;
+    c->held_bytes[u->agent] = size;
+    c->held_clipped[u->agent] = clipped;
     return UPDATE_ACCEPTED;
 }
 
@@ -306,14 +406,84 @@ const update_msg *coordinator_last_update(const esgd_coordinator *c)
     return &c->incoming;
 }
 
+/* Moves a held update the round leaves out from accepted to rejected, and
+ * lists it in the summary. */
+static void exclude(esgd_coordinator *c, uint32_t agent, esgd_status reason, double norm, round_summary *s)
+{
+    coordinator_counters *k = &c->counters;
+    k->accepted--;
+    k->clipped -= c->held_clipped[agent];
+    k->uplink_bytes -= c->held_bytes[agent];
+    k->accepted_uplink_bytes -= c->held_bytes[agent];
+    k->rejected[reason]++;
+    k->rejected_bytes += c->held_bytes[agent];
+    c->excluded[s->excluded_count++] = (round_exclusion){.agent = agent, .reason = reason, .norm = norm};
+}
+
+/* A round with no history yet: the relative bound comes from the round's
+ * own updates, so it can only be applied now that they are all in. */
+static double bound_at_close(esgd_coordinator *c, round_summary *s)
+{
+    uint32_t n = 0;
+    for (uint32_t a = 0; a < c->cfg.agents; a++)
+        if (aggregator_norm(c->agg, a) > 0)
+            c->norm_scratch[n++] = aggregator_norm(c->agg, a);
+    if (n == 0)
+        return 0;
+    double bound = NORM_BOUND_FACTOR * lower_median(c->norm_scratch, n);
+    for (uint32_t a = 0; a < c->cfg.agents; a++) {
+        double norm = aggregator_norm(c->agg, a);
+        if (norm <= bound)
+            continue;
+        if (c->norm_action == NORM_ACTION_CLIP) {
+            aggregator_scale(c->agg, a, bound / norm);
+            c->counters.clipped += !c->held_clipped[a];
+            c->held_clipped[a] = true;
+        } else {
+            exclude(c, a, ESGD_ERR_RANGE, norm, s);
+            aggregator_remove(c->agg, a);
+        }
+    }
+    return bound;
+}
+
+/* Adds an accepted update's norm to the history of the relative bound; an
+ * empty update says nothing about the scale of the others. */
+static void remember_norm(esgd_coordinator *c, double norm)
+{
+    if (!(norm > 0))
+        return;
+    c->norm_history[c->norm_next] = norm;
+    c->norm_next = (c->norm_next + 1) % NORM_BOUND_WINDOW;
+    if (c->norm_count < NORM_BOUND_WINDOW)
+        c->norm_count++;
+}
+
 void coordinator_close_round(esgd_coordinator *c, round_summary *summary)
 {
     memset(summary, 0, sizeof *summary);
+    summary->excluded = c->excluded;
     if (coordinator_done(c))
         return;
     summary->round = c->round;
     summary->lr = job_lr_at_round(&c->cfg, c->round);
+    summary->norm_bound = receipt_bound(c);
+    if (c->max_norm == 0 && c->norm_count == 0)
+        summary->norm_bound = bound_at_close(c, summary);
+    /* The aggregator forgets the updates: keep their norms for the history. */
+    for (uint32_t a = 0; a < c->cfg.agents; a++)
+        c->held_norm[a] = aggregator_has(c->agg, a) ? aggregator_norm(c->agg, a) : -1;
     aggregator_apply(c->agg, c->model->params, summary->lr, &summary->result, c->changed);
+    const uint32_t *dropped = aggregator_dropped(c->agg);
+    for (uint32_t i = 0; i < summary->result.dropped; i++) {
+        exclude(c, dropped[i], ESGD_ERR_NONFINITE, c->held_norm[dropped[i]], summary);
+        c->counters.dropped_nonfinite++;
+        c->held_norm[dropped[i]] = -1;
+    }
+    /* In agent-id order, so the history, and every later bound, does not
+     * depend on arrival order. */
+    for (uint32_t a = 0; a < c->cfg.agents; a++)
+        remember_norm(c, c->held_norm[a]);
     c->changed_count = summary->result.changed;
     c->delta_valid = true;
     c->loss_history[c->round] = (float)summary->result.loss;
@@ -349,7 +519,12 @@ static const size_t counter_offsets[] = {
     offsetof(coordinator_counters, uplink_bytes),    offsetof(coordinator_counters, accepted_uplink_bytes),
     offsetof(coordinator_counters, broadcast_bytes), offsetof(coordinator_counters, downlink_bytes),
     offsetof(coordinator_counters, clipped),         offsetof(coordinator_counters, retained_bytes),
+    /* added later: older checkpoints end before these */
+    offsetof(coordinator_counters, rejected_bytes),  offsetof(coordinator_counters, unused_uplink_bytes),
+    offsetof(coordinator_counters, dropped_nonfinite),
 };
+/* Checkpoints with this many counters or fewer counted every update message in uplink_bytes. */
+#define COUNTERS_BEFORE_BYTE_SPLIT 10
 #define COUNTER_COUNT (sizeof counter_offsets / sizeof counter_offsets[0])
 
 static uint64_t *counter_at(coordinator_counters *k, size_t i)
@@ -359,11 +534,12 @@ static uint64_t *counter_at(coordinator_counters *k, size_t i)
 
 esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *err)
 {
-    const uint8_t *config;
-    size_t config_size;
-    esgd_status st = coordinator_config_message(c, &config, &config_size, err);
+    /* The configuration as its unsigned body: a checkpoint outlives a key. */
+    esgd_status st = codec_encode_config(&c->out, &c->cfg, err);
     if (st != ESGD_OK)
         return st;
+    const uint8_t *config = c->out.data;
+    size_t config_size = c->out.size;
     state_writer w;
     state_writer_init(&w);
     state_put_bytes(&w, config, config_size);
@@ -376,6 +552,10 @@ esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *
     for (int i = 0; i < ESGD_STATUS_COUNT; i++)
         state_put_u64(&w, c->counters.rejected[i]);
     state_put_bytes(&w, c->model->params, (size_t)c->dim * sizeof(float));
+    /* Added later, so it comes last: the norm history, oldest first. */
+    state_put_u32(&w, c->norm_count);
+    for (uint32_t i = 0; i < c->norm_count; i++)
+        state_put_f64(&w, c->norm_history[(c->norm_next + NORM_BOUND_WINDOW - c->norm_count + i) % NORM_BOUND_WINDOW]);
     st = state_file_write(path, STATE_KIND_COORDINATOR, &w, err);
     state_writer_destroy(&w);
     return st;
@@ -387,15 +567,25 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
     esgd_status st = state_file_read(path, STATE_KIND_COORDINATOR, &r, err);
     if (st != ESGD_OK)
         return st;
-    const uint8_t *saved_config = NULL, *own_config = NULL;
-    size_t saved_size = 0, own_size = 0;
+    const uint8_t *saved_config = NULL;
+    size_t saved_size = 0;
     uint32_t round = 0, counter_count = 0, status_count = 0;
+    uint64_t own_run = c->cfg.run;
+    esgd_job_config saved;
     coordinator_counters counters;
     memset(&counters, 0, sizeof counters);
-    if ((st = state_get_bytes(&r, &saved_config, &saved_size, err)) != ESGD_OK ||
-        (st = coordinator_config_message(c, &own_config, &own_size, err)) != ESGD_OK)
+    if ((st = state_get_bytes(&r, &saved_config, &saved_size, err)) != ESGD_OK)
         goto out;
-    if (saved_size != own_size || memcmp(saved_config, own_config, own_size) != 0) {
+    /* A resume continues the checkpoint's run: every other setting must be
+     * the same, the run id is taken from it. */
+    if ((st = codec_decode_config(c->decoder, saved_config, saved_size, &saved, err)) != ESGD_OK) {
+        esgd_error_prefix(err, "checkpoint %s: its job configuration", path);
+        goto out;
+    }
+    c->cfg.run = saved.run;
+    if ((st = codec_encode_config(&c->out, &c->cfg, err)) != ESGD_OK)
+        goto out;
+    if (saved_size != c->out.size || memcmp(saved_config, c->out.data, saved_size) != 0) {
         st = esgd_error_set(err, ESGD_ERR_MISMATCH,
                             "checkpoint %s was written for another job configuration (remove it or use the same "
                             "settings)", path);
@@ -432,16 +622,33 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
         st = state_get_u64(&r, counter_at(&counters, i), err);
     if (st == ESGD_OK)
         st = state_get_u32(&r, &status_count, err);
-    if (st == ESGD_OK && status_count != ESGD_STATUS_COUNT)
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u rejection reasons, expected %d", path,
+    /* Reasons added later come last, as counters do. */
+    if (st == ESGD_OK && status_count > ESGD_STATUS_COUNT)
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u rejection reasons, at most %d expected", path,
                             status_count, ESGD_STATUS_COUNT);
-    for (int i = 0; i < ESGD_STATUS_COUNT && st == ESGD_OK; i++)
+    for (uint32_t i = 0; i < status_count && st == ESGD_OK; i++)
         st = state_get_u64(&r, &counters.rejected[i], err);
     if (st == ESGD_OK)
         st = state_get_bytes(&r, &params, &params_size, err);
     if (st == ESGD_OK && params_size != (size_t)c->dim * sizeof(float))
         st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: %zu parameter bytes, model has %u parameters",
                             path, params_size, c->dim);
+    /* The norm history; a checkpoint written before it existed ends here,
+     * and the relative bound then starts again from the next round's updates. */
+    uint32_t norm_count = 0;
+    double norms[NORM_BOUND_WINDOW];
+    if (st == ESGD_OK && r.pos != r.size) {
+        st = state_get_u32(&r, &norm_count, err);
+        if (st == ESGD_OK && norm_count > NORM_BOUND_WINDOW)
+            st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u update norms, at most %d expected", path,
+                                norm_count, NORM_BOUND_WINDOW);
+        for (uint32_t i = 0; i < norm_count && st == ESGD_OK; i++) {
+            st = state_get_f64(&r, &norms[i], err);
+            if (st == ESGD_OK && !(isfinite(norms[i]) && norms[i] > 0))
+                st = esgd_error_set(err, ESGD_ERR_RANGE, "checkpoint %s: update norm %g is not finite and > 0", path,
+                                    norms[i]);
+        }
+    }
     if (st == ESGD_OK && r.pos != r.size)
         st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %zu unexpected bytes after the last field", path,
                             r.size - r.pos);
@@ -463,11 +670,21 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
         goto out;
     memcpy(c->loss_history, losses, losses_size);
     memcpy(c->model->params, params, params_size);
+    if (counter_count <= COUNTERS_BEFORE_BYTE_SPLIT && counters.uplink_bytes >= counters.accepted_uplink_bytes) {
+        /* Which of the unaccepted bytes were rejected was not recorded. */
+        counters.unused_uplink_bytes = counters.uplink_bytes - counters.accepted_uplink_bytes;
+        counters.uplink_bytes = counters.accepted_uplink_bytes;
+    }
     c->counters = counters;
+    memcpy(c->norm_history, norms, (size_t)norm_count * sizeof(double));
+    c->norm_count = norm_count;
+    c->norm_next = norm_count % NORM_BOUND_WINDOW;
     c->round = round;
     c->delta_valid = false;
     aggregator_reset(c->agg);
 out:
+    if (st != ESGD_OK)
+        c->cfg.run = own_run;
     state_reader_destroy(&r);
     return st;
 }

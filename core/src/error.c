@@ -24,6 +24,8 @@ static const struct {
     [ESGD_ERR_DIMENSION] = {"dimension", "dimension mismatch"},
     [ESGD_ERR_TOO_LARGE] = {"too_large", "over the size limit"},
     [ESGD_ERR_MISMATCH] = {"mismatch", "wrong job, agent or round"},
+    [ESGD_ERR_SIGNATURE] = {"signature", "missing or bad signature"},
+    [ESGD_ERR_STALE] = {"stale", "message of another run of the job"},
 };
 
 const char *esgd_status_name(esgd_status status)

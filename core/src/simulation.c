@@ -4,12 +4,16 @@
 
 #include <stdlib.h>
 
+#include "esgd/envelope.h"
+
 struct esgd_simulation {
     esgd_dataset test;
     esgd_dataset *shards;  /* (agents) */
     esgd_agent **agents;   /* (agents) */
     esgd_coordinator *coordinator;
     uint32_t agent_count;
+    verify_key *agent_keys; /* (agents) */
+    signing_key coordinator_key;
 };
 
 void simulation_free(esgd_simulation *s)
@@ -22,6 +26,7 @@ void simulation_free(esgd_simulation *s)
     }
     free(s->agents);
     free(s->shards);
+    free(s->agent_keys);
     coordinator_free(s->coordinator);
     dataset_destroy(&s->test);
     free(s);
@@ -43,15 +48,30 @@ static esgd_status load_data(esgd_simulation *s, const char *dir, esgd_job_confi
         return st;
     s->shards = calloc(cfg->agents, sizeof *s->shards);
     s->agents = calloc(cfg->agents, sizeof *s->agents);
-    if (!s->shards || !s->agents)
+    s->agent_keys = calloc(cfg->agents, sizeof *s->agent_keys);
+    if (!s->shards || !s->agents || !s->agent_keys)
         return esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory for %u agents", cfg->agents);
     s->agent_count = cfg->agents;
+    /* One fixed run id per seed (top bit set, as the coordinator's random
+     * ones, so the messages have the same size). */
+    if (!cfg->run)
+        cfg->run = (cfg->seed * 0x9e3779b97f4a7c15ull) | (1ull << 63);
+    /* Every message is signed as over MQTT, with keys derived from the seed
+     * so that runs repeat exactly (and byte counts include signatures). */
+    signing_key coordinator_secret, agent_secret;
+    verify_key coordinator_public;
+    keys_derive(cfg->seed, "coordinator", &coordinator_secret, &coordinator_public);
     for (uint32_t a = 0; a < cfg->agents; a++) {
+        char name[KEY_NAME_MAX];
+        keys_agent_name(name, a);
+        keys_derive(cfg->seed, name, &agent_secret, &s->agent_keys[a]);
         if ((st = job_load_shard(cfg, dir, a, cfg->agents, &s->shards[a], NULL, err)) != ESGD_OK)
             return st;
         if (!(s->agents[a] = agent_new(cfg, a, &s->shards[a], err)))
             return err ? err->status : ESGD_ERR_ARG;
+        agent_set_keys(s->agents[a], &agent_secret, &coordinator_public);
     }
+    s->coordinator_key = coordinator_secret;
     return ESGD_OK;
 }
 
@@ -73,8 +93,9 @@ esgd_simulation *simulation_new(esgd_job_config *cfg, const char *data_dir, esgd
         esgd_error_set(err, ESGD_ERR_NOMEM, "simulation: out of memory");
         return NULL;
     }
-    if (load_data(s, data_dir, cfg, err) != ESGD_OK || !(s->coordinator = coordinator_new(cfg, err)) ||
-        broadcast(s, err) != ESGD_OK) {
+    if (envelope_init(err) != ESGD_OK || load_data(s, data_dir, cfg, err) != ESGD_OK ||
+        !(s->coordinator = coordinator_new(cfg, err)) ||
+        (coordinator_set_keys(s->coordinator, &s->coordinator_key, s->agent_keys), broadcast(s, err)) != ESGD_OK) {
         simulation_free(s);
         return NULL;
     }
@@ -106,7 +127,8 @@ esgd_status simulation_round(esgd_simulation *s, round_summary *summary, esgd_er
         size_t size;
         if ((st = agent_compute_update(s->agents[a], &msg, &size, err)) != ESGD_OK)
             break;
-        update_outcome outcome = coordinator_receive_update(s->coordinator, msg, size, err);
+        update_outcome outcome =
+            coordinator_receive_update(s->coordinator, msg, size, a, coordinator_round(s->coordinator), err);
         if (outcome != UPDATE_ACCEPTED)
             st = esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update %s: %s", a, update_outcome_name(outcome),
                                 err ? err->message : "");

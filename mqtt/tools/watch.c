@@ -1,6 +1,8 @@
 /* esgd-watch: a read-only observer of a job on the broker. It subscribes to
- * everything under esgd/<job>/, decodes every message with the codec by its
- * topic, and counts messages, bytes and decode failures per kind. It stops
+ * everything under esgd/<job>/, checks every message's signature (with
+ * --keys, the public keys of the job; else it only splits the signature
+ * off), decodes it with the codec by its topic, and counts messages, bytes
+ * and failures per kind. It stops
  * when the final model (done = 1) has gone by, after --timeout seconds, or
  * on SIGINT/SIGTERM, and prints one JSON object. The integration tests use
  * it to check that everything on the wire follows the schema. */
@@ -13,6 +15,7 @@
 
 #include "esgd/cli.h"
 #include "esgd/codec.h"
+#include "esgd/envelope.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
 #include "esgd/topics.h"
@@ -35,6 +38,7 @@ typedef struct watch {
     int done;
     uint32_t last_round;
     uint32_t dim;
+    const char *keys_dir; /* NULL: signatures not checked */
     char first_error[sizeof(((esgd_error *)0)->message)];
 } watch;
 
@@ -46,6 +50,25 @@ static void count_invalid(watch *w, kind_count *k, const char *topic, const esgd
     esgd_error copy = *err;
     esgd_error_prefix(&copy, "%s", topic);
     memcpy(w->first_error, copy.message, sizeof w->first_error);
+}
+
+/* The body of a message: its signer's signature checked (with --keys) or
+ * only split off. The signer follows from the topic. */
+static esgd_status open_envelope(const watch *w, const topic_info *t, const mqtt_message *m, size_t *body,
+                                 esgd_error *err)
+{
+    if (!w->keys_dir) {
+        if (m->size <= ENVELOPE_SIGNATURE_BYTES)
+            return esgd_error_set(err, ESGD_ERR_SIGNATURE, "%zu bytes: no room for a signature", m->size);
+        *body = m->size - ENVELOPE_SIGNATURE_BYTES;
+        return ESGD_OK;
+    }
+    char name[KEY_NAME_MAX] = "coordinator";
+    if (t->kind == TOPIC_ROUND_GRAD || t->kind == TOPIC_STATUS)
+        keys_agent_name(name, t->agent);
+    verify_key key;
+    esgd_status st = keys_load_public(w->keys_dir, name, &key, err);
+    return st == ESGD_OK ? envelope_open(m->data, m->size, &key, body, err) : st;
 }
 
 static void observe(watch *w, const char *job, const mqtt_message *m)
@@ -62,16 +85,21 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
     k->messages++;
     k->bytes += m->size;
     esgd_error err = {0};
+    size_t size = 0;
+    if (t.kind != TOPIC_UNKNOWN && open_envelope(w, &t, m, &size, &err) != ESGD_OK) {
+        count_invalid(w, k, m->topic, &err);
+        return;
+    }
     switch (t.kind) {
     case TOPIC_CONFIG:
-        if (codec_decode_config(w->decoder, m->data, m->size, &w->cfg, &err) != ESGD_OK)
+        if (codec_decode_config(w->decoder, m->data, size, &w->cfg, &err) != ESGD_OK)
             count_invalid(w, k, m->topic, &err);
         else
             w->dim = job_dimension(&w->cfg);
         break;
     case TOPIC_LATEST_MODEL:
     case TOPIC_ROUND_MODEL:
-        if (codec_decode_model(w->decoder, m->data, m->size, w->dim, &w->model, &err) != ESGD_OK) {
+        if (codec_decode_model(w->decoder, m->data, size, w->dim, &w->model, &err) != ESGD_OK) {
             count_invalid(w, k, m->topic, &err);
         } else if (t.kind == TOPIC_ROUND_MODEL && w->model.round != t.round) {
             esgd_error_set(&err, ESGD_ERR_MISMATCH, "model for round %u on the topic of round %u", w->model.round,
@@ -84,7 +112,7 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
         }
         break;
     case TOPIC_ROUND_GRAD:
-        if (codec_decode_update(w->decoder, m->data, m->size, w->dim, &w->update, &err) != ESGD_OK) {
+        if (codec_decode_update(w->decoder, m->data, size, w->dim, &w->update, &err) != ESGD_OK) {
             count_invalid(w, k, m->topic, &err);
         } else if (w->update.round != t.round || w->update.agent != t.agent) {
             esgd_error_set(&err, ESGD_ERR_MISMATCH, "update of agent %u round %u on the wrong topic",
@@ -94,7 +122,7 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
         break;
     case TOPIC_STATUS: {
         status_msg s;
-        if (codec_decode_status(w->decoder, m->data, m->size, &s, &err) != ESGD_OK)
+        if (codec_decode_status(w->decoder, m->data, size, &s, &err) != ESGD_OK)
             count_invalid(w, k, m->topic, &err);
         break;
     }
@@ -110,9 +138,11 @@ int main(int argc, char **argv)
     cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
     mqtt_link_cli_options(&mo, broker_options);
     double timeout = 0;
+    const char *keys_dir = NULL;
     const cli_option options[] = {
         {"job", CLI_STRING, &job, "job name"},
         {"timeout", CLI_DOUBLE, &timeout, "stop after this many seconds (0: when the job is done)"},
+        {"keys", CLI_STRING, &keys_dir, "folder with coordinator.pub and agent-<id>.pub: check every signature"},
     };
     const cli_program program = {
         .name = "esgd-watch",
@@ -131,10 +161,15 @@ int main(int argc, char **argv)
     stop_signals_install();
 
     static watch w;
+    w.keys_dir = keys_dir;
+    esgd_error err = {0};
+    if (envelope_init(&err) != ESGD_OK) {
+        log_error("%s", err.message);
+        return 1;
+    }
     const char *names[K_COUNT] = {"config", "latest_model", "round_model", "update", "status", "other"};
     for (int i = 0; i < K_COUNT; i++)
         w.kinds[i].name = names[i];
-    esgd_error err = {0};
     uint32_t cap = 1u << 21; /* larger than any model this build trains */
     w.update.grad.capacity = w.model.params.capacity = cap;
     w.update.grad.indices = malloc(cap * sizeof(uint32_t));
@@ -168,7 +203,8 @@ int main(int argc, char **argv)
             observe(&w, job, &m);
     }
     uint64_t invalid = 0;
-    printf("{\"job\": \"%s\", \"done\": %s, \"last_round\": %u", job, w.done ? "true" : "false", w.last_round);
+    printf("{\"job\": \"%s\", \"done\": %s, \"last_round\": %u, \"signatures_checked\": %s", job,
+           w.done ? "true" : "false", w.last_round, keys_dir ? "true" : "false");
     for (int i = 0; i < K_COUNT; i++) {
         printf(", \"%s\": {\"messages\": %llu, \"bytes\": %llu, \"invalid\": %llu}", w.kinds[i].name,
                (unsigned long long)w.kinds[i].messages, (unsigned long long)w.kinds[i].bytes,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hostile and malformed messages published to the real broker on the real
 # topics while a job runs (tests/integration/make_bad_corpus.py builds them
-# from the schema). The coordinator and the agents survive every one, the
+# from the schema): unsigned, forged and replayed ones from an attacker
+# without keys, and malformed ones signed by a rogue agent's own key. The coordinator and the agents survive every one, the
 # coordinator counts each under its reason (rejected_<reason> in its JSON), and
 # the job's result is unchanged: the final model equals the fault-free run.
 # (Unsorted or duplicated indices cannot be written in this format: bitmap
@@ -11,6 +12,10 @@ source "$(dirname "$0")/common.sh" "$1"
 source "$(dirname "$0")/faults_common.sh"
 command -v mosquitto_pub >/dev/null || { echo "SKIP: mosquitto_pub (mosquitto-clients) not installed"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 not installed"; exit 77; }
+# PyNaCl is Debian's python3-nacl: a python3 earlier on PATH (pyenv) may lack it.
+py=python3
+$py -c 'import nacl.signing' 2>/dev/null || py=/usr/bin/python3
+$py -c 'import nacl.signing' 2>/dev/null || { echo "SKIP: PyNaCl (python3-nacl) not installed"; exit 77; }
 job=it-bad
 rounds=600 # long enough to still be running while the corpus goes out
 settings=(--job "$job" --agents 3 --rounds "$rounds" --method esgd --drop 0.9 --seed 17 --model mlp --eval-every 1000)
@@ -20,7 +25,9 @@ start_broker
 start_coordinator "$job" "${settings[@]}" --quorum 3 --round-timeout 60
 start_agents "$job" 3
 wait_for_line "^round 20/" "$work/coordinator.log" 120
-python3 "$root/tests/integration/make_bad_corpus.py" "$work/corpus" "$job" 101770 3 20 "$rounds"
+run=$(grep -oE "job $job run [0-9a-f]{16}" "$work/coordinator.log" | head -n 1 | awk '{print $4}')
+[ -n "$run" ] || fail "no run id in the coordinator's log"
+$py "$root/tests/integration/make_bad_corpus.py" "$work/corpus" "$job" 101770 3 20 "$rounds" "$run" "$ESGD_KEYS"
 
 declare -A expected
 sent=0
@@ -34,7 +41,7 @@ echo "published $sent hostile messages"
 finish_job
 json=$work/coordinator.json
 status=0
-for r in format type truncated version missing nonfinite range dimension mismatch too_large late early; do
+for r in format type truncated version missing nonfinite range dimension mismatch too_large signature stale late early; do
     key=rejected_$r
     [ "$r" = late ] || [ "$r" = early ] && key=$r
     got=$(json_get "$key" "$json")
@@ -43,6 +50,6 @@ for r in format type truncated version missing nonfinite range dimension mismatc
 done
 [ "$status" = 0 ] || fail "the coordinator's counts by reason do not match the corpus"
 grep -h "ignored messages by reason" "$work"/agent-*.log || fail "the agents did not count what they ignored"
-same_values "$work/reference.json" "$work/coordinator.json" model_fnv1a64
+same_values "$work/reference.json" "$work/coordinator.json" model_fnv1a64 uplink_bytes accepted
 expect_accuracy_close
 echo PASS

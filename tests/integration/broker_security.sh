@@ -9,8 +9,11 @@
 #     reaches subscribers allowed to read those topics, retained or not;
 #   - an agent reads models but not the other agents' updates or status;
 #   - a 500 KB message (bigger than the largest full model) gets through;
+#   - the client id is the user name: an agent's password used with the
+#     coordinator's client id takes over nothing;
 #   - a short job (MLP, 3 agents, 30 rounds) runs to completion over TLS with
-#     per-agent credentials, and esgd-watch as "monitor" decodes all of it.
+#     per-agent credentials and the signing keys make-credentials.sh wrote,
+#     and esgd-watch as "monitor" checks every signature and decodes it all.
 source "$(dirname "$0")/common.sh" "$1"
 for tool in mosquitto mosquitto_passwd mosquitto_pub mosquitto_sub openssl; do
     command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed (apt-get install mosquitto mosquitto-clients openssl)"; exit 77; }
@@ -175,6 +178,22 @@ wait_pid "$big_sub" 20 || fail "the 500 KB message did not arrive: $(cat "$work/
 cmp -s "$work/big.bin" "$work/big.received" || fail "the 500 KB message arrived altered"
 echo "a 500 KB message passes max_packet_size"
 
+# ---- 2b. a stolen agent password cannot take over another session ----
+# The live coordinator's session (its client id as esgd-coordinator asks for
+# it); then agent-0's credentials connect asking for the same client id.
+stdbuf -oL mosquitto_sub -d -V mqttv5 "${tls[@]}" -u coordinator -P "$(password coordinator)" -q 1 \
+    -i "esgd-coordinator-$job" -t "esgd/$job/status/+" >"$work/victim.sub" 2>&1 &
+victim=$!
+started_pids+=("$victim")
+wait_for_line "received SUBACK" "$work/victim.sub" 10
+mosquitto_sub -V mqttv5 "${tls[@]}" -u agent-0 -P "$(password agent-0)" -i "esgd-coordinator-$job" \
+    -t "esgd/$job/config" -W 2 >"$work/thief.sub" 2>&1 || true
+kill -0 "$victim" 2>/dev/null || fail "agent-0's credentials took the coordinator's session over: $(cat "$work/victim.sub")"
+grep -q "Client coordinator already connected" "$work/broker/mosquitto.log" &&
+    fail "the broker closed the coordinator's connection for agent-0's"
+kill "$victim"
+echo "agent-0's password with the coordinator's client id took nothing over"
+
 # Leave the job's topics clean for the real run: the coordinator and agent-1
 # remove what they retained.
 expect_pub allowed coordinator "esgd/$job/config" "" -r
@@ -192,13 +211,14 @@ else
 fi
 url="ssl://127.0.0.1:$tls_port"
 # shellcheck disable=SC2046 # secret's words are separate options (no spaces in them)
-"$watch_bin" --broker "$url" --ca-file "$creds/ca.crt" $(secret monitor) \
+"$watch_bin" --broker "$url" --ca-file "$creds/ca.crt" $(secret monitor) --keys "$creds/keys" \
     --job "$job" --timeout 120 >"$work/watch.json" 2>"$work/watch.log" &
 watch_pid=$!
 started_pids+=("$watch_pid")
-wait_for_line "as esgd-watch-$job" "$work/broker/mosquitto.log" 10
+wait_for_line "u'monitor')" "$work/broker/mosquitto.log" 10
 sleep 0.5
 BROKER_URL=$url
+export ESGD_KEYS=$creds/keys # the production keys, not the test's own
 # shellcheck disable=SC2046
 start_coordinator "$job" --ca-file "$creds/ca.crt" $(secret coordinator) \
     --model mlp --agents "$agents" --quorum "$agents" --rounds 30 --method esgd --drop 0.9 --seed 5 --eval-every 1000
@@ -217,6 +237,7 @@ echo "job over TLS: rounds $(json_get rounds "$json"), accepted $(json_get accep
 [ "$(json_get accepted "$json")" = $((30 * agents)) ] || fail "accepted $(json_get accepted "$json") updates, expected $((30 * agents))"
 [ "$(json_get rejected "$json")" = 0 ] || fail "some updates were rejected"
 [ "$(json_get invalid "$work/watch.json")" = 0 ] || fail "invalid messages on the broker"
+[ "$(json_get signatures_checked "$work/watch.json")" = true ] || fail "esgd-watch did not check the signatures"
 for ((id = 0; id < agents; id++)); do
     grep -q "u'agent-$id')" "$work/broker/mosquitto.log" || fail "agent $id did not log in as agent-$id"
 done

@@ -16,6 +16,11 @@ agent_bin="$build/edge-agent/esgd-agent"
 watch_bin="$build/mqtt/esgd-watch"
 sim_bin="$build/core/esgd-sim"
 work=$(mktemp -d "${TMPDIR:-/tmp}/esgd-it.XXXXXX")
+# Every message is signed: one key folder per test, which every program
+# started here reads through ESGD_KEYS (esgd-watch too, so it checks them).
+"$build/core/esgd-keygen" --dir "$work/keys" --agents "${ESGD_TEST_KEY_AGENTS:-64}" 2>/dev/null ||
+    { echo "FAIL: esgd-keygen could not make the test keys"; exit 1; }
+export ESGD_KEYS=$work/keys ESGD_KEYGEN=$build/core/esgd-keygen
 started_pids=()
 
 cleanup() {

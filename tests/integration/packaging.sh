@@ -24,7 +24,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 depends=$(field Depends)
 echo "Depends: $depends"
 dep_names=$(echo "$depends" | tr ',|' '\n\n' | sed 's/(.*//; s/ //g')
-for dep in libpaho-mqtt1.3 libmsgpackc2 libopenblas0 libc6 adduser; do
+for dep in libpaho-mqtt1.3 libmsgpackc2 libopenblas0 libsodium23 libc6 adduser; do
     grep -qx -- "$dep" <<<"$dep_names" || fail "Depends lacks $dep"
 done
 dpkg-deb --ctrl-tarfile "$deb" | tar -t >"$work/control.list"
@@ -42,7 +42,7 @@ done
 rootfs=$work/root
 dpkg -x "$deb" "$rootfs"
 expected=(
-    usr/bin/esgd-agent usr/bin/esgd-coordinator usr/bin/esgd-watch usr/bin/esgd-sim
+    usr/bin/esgd-agent usr/bin/esgd-coordinator usr/bin/esgd-watch usr/bin/esgd-sim usr/bin/esgd-keygen
     usr/lib/systemd/system/esgd-agent.service usr/lib/systemd/system/esgd-coordinator.service
     usr/lib/sysusers.d/esgd.conf
     usr/share/doc/esgd/examples/agent.env.example usr/share/doc/esgd/examples/coordinator.env.example
@@ -54,14 +54,14 @@ done
 for unit in esgd-agent.service esgd-coordinator.service; do
     cmp -s "$rootfs/usr/lib/systemd/system/$unit" "$root/deploy/systemd/$unit" || fail "packaged $unit differs from deploy/systemd"
 done
-for program in esgd-agent esgd-coordinator esgd-watch esgd-sim; do
+for program in esgd-agent esgd-coordinator esgd-watch esgd-sim esgd-keygen; do
     bin=$rootfs/usr/bin/$program
     [ -x "$bin" ] || fail "/usr/bin/$program is not executable"
     "$bin" --help >"$work/$program-help.log" 2>&1 || fail "$program --help exited with $?"
     grep -q "^usage: $program" "$work/$program-help.log" || fail "$program --help printed no usage"
 done
 bash -n "$rootfs/usr/share/esgd/make-credentials.sh" || fail "make-credentials.sh has a syntax error"
-echo "the package holds ${#expected[@]} expected files; its 4 programs run"
+echo "the package holds ${#expected[@]} expected files; its 5 programs run"
 
 # ---- the units: settings the deployment relies on ----
 for unit in esgd-agent esgd-coordinator; do

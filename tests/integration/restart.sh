@@ -27,15 +27,15 @@ cp "$damaged" "$work/damaged-copy"
 rc=0
 "$coordinator_bin" --broker "$BROKER_URL" --data "$data" "${settings[@]}" --state-dir "$work/damaged-state" \
     >/dev/null 2>"$work/damaged.log" || rc=$?
-[ "$rc" = 1 ] || fail "a damaged checkpoint should stop the coordinator with status 1 (got $rc)"
+[ "$rc" = 2 ] || fail "a damaged checkpoint should stop the coordinator with status 2, permanent (got $rc)"
 grep -q "checksum" "$work/damaged.log" || fail "no clear message for the damaged checkpoint: $(cat "$work/damaged.log")"
 cmp -s "$damaged" "$work/damaged-copy" || fail "the damaged checkpoint was overwritten"
 echo "damaged checkpoint refused: $(grep -o 'state .*' "$work/damaged.log" | head -n 1)"
 start_coordinator "$job" "${settings[@]}" --quorum 3 --state-dir "$work/coordinator-state"
 finish_job
 
-grep -q "resumed from .* at round" "$work/coordinator.log" || fail "the coordinator did not resume from its checkpoint"
-grep -o "resumed from .* at round [0-9]*" "$work/coordinator.log"
+grep -q "resumed run [0-9a-f]* from .* at round" "$work/coordinator.log" || fail "the coordinator did not resume from its checkpoint"
+grep -o "resumed run [0-9a-f]* from .* at round [0-9]*" "$work/coordinator.log"
 [ "$(json_get rounds "$work/coordinator.json")" = 120 ] || fail "the job did not end at round 120"
 same_values "$work/sim.json" "$work/coordinator.json" model_fnv1a64 final_loss
 echo PASS

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "esgd/dataset.h"
+#include "esgd/envelope.h"
 #include "esgd/error.h"
 #include "esgd/job.h"
 #include "esgd/sparsifier.h"
@@ -25,12 +26,19 @@ typedef struct esgd_agent esgd_agent;
 esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_dataset *shard, esgd_error *err);
 void agent_free(esgd_agent *agent); /* NULL is a no-op */
 
-/* Decodes and applies a model message (full, or delta on the model the agent
- * holds). A model for a round older than the one held is ignored (ESGD_OK):
+/* The agent's own signing key (its updates) and the coordinator's public
+ * key (every model must carry its signature). Call once after agent_new;
+ * without keys every model is refused and no update can be made
+ * (ESGD_ERR_SIGNATURE). */
+void agent_set_keys(esgd_agent *agent, const signing_key *own, const verify_key *coordinator);
+
+/* Checks the model message's signature (ESGD_ERR_SIGNATURE), then decodes
+ * and applies it (full, or delta on the model the agent holds). A model for a round older than the one held is ignored (ESGD_OK):
  * QoS 1 redelivery and retained copies make that normal. Errors leave the
  * agent's model as it was: ESGD_ERR_MISMATCH (other job, or a delta whose
  * base is not the agent's round: the caller should fetch the retained full
- * model), plus every codec error. */
+ * model), ESGD_ERR_STALE (a model of another run of the job), plus every
+ * codec error. */
 esgd_status agent_apply_model(esgd_agent *agent, const uint8_t *data, size_t size, esgd_error *err);
 
 /* True once a model has been applied and the job is not done. */

@@ -18,7 +18,9 @@
 #include "esgd/job.h"
 #include "esgd/sparse.h"
 
-#define CODEC_VERSION 1
+/* Version 2: every message carries the run id and travels signed
+ * (envelope.h). Version 1 messages are refused as "version". */
+#define CODEC_VERSION 2
 
 typedef struct esgd_buffer {
     uint8_t *data;
@@ -32,6 +34,7 @@ void buffer_destroy(esgd_buffer *buf);
 /* Agent -> coordinator, topic esgd/<job>/round/<t>/grad/<agent>. */
 typedef struct update_msg {
     char job[JOB_NAME_MAX + 1];
+    uint64_t run;       /* the run the agent takes part in (esgd_job_config.run) */
     uint32_t round;     /* t: the model x_t the gradient was computed at */
     uint32_t agent;     /* agent id, 0..agents-1 */
     uint32_t samples;   /* minibatch size used */
@@ -48,6 +51,7 @@ typedef enum model_form {
  * esgd/<job>/model (full form only). */
 typedef struct model_msg {
     char job[JOB_NAME_MAX + 1];
+    uint64_t run;         /* the run that made this model */
     uint32_t round;       /* this is x_round; agents answer with round `round` */
     uint32_t base_round;  /* delta: applies to x_base_round (== round - 1); full: == round */
     float lr;             /* learning rate that produced x_round (information) */
@@ -70,6 +74,7 @@ typedef enum agent_state {
 /* Agent -> everyone, retained, topic esgd/<job>/status/<agent>. */
 typedef struct status_msg {
     char job[JOB_NAME_MAX + 1];
+    uint64_t run;    /* the run the agent takes part in; 0 before it has seen a configuration */
     uint32_t agent;
     agent_state state;
     uint32_t round;  /* last round the agent answered (0 if none) */

@@ -21,6 +21,7 @@
 #include "esgd/aggregator.h"
 #include "esgd/codec.h"
 #include "esgd/dataset.h"
+#include "esgd/envelope.h"
 #include "esgd/error.h"
 #include "esgd/job.h"
 
@@ -35,17 +36,22 @@ typedef enum update_outcome {
 } update_outcome;
 
 typedef struct coordinator_counters {
-    uint64_t accepted;
+    uint64_t accepted;                    /* updates that went into a model */
     uint64_t duplicate;
     uint64_t late;
     uint64_t early;
-    uint64_t rejected[ESGD_STATUS_COUNT]; /* by reason (esgd_status_name) */
-    uint64_t uplink_bytes;                /* every update message received */
-    uint64_t accepted_uplink_bytes;       /* accepted update messages */
+    uint64_t rejected[ESGD_STATUS_COUNT]; /* by reason (esgd_status_name), at receipt or at close */
+    uint64_t uplink_bytes;                /* accepted update messages only, so compression is what the
+                                           * model was trained with, not what a hostile sender adds */
+    uint64_t accepted_uplink_bytes;       /* the same as uplink_bytes (kept for its readers and the checkpoint) */
     uint64_t broadcast_bytes;             /* model messages published (once each) */
     uint64_t downlink_bytes;              /* model bytes delivered: broadcast x agents */
     uint64_t clipped;                     /* accepted after scaling down to the norm bound */
     uint64_t retained_bytes;              /* full models published for the retained topic */
+    uint64_t rejected_bytes;              /* rejected update messages */
+    uint64_t unused_uplink_bytes;         /* duplicate, late and early update messages */
+    uint64_t dropped_nonfinite;           /* held updates dropped at close because the new model would not
+                                           * have been finite; also counted in rejected[ESGD_ERR_NONFINITE] */
 } coordinator_counters;
 
 typedef enum norm_action {
@@ -53,18 +59,42 @@ typedef enum norm_action {
     NORM_ACTION_CLIP    /* scale it down to the bound and accept it */
 } norm_action;
 
+/* The default (relative) norm bound: NORM_BOUND_FACTOR x the median L2 norm
+ * of the last NORM_BOUND_WINDOW accepted non-empty updates of earlier
+ * rounds; in a round with no such history (round 0), the median of the
+ * round's own held updates, applied at close. The median of an even count
+ * is the lower middle value: while at least half of the norms are
+ * honest, the others cannot raise it above the largest honest one. */
+#define NORM_BOUND_FACTOR 10.0
+#define NORM_BOUND_WINDOW 64
+
+/* A held update the round left out at close. */
+typedef struct round_exclusion {
+    uint32_t agent;
+    esgd_status reason; /* ESGD_ERR_RANGE: over the norm bound; ESGD_ERR_NONFINITE: the model would not
+                         * have been finite with it */
+    double norm;        /* its L2 norm */
+} round_exclusion;
+
 typedef struct round_summary {
     uint32_t round;           /* the round that closed */
     double lr;                /* learning rate applied */
-    aggregate_result result;  /* participants, samples, L_t, changed */
+    aggregate_result result;  /* participants, samples, L_t, changed, dropped */
     int8_t loss_fell;         /* L_t < L_{t-1}: 1, 0, or -1 when unknown */
+    double norm_bound;        /* the bound this round's updates were held to; 0: none */
+    uint32_t excluded_count;  /* held updates left out at close (each counted as rejected) ... */
+    const round_exclusion *excluded; /* ... which, in the order decided; valid until the next close */
 } round_summary;
 
 esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err);
 
-/* Limits what one bad agent can do: updates whose values have an L2 norm
- * above max_norm are rejected or clipped. max_norm 0 (the default) turns
- * the check off. ESGD_ERR_ARG for a negative or non-finite bound. */
+/* Limits what one bad agent can do with the size of its update:
+ *   max_norm > 0: updates whose values have an L2 norm above max_norm are
+ *                 rejected or clipped at receipt (an absolute bound);
+ *   max_norm = 0: the default, the relative bound above;
+ *   max_norm < 0: no bound.
+ * ESGD_ERR_ARG for a non-finite bound or an unknown action. Whatever the
+ * bound, a round never makes the model non-finite (aggregator_apply). */
 esgd_status coordinator_set_norm_bound(esgd_coordinator *c, double max_norm, norm_action action, esgd_error *err);
 void coordinator_free(esgd_coordinator *c); /* NULL is a no-op */
 
@@ -90,15 +120,27 @@ esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, si
  * counted as retained_bytes. */
 esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
 
-/* Decodes and checks an update message and holds it for the open round. */
-update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size,
-                                          esgd_error *err);
+/* The coordinator's signing key (config and models) and every agent's
+ * public key (agents[0..agents-1]) for its updates. Without them no message
+ * can be made or accepted (ESGD_ERR_SIGNATURE). */
+void coordinator_set_keys(esgd_coordinator *c, const signing_key *own, const verify_key *agents);
+
+/* Checks an update message that arrived on agent from_agent's topic for
+ * round from_round: size, then that agent's signature (before any
+ * decoding), then the body; the agent and round it names must equal the
+ * topic's (else ESGD_ERR_MISMATCH) and its run this run (else
+ * ESGD_ERR_STALE). Holds it for the open round. */
+update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size, uint32_t from_agent,
+                                          uint32_t from_round, esgd_error *err);
 /* The message the last coordinator_receive_update decoded (agent, round,
  * loss...); meaningful after UPDATE_ACCEPTED, DUPLICATE, LATE or EARLY. */
 const update_msg *coordinator_last_update(const esgd_coordinator *c);
 
 /* Applies the held updates (N_t may be 0: the model stays), records L_t,
- * advances to the next round. */
+ * advances to the next round. In a round with no norm history the relative
+ * bound is applied here first; updates it refuses, and any the aggregator
+ * drops to keep the model finite, move from accepted to rejected and are
+ * listed in summary->excluded. */
 void coordinator_close_round(esgd_coordinator *c, round_summary *summary);
 
 /* Test accuracy and loss of the current model. */
@@ -116,8 +158,9 @@ esgd_status coordinator_evaluate_round(esgd_coordinator *c, const esgd_dataset *
  * updates): the job configuration, the open round, the loss history, the
  * counters and x_round, written atomically (state_file.h). */
 esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *err);
-/* Restores a checkpoint of the same job configuration; ESGD_ERR_MISMATCH if
- * it was written for another one, any state_file error if it is damaged
+/* Restores a checkpoint of the same job configuration, continuing its run
+ * (the run id comes from the checkpoint); ESGD_ERR_MISMATCH if it was
+ * written for another configuration, any state_file error if it is damaged
  * (the coordinator is unchanged then). The next round model is full. */
 esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_error *err);
 

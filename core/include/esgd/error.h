@@ -19,7 +19,9 @@ typedef enum esgd_status {
     ESGD_ERR_NONFINITE,  /* NaN or Inf where a finite number is required */
     ESGD_ERR_DIMENSION,  /* dimension does not match the model */
     ESGD_ERR_TOO_LARGE,  /* over a configured size limit */
-    ESGD_ERR_MISMATCH,   /* wrong job, unknown agent, round not open */
+    ESGD_ERR_MISMATCH,   /* wrong job, unknown agent, round not open, payload and topic disagree */
+    ESGD_ERR_SIGNATURE,  /* missing or bad signature, or no key for the signer */
+    ESGD_ERR_STALE,      /* a message of another run of the job */
     ESGD_STATUS_COUNT
 } esgd_status;
 

@@ -38,6 +38,8 @@ typedef struct esgd_job_config {
     value_format values;         /* encoding of update values */
     uint32_t train_samples;      /* training-set size, sets rounds per epoch */
     uint32_t eval_every;         /* rounds between test evaluations (0: per epoch) */
+    uint64_t run;                /* this start of the job: the coordinator's random id, carried by every
+                                  * message; not an option (0 until the coordinator has chosen it) */
 } esgd_job_config;
 
 typedef enum job_option_type {

@@ -38,11 +38,16 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
 
 /* One JSON object and a newline: method, drop, model, agents, partition,
  * epochs, rounds, batch, lr, seed, values, test_accuracy, test_loss,
- * final_loss (mean L_t of the last 100 rounds), uplink_bytes,
- * dense_uplink_bytes (accepted updates x 4d), compression, downlink_bytes,
+ * final_loss (mean L_t of the last 100 rounds), uplink_bytes (accepted
+ * update messages only), dense_uplink_bytes (accepted updates x 4d),
+ * compression (dense_uplink_bytes / uplink_bytes), downlink_bytes,
  * broadcast_bytes (model messages published once each),
- * retained_model_bytes (full models published retained), accepted, late,
- * duplicate, early, rejected (updates refused for any reason), clipped,
+ * retained_model_bytes (full models published retained), accepted (updates
+ * that went into a model), late, duplicate, early, rejected (updates refused
+ * for any reason, at receipt or at close), clipped, dropped_nonfinite (of
+ * the rejected, held updates dropped at close because the model would not
+ * have been finite), rejected_bytes (bytes of the rejected update messages),
+ * unused_uplink_bytes (bytes of the duplicate, late and early ones),
  * model_fnv1a64 (FNV-1a 64 of the final parameters' bytes: equal runs have
  * equal models), rejected_<reason> for every status name,
  * round_seconds_median and round_seconds_p90 (when times is not NULL: from
