@@ -37,6 +37,7 @@ typedef struct settings {
     const char *norm_action;  /* "reject" or "clip" */
     uint32_t quorum;          /* 0: majority of the expected agents */
     double round_timeout;     /* seconds */
+    double republish_after;   /* seconds without a new update before the model goes out again (0: never) */
     uint32_t eval_limit;
     int json;
 } settings;
@@ -144,17 +145,55 @@ static void handle_message(run *r, const mqtt_message *m)
 
 /* Collects updates until every expected agent has reported, or the quorum
  * has and round_timeout has passed. False when a stop was requested. */
+/* A round with no new update for a while publishes its configuration and
+ * model again (the model in full): an agent whose session or messages the
+ * broker lost gets them back and answers (a repeat is counted once). */
+static esgd_status republish(run *r)
+{
+    esgd_error err = {0};
+    const uint8_t *msg;
+    size_t size;
+    char topic[TOPIC_MAX];
+    uint32_t round = coordinator_round(r->coordinator);
+    esgd_status st = coordinator_config_message(r->coordinator, &msg, &size, &err);
+    if (st == ESGD_OK) {
+        topic_config(topic, r->cfg.job);
+        st = publish(r, topic, msg, size, true);
+    }
+    if (st == ESGD_OK && (st = coordinator_full_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
+        topic_latest_model(topic, r->cfg.job);
+        if ((st = publish(r, topic, msg, size, true)) == ESGD_OK) {
+            topic_round_model(topic, r->cfg.job, round);
+            st = publish(r, topic, msg, size, false);
+        }
+    }
+    if (st != ESGD_OK && err.message[0])
+        log_error("round %u: cannot publish the model again: %s", round, err.message);
+    return st;
+}
+
 static bool collect_round(run *r, uint32_t quorum)
 {
-    double opened = monotonic_seconds(), last_notice = opened;
-    uint32_t agents = r->cfg.agents;
+    double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
+    uint32_t agents = r->cfg.agents, seen = coordinator_participants(r->coordinator);
     for (;;) {
         uint32_t have = coordinator_participants(r->coordinator);
-        double waited = monotonic_seconds() - opened;
+        double now = monotonic_seconds(), waited = now - opened;
         if (have == agents || (have >= quorum && waited >= r->set.round_timeout))
             return true;
         if (stop_requested())
             return false;
+        if (have != seen) {
+            seen = have;
+            last_progress = now;
+        }
+        if (r->set.republish_after > 0 && now - last_progress >= r->set.republish_after) {
+            log_info("round %u: no new update for %.0f s (%u of %u agents); publishing the model again",
+                     coordinator_round(r->coordinator), now - last_progress, have, agents);
+            if (republish(r) != ESGD_OK)
+                return true; /* the error is logged; the round closes with what it has */
+            last_progress = now;
+        }
         if (monotonic_seconds() - last_notice >= 30) {
             log_warn("round %u: %u of %u agents after %.0f s (quorum %u); waiting",
                      coordinator_round(r->coordinator), have, agents, waited, quorum);
@@ -241,6 +280,9 @@ static int train(run *r)
             return EXIT_INTERRUPTED;
         round_summary s;
         coordinator_close_round(r->coordinator, &s);
+        for (uint32_t i = 0; i < s.excluded_count; i++)
+            log_warn("round %u: agent %u's update left out at close (%s, norm %g, bound %g)", s.round,
+                     s.excluded[i].agent, esgd_status_name(s.excluded[i].reason), s.excluded[i].norm, s.norm_bound);
         double took = monotonic_seconds() - opened;
         metrics_round_closed(r->metrics, r->coordinator, &s, took);
         round_times_add(&r->times, took);
@@ -370,12 +412,15 @@ int main(int argc, char **argv)
     set->metrics_address = "127.0.0.1";
     set->norm_action = "reject";
     set->round_timeout = 30;
+    set->republish_after = 5;
     cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
     mqtt_link_cli_options(&set->link, broker_options);
     const cli_option options[] = {
         {"data", CLI_STRING, &set->data_dir, "IDX data folder: train labels (epoch length) and t10k test set"},
         {"quorum", CLI_UINT, &set->quorum, "fewest updates that may close a round after the timeout (0: majority)"},
         {"round-timeout", CLI_DOUBLE, &set->round_timeout, "seconds to wait for all agents before a quorum suffices"},
+        {"republish-after", CLI_DOUBLE, &set->republish_after,
+         "seconds without a new update before the round's model is published again (0: never)"},
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the checkpoint; resumes from it on restart"},
         {"csv", CLI_STRING, &set->csv_path, "per-round CSV: round,loss,participants,lr,test_accuracy,bytes"},
         {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
@@ -403,8 +448,8 @@ int main(int argc, char **argv)
     int rc = cli_parse(&program, argc, argv, &r.cfg);
     if (rc != CLI_CONTINUE)
         return rc == CLI_HELP ? EXIT_DONE : EXIT_USAGE;
-    if (!(set->round_timeout >= 0)) {
-        fprintf(stderr, "esgd-coordinator: --round-timeout must be >= 0\n");
+    if (!(set->round_timeout >= 0) || !(set->republish_after >= 0)) {
+        fprintf(stderr, "esgd-coordinator: --round-timeout and --republish-after must be >= 0\n");
         return EXIT_USAGE;
     }
     log_set_subject("esgd-coordinator");

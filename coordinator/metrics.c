@@ -117,8 +117,13 @@ static void render(metrics *m, text *t)
     emit_header(t, "esgd_round_participants", "gauge", "Agents whose update the last closed round applied.");
     emit_value(t, "esgd_round_participants", "", m->last_participants);
 
-    emit_header(t, "esgd_uplink_bytes_total", "counter", "Bytes of every update message received.");
+    emit_header(t, "esgd_uplink_bytes_total", "counter", "Bytes of the accepted update messages.");
     emit_value(t, "esgd_uplink_bytes_total", "", (double)k->uplink_bytes);
+    emit_header(t, "esgd_rejected_bytes_total", "counter", "Bytes of the update messages rejected.");
+    emit_value(t, "esgd_rejected_bytes_total", "", (double)k->rejected_bytes);
+    emit_header(t, "esgd_unused_uplink_bytes_total", "counter",
+                "Bytes of valid updates not used: duplicates, late and early ones.");
+    emit_value(t, "esgd_unused_uplink_bytes_total", "", (double)k->unused_uplink_bytes);
     emit_header(t, "esgd_dense_uplink_bytes_total", "counter",
                 "Bytes the accepted updates would have cost as dense fp32 gradients.");
     double dense = (double)k->accepted * m->dim * 4.0;

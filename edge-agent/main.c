@@ -39,6 +39,7 @@ typedef struct agent_run {
     uint8_t *config_bytes; /* the configuration we run (signed), to notice a change */
     size_t config_size;
     uint64_t finished_run; /* a run found already finished before we took part; 0 none */
+    uint64_t clamped_seen; /* f16 clamps already reported */
     esgd_dataset shard;
     esgd_agent *agent;
     char state_path[4096];
@@ -89,6 +90,7 @@ static void move_state_aside(agent_run *r, const char *why)
 /* Leaves the current job configuration (to take a new run of the job). */
 static void leave_job(agent_run *r)
 {
+    r->clamped_seen = 0;
     agent_free(r->agent);
     r->agent = NULL;
     dataset_destroy(&r->shard);
@@ -225,6 +227,12 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
         return EXIT_RUNTIME;
     }
     double seconds = monotonic_seconds() - started;
+    uint64_t clamped = agent_clamped_values(r->agent);
+    if (clamped != r->clamped_seen) {
+        log_warn("round %u: %llu update values over 65504 sent as the largest half (%llu in all)", round,
+                 (unsigned long long)(clamped - r->clamped_seen), (unsigned long long)clamped);
+        r->clamped_seen = clamped;
+    }
     char topic[TOPIC_MAX];
     topic_round_grad(topic, r->cfg.job, round, r->set.id);
     if (mqtt_link_publish(r->link, topic, msg, size, 1, false, &err) != ESGD_OK) {

@@ -40,6 +40,7 @@ struct esgd_agent {
 
     float last_loss;
     uint32_t last_count;
+    uint64_t clamped;      /* f16 values clamped to the largest finite half */
     bool answered;         /* out holds the update for answered_round */
     uint32_t answered_round;
 };
@@ -189,6 +190,11 @@ uint32_t agent_last_count(const esgd_agent *a)
     return a->last_count;
 }
 
+uint64_t agent_clamped_values(const esgd_agent *a)
+{
+    return a->clamped;
+}
+
 bool agent_answered_round(const esgd_agent *a, uint32_t *round)
 {
     if (a->answered && round)
@@ -260,6 +266,17 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
     st = sparsifier_select(a->sparsify, a->model->grads, a->round, a->loss_fell == 1, loss, &u.grad, err);
     if (st != ESGD_OK)
         return st;
+    /* A value binary16 cannot hold would make the whole update unsendable
+     * (and the agent stop for good): it goes out as the largest finite half
+     * instead, counted; what the clamp cut off is not fed back. */
+    if (a->cfg.values == VALUE_FORMAT_F16) {
+        for (uint32_t i = 0; i < u.grad.count; i++) {
+            if (fabsf(u.grad.values[i]) > CODEC_F16_MAX) {
+                u.grad.values[i] = copysignf(CODEC_F16_MAX, u.grad.values[i]);
+                a->clamped++;
+            }
+        }
+    }
     st = codec_encode_update(&a->out, &u, a->cfg.values, err);
     if (st == ESGD_OK)
         st = envelope_sign(&a->out, &a->key, err);

@@ -1,7 +1,14 @@
 /* The broker connection: Paho's asynchronous client underneath, a queue of
  * arrived messages on top. Paho runs callbacks on its own threads; they only
  * copy what arrived into the queue and record connection events, so the
- * program's state is only ever touched by its own thread. */
+ * program's state is only ever touched by its own thread.
+ *
+ * The link reconnects by itself (reconnect_loop) instead of using Paho's
+ * automatic reconnect, which in Paho 1.3 reports neither why an attempt
+ * failed nor that one was made. Every timed wait is on CLOCK_MONOTONIC: a
+ * deadline on the wall clock is frozen or cut short when the clock is
+ * stepped (NTP at boot on a gateway), and with it the program's loop and
+ * its response to SIGTERM. */
 #include "esgd/mqtt_link.h"
 
 #include <MQTTAsync.h>
@@ -15,8 +22,14 @@
 #include <string.h>
 #include <time.h>
 
-#define MAX_FILTERS 16
+#include "esgd/log.h"
+#include "esgd/runtime.h"
+
+#define MAX_FILTERS 32
 #define FILTER_MAX 256
+#define CONNECT_WAIT_MS 6000    /* Paho gives up on a connect after co.connectTimeout = 5 s */
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 16000
 
 typedef struct queued_message {
     struct queued_message *next;
@@ -26,39 +39,85 @@ typedef struct queued_message {
     uint8_t data[]; /* payload, then the NUL-terminated topic */
 } queued_message;
 
+typedef struct link_filter {
+    char name[FILTER_MAX];
+    bool wanted;    /* false: removed, UNSUBSCRIBE sent again on every connection */
+} link_filter;
+
 struct mqtt_link {
     MQTTAsync client;
-    pthread_mutex_t lock;
-    pthread_cond_t changed;     /* queue grew, or a connect/disconnect finished */
+    /* What each connection attempt needs, owned here because the link
+     * connects again after every loss (Paho copies it on each connect). */
+    char *url, *username, *password, *will_topic, *ca_file, *cert_file, *key_file;
+    void *will_payload;
+    MQTTAsync_connectOptions co;
+    MQTTAsync_willOptions will;
+    MQTTAsync_SSLOptions ssl;
+
+    pthread_mutex_t lock;       /* everything below up to the filters */
+    pthread_cond_t arrived;     /* the queue grew */
+    pthread_cond_t state;       /* a connect finished, the connection was lost, closing began */
 
     queued_message *head, *tail;
     size_t queued_bytes, max_queued_bytes;
     queued_message *current;    /* handed out by mqtt_link_next, freed on the next call */
 
-    char filters[MAX_FILTERS][FILTER_MAX];
-    int filter_count;
-
-    bool connected;
-    int connect_result;         /* 0 pending, 1 ok, -1 failed (first connect) */
-    char connect_failure[160];
+    bool connected;             /* and the subscriptions sent again */
+    bool closing;
+    int connect_result;         /* of the attempt in progress: 0 pending, 1 ok, -1 failed */
+    char connect_failure[200];
+    double up_since, down_since; /* monotonic seconds */
     bool disconnected;          /* mqtt_link_close: disconnect finished */
     mqtt_link_counters counters;
+    pthread_t reconnector;
+    bool reconnector_started;
+    log_limiter reconnect_failures;
+
+    /* The subscriptions. Wanted filters are subscribed again on every
+     * connection (the broker may have lost the session); removed ones are
+     * unsubscribed again, because the session is persistent: an UNSUBSCRIBE
+     * made while the link was down never reached the broker, which would go
+     * on sending. sub_lock orders the program's changes against that
+     * re-sending; it is only taken on the program's and the reconnecting
+     * thread, never in a Paho callback, which runs holding Paho's lock and
+     * would deadlock against a thread calling Paho with sub_lock held. */
+    pthread_mutex_t sub_lock;
+    link_filter filters[MAX_FILTERS];
+    int filter_count;
 };
 
-/* ---- callbacks (Paho's threads) ---- */
+/* ---- time ---- */
 
-static void subscribe_all(mqtt_link *l)
+static struct timespec deadline_after(long ms)
 {
-    char copy[MAX_FILTERS][FILTER_MAX];
-    pthread_mutex_lock(&l->lock);
-    int n = l->filter_count;
-    memcpy(copy, l->filters, sizeof copy);
-    pthread_mutex_unlock(&l->lock);
-    for (int i = 0; i < n; i++) {
-        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        MQTTAsync_subscribe(l->client, copy[i], 1, &ro);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
     }
+    return ts;
 }
+
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines. */
+static void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* relative, so a wall-clock step does not affect it */
+}
+
+/* ---- callbacks (Paho's threads) ---- */
 
 /* Paho leaves Nagle's algorithm on and does not expose its socket. Each
  * round is a short request/response exchange of small messages, where Nagle
@@ -82,29 +141,22 @@ static void disable_nagle(void)
     }
 }
 
-static void on_connected(void *context, char *cause)
-{
-    (void)cause;
-    mqtt_link *l = context;
-    pthread_mutex_lock(&l->lock);
-    l->connected = true;
-    l->counters.connects++;
-    pthread_cond_broadcast(&l->changed);
-    pthread_mutex_unlock(&l->lock);
-    disable_nagle();
-    /* The session may be new (broker restarted without persistence), so the
-     * filters are subscribed again on every connection. */
-    subscribe_all(l);
-}
-
 static void on_connection_lost(void *context, char *cause)
 {
     mqtt_link *l = context;
-    (void)cause;
+    double now = monotonic_seconds(), up = 0;
     pthread_mutex_lock(&l->lock);
-    l->connected = false;
-    l->counters.connection_losses++;
+    l->counters.disconnects++;
+    if (l->connected) {
+        l->connected = false;
+        l->down_since = now;
+        up = now - l->up_since;
+    }
+    pthread_cond_broadcast(&l->state);
     pthread_mutex_unlock(&l->lock);
+    /* Paho 1.3 always passes NULL here; the failed attempts that follow say more. */
+    log_warn("mqtt: connection to %s lost after %.1f s (%s); reconnecting", l->url, up,
+             cause && *cause ? cause : "the MQTT library gives no reason");
 }
 
 static int on_message(void *context, char *topic, int topic_len, MQTTAsync_message *m)
@@ -113,30 +165,50 @@ static int on_message(void *context, char *topic, int topic_len, MQTTAsync_messa
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     size_t size = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
     pthread_mutex_lock(&l->lock);
+    bool full = l->queued_bytes + size > l->max_queued_bytes;
+    /* Paho has already sent the PUBACK for a QoS 1 message when it calls
+     * this, so one not queued here is lost for good. Returning 0 would not
+     * help: Paho only parks the message at the head of its own queue, goes
+     * on reading (so memory is not bounded either) and offers it again when
+     * the next packet arrives, up to a keepalive interval later on a quiet
+     * link. Nor does waiting here for room: this runs holding Paho's lock,
+     * so every QoS 1 publish of the program stalls until it returns. So
+     * only QoS 0 messages are dropped on a full queue. */
+    if (full && m->qos == 0) {
+        l->counters.received++;
+        l->counters.received_bytes += size;
+        l->counters.dropped++;
+        pthread_mutex_unlock(&l->lock);
+        MQTTAsync_freeMessage(&m);
+        MQTTAsync_free(topic);
+        return 1;
+    }
+    queued_message *q = malloc(sizeof *q + size + tlen + 1);
+    if (!q) {
+        /* Out of memory: this is what returning 0 is for; Paho keeps the
+         * message and offers it again later. */
+        pthread_mutex_unlock(&l->lock);
+        return 0;
+    }
+    q->next = NULL;
+    q->size = size;
+    q->retained = m->retained != 0;
+    if (size)
+        memcpy(q->data, m->payload, size);
+    q->topic = (char *)q->data + size;
+    memcpy(q->topic, topic, tlen);
+    q->topic[tlen] = '\0';
+    if (l->tail)
+        l->tail->next = q;
+    else
+        l->head = q;
+    l->tail = q;
+    l->queued_bytes += size;
     l->counters.received++;
     l->counters.received_bytes += size;
-    queued_message *q = NULL;
-    if (l->queued_bytes + size <= l->max_queued_bytes)
-        q = malloc(sizeof *q + size + tlen + 1);
-    if (q) {
-        q->next = NULL;
-        q->size = size;
-        q->retained = m->retained != 0;
-        if (size)
-            memcpy(q->data, m->payload, size);
-        q->topic = (char *)q->data + size;
-        memcpy(q->topic, topic, tlen);
-        q->topic[tlen] = '\0';
-        if (l->tail)
-            l->tail->next = q;
-        else
-            l->head = q;
-        l->tail = q;
-        l->queued_bytes += size;
-        pthread_cond_broadcast(&l->changed);
-    } else {
-        l->counters.dropped++;
-    }
+    if (full)
+        l->counters.over_limit++;
+    pthread_cond_broadcast(&l->arrived);
     pthread_mutex_unlock(&l->lock);
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
@@ -149,19 +221,31 @@ static void on_connect_success(void *context, MQTTAsync_successData *response)
     mqtt_link *l = context;
     pthread_mutex_lock(&l->lock);
     l->connect_result = 1;
-    pthread_cond_broadcast(&l->changed);
+    pthread_cond_broadcast(&l->state);
     pthread_mutex_unlock(&l->lock);
+}
+
+/* The CONNACK return codes of MQTT 3.1.1, which Paho passes as the code. */
+static const char *connack_reason(int code)
+{
+    static const char *const reasons[] = {
+        NULL, "unacceptable protocol version", "client identifier rejected", "server unavailable",
+        "bad user name or password", "not authorized",
+    };
+    return code >= 1 && code <= 5 ? reasons[code] : NULL;
 }
 
 static void on_connect_failure(void *context, MQTTAsync_failureData *response)
 {
     mqtt_link *l = context;
+    int code = response ? response->code : 0;
+    const char *why = connack_reason(code);
+    if (!why)
+        why = response && response->message ? response->message : "connection refused or unreachable";
     pthread_mutex_lock(&l->lock);
     l->connect_result = -1;
-    snprintf(l->connect_failure, sizeof l->connect_failure, "%s (code %d)",
-             response && response->message ? response->message : "connection refused or unreachable",
-             response ? response->code : 0);
-    pthread_cond_broadcast(&l->changed);
+    snprintf(l->connect_failure, sizeof l->connect_failure, "%s (code %d)", why, code);
+    pthread_cond_broadcast(&l->state);
     pthread_mutex_unlock(&l->lock);
 }
 
@@ -171,7 +255,7 @@ static void on_disconnect_done(void *context, MQTTAsync_successData *response)
     mqtt_link *l = context;
     pthread_mutex_lock(&l->lock);
     l->disconnected = true;
-    pthread_cond_broadcast(&l->changed);
+    pthread_cond_broadcast(&l->state);
     pthread_mutex_unlock(&l->lock);
 }
 
@@ -181,54 +265,134 @@ static void on_disconnect_failed(void *context, MQTTAsync_failureData *response)
     on_disconnect_done(context, NULL);
 }
 
-/* ---- the program's thread ---- */
+/* ---- connecting (the opening thread, then the reconnecting thread) ---- */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static long ms_since(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_nsec - start->tv_nsec) / 1000000L;
-}
-
-static struct timespec deadline_after(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-/* One connection attempt; waits for its outcome. */
-static bool try_connect(mqtt_link *l, MQTTAsync_connectOptions *co, int wait_ms)
+/* One connection attempt; waits for its outcome, the reason of a failure in
+ * l->connect_failure. */
+static bool try_connect(mqtt_link *l)
 {
     pthread_mutex_lock(&l->lock);
     l->connect_result = 0;
     pthread_mutex_unlock(&l->lock);
-    int rc = MQTTAsync_connect(l->client, co);
-    if (rc != MQTTASYNC_SUCCESS) {
-        snprintf(l->connect_failure, sizeof l->connect_failure, "connect call failed (code %d)", rc);
-        return false;
-    }
-    struct timespec until = deadline_after(wait_ms);
+    int rc = MQTTAsync_connect(l->client, &l->co);
     pthread_mutex_lock(&l->lock);
-    while (l->connect_result == 0)
-        if (pthread_cond_timedwait(&l->changed, &l->lock, &until) != 0)
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(l->connect_failure, sizeof l->connect_failure, "connect call failed: %s (code %d)",
+                 MQTTAsync_strerror(rc), rc);
+        l->connect_result = -1;
+    }
+    struct timespec until = deadline_after(CONNECT_WAIT_MS);
+    while (l->connect_result == 0 && !l->closing)
+        if (pthread_cond_timedwait(&l->state, &l->lock, &until) != 0)
             break;
+    if (l->connect_result == 0)
+        snprintf(l->connect_failure, sizeof l->connect_failure, "%s",
+                 l->closing ? "closing" : "no answer from the broker in time");
     bool ok = l->connect_result == 1;
+    pthread_mutex_unlock(&l->lock);
+    if (ok)
+        disable_nagle();
+    return ok;
+}
+
+/* Sends the filter's SUBSCRIBE or UNSUBSCRIBE. While the link is down Paho
+ * refuses it (MQTTASYNC_DISCONNECTED) and the reconnection sends it. */
+static int send_filter(mqtt_link *l, const link_filter *f)
+{
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    return f->wanted ? MQTTAsync_subscribe(l->client, f->name, 1, &ro) : MQTTAsync_unsubscribe(l->client, f->name, &ro);
+}
+
+static void resend_filters(mqtt_link *l)
+{
+    pthread_mutex_lock(&l->sub_lock);
+    for (int i = 0; i < l->filter_count; i++)
+        send_filter(l, &l->filters[i]);
+    pthread_mutex_unlock(&l->sub_lock);
+}
+
+/* Waits up to ms unless the link is closing; returns with l->lock held. */
+static void wait_unless_closing(mqtt_link *l, long ms)
+{
+    struct timespec until = deadline_after(ms);
+    while (!l->closing)
+        if (pthread_cond_timedwait(&l->state, &l->lock, &until) != 0)
+            break;
+}
+
+/* One attempt; on success sends the subscriptions again and only then
+ * reports the link connected, so that what the program publishes after
+ * seeing it connected follows the re-sent (un)subscriptions. False also when
+ * the new connection was lost meanwhile (then connect_result is 1). *down:
+ * how long the link was down, for a reconnection. */
+static bool connect_and_resubscribe(mqtt_link *l, double *down)
+{
+    pthread_mutex_lock(&l->lock);
+    uint64_t losses = l->counters.disconnects;
+    pthread_mutex_unlock(&l->lock);
+    if (!try_connect(l))
+        return false;
+    resend_filters(l);
+    pthread_mutex_lock(&l->lock);
+    bool ok = l->counters.disconnects == losses;
+    if (ok) {
+        double now = monotonic_seconds();
+        *down = l->counters.connects ? now - l->down_since : 0;
+        if (l->counters.connects) {
+            l->counters.reconnects++;
+            l->counters.disconnected_seconds += *down;
+        }
+        l->counters.connects++;
+        l->connected = true;
+        l->up_since = now;
+        pthread_cond_broadcast(&l->state);
+    }
     pthread_mutex_unlock(&l->lock);
     return ok;
 }
+
+/* The reconnecting thread: after a loss, waits (1 s, doubling to 16 s after
+ * each failure) and connects again. */
+static void *reconnect_loop(void *arg)
+{
+    mqtt_link *l = arg;
+    long backoff_ms = BACKOFF_MIN_MS;
+    unsigned failures = 0;
+    pthread_mutex_lock(&l->lock);
+    while (!l->closing) {
+        if (l->connected) {
+            pthread_cond_wait(&l->state, &l->lock);
+            continue;
+        }
+        wait_unless_closing(l, backoff_ms);
+        if (l->closing)
+            break;
+        pthread_mutex_unlock(&l->lock);
+        double down = 0;
+        bool ok = connect_and_resubscribe(l, &down);
+        if (ok) {
+            log_info("mqtt: reconnected to %s after %.1f s and %u failed attempts", l->url, down, failures);
+            failures = 0;
+            backoff_ms = BACKOFF_MIN_MS;
+        }
+        pthread_mutex_lock(&l->lock);
+        if (!ok && l->connect_result != 1 && !l->closing) {
+            /* (connect_result 1: connected but lost again at once, which
+             * on_connection_lost has logged; the loop tries again.) */
+            char why[sizeof l->connect_failure];
+            snprintf(why, sizeof why, "%s", l->connect_failure);
+            failures++;
+            pthread_mutex_unlock(&l->lock);
+            log_warn_limited(&l->reconnect_failures, "mqtt: reconnecting to %s failed: %s", l->url, why);
+            pthread_mutex_lock(&l->lock);
+            backoff_ms = backoff_ms * 2 < BACKOFF_MAX_MS ? backoff_ms * 2 : BACKOFF_MAX_MS;
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    return NULL;
+}
+
+/* ---- opening and closing ---- */
 
 /* The first line of a password file, without its newline. */
 static esgd_status read_password(const char *path, char *out, size_t cap, esgd_error *err)
@@ -252,6 +416,42 @@ static esgd_status check_readable(const char *what, const char *path, esgd_error
     if (f)
         fclose(f);
     return ESGD_OK;
+}
+
+/* strdup that keeps NULL, setting *failed when out of memory. */
+static char *copy(const char *s, bool *failed)
+{
+    if (!s)
+        return NULL;
+    char *c = strdup(s);
+    *failed = *failed || !c;
+    return c;
+}
+
+/* Frees the link after its client, if any, was destroyed or never made. */
+static void link_free(mqtt_link *l)
+{
+    free(l->current);
+    for (queued_message *q = l->head; q;) {
+        queued_message *next = q->next;
+        free(q);
+        q = next;
+    }
+    if (l->password)
+        memset(l->password, 0, strlen(l->password));
+    free(l->url);
+    free(l->username);
+    free(l->password);
+    free(l->will_topic);
+    free(l->will_payload);
+    free(l->ca_file);
+    free(l->cert_file);
+    free(l->key_file);
+    pthread_cond_destroy(&l->arrived);
+    pthread_cond_destroy(&l->state);
+    pthread_mutex_destroy(&l->lock);
+    pthread_mutex_destroy(&l->sub_lock);
+    free(l);
 }
 
 mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
@@ -282,8 +482,31 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
         return NULL;
     }
     pthread_mutex_init(&l->lock, NULL);
-    pthread_cond_init(&l->changed, NULL);
+    pthread_mutex_init(&l->sub_lock, NULL);
+    cond_init_monotonic(&l->arrived);
+    cond_init_monotonic(&l->state);
     l->max_queued_bytes = o->max_queued_bytes ? o->max_queued_bytes : (size_t)256 << 20;
+    l->reconnect_failures = (log_limiter)LOG_LIMITER(60);
+    bool nomem = false;
+    l->url = copy(o->broker_url, &nomem);
+    l->username = copy(o->username, &nomem);
+    l->password = copy(use_password, &nomem);
+    memset(password, 0, sizeof password);
+    l->will_topic = copy(o->will_topic, &nomem);
+    l->ca_file = copy(o->ca_file, &nomem);
+    l->cert_file = copy(o->cert_file, &nomem);
+    l->key_file = copy(o->key_file, &nomem);
+    if (o->will_topic && o->will_size) {
+        l->will_payload = malloc(o->will_size);
+        nomem = nomem || !l->will_payload;
+        if (l->will_payload)
+            memcpy(l->will_payload, o->will_payload, o->will_size);
+    }
+    if (nomem) {
+        esgd_error_set(err, ESGD_ERR_NOMEM, "mqtt: out of memory");
+        link_free(l);
+        return NULL;
+    }
 
     MQTTAsync_createOptions cro = MQTTAsync_createOptions_initializer;
     cro.sendWhileDisconnected = 1; /* buffer publishes while reconnecting */
@@ -293,64 +516,70 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
     if (rc != MQTTASYNC_SUCCESS) {
         esgd_error_set(err, ESGD_ERR_ARG, "mqtt: cannot use broker URL '%s' (code %d; expected tcp://host:port)",
                        o->broker_url, rc);
-        pthread_cond_destroy(&l->changed);
-        pthread_mutex_destroy(&l->lock);
-        free(l);
+        link_free(l);
         return NULL;
     }
     MQTTAsync_setCallbacks(l->client, l, on_connection_lost, on_message, NULL);
-    MQTTAsync_setConnected(l->client, l, on_connected);
 
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
     co.keepAliveInterval = o->keepalive_seconds > 0 ? o->keepalive_seconds : 20;
     /* A persistent session: the broker keeps QoS 1 messages for us while we
      * are away, so a short outage loses no update and no model. */
     co.cleansession = 0;
-    co.automaticReconnect = 1;
-    co.minRetryInterval = 1;
-    co.maxRetryInterval = 16;
+    co.automaticReconnect = 0; /* reconnect_loop does it */
     co.connectTimeout = 5;
     co.onSuccess = on_connect_success;
     co.onFailure = on_connect_failure;
     co.context = l;
-    co.username = o->username;
-    co.password = use_password;
-    MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
-    if (o->will_topic) {
-        will.topicName = o->will_topic;
-        will.payload.data = o->will_payload;
-        will.payload.len = (int)o->will_size;
-        will.retained = 1;
-        will.qos = 1;
-        co.will = &will;
+    co.username = l->username;
+    co.password = l->password;
+    if (l->will_topic) {
+        MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+        l->will = will;
+        l->will.topicName = l->will_topic;
+        l->will.payload.data = l->will_payload;
+        l->will.payload.len = (int)o->will_size;
+        l->will.retained = 1;
+        l->will.qos = 1;
+        co.will = &l->will;
     }
-    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     if (tls) {
-        ssl.trustStore = o->ca_file;
-        ssl.keyStore = o->cert_file;
-        ssl.privateKey = o->key_file;
-        ssl.enableServerCertAuth = 1;
-        co.ssl = &ssl;
+        MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+        l->ssl = ssl;
+        l->ssl.trustStore = l->ca_file;
+        l->ssl.keyStore = l->cert_file;
+        l->ssl.privateKey = l->key_file;
+        l->ssl.enableServerCertAuth = 1;
+        co.ssl = &l->ssl;
     }
+    l->co = co;
 
     /* The broker may come up after us (boot order on a gateway): retry the
-     * first connection until the timeout; afterwards Paho reconnects itself. */
+     * first connection until the timeout; afterwards reconnect_loop does. */
     long timeout_ms = (o->connect_timeout_seconds > 0 ? (long)o->connect_timeout_seconds : 10) * 1000;
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    double start = monotonic_seconds();
     for (;;) {
-        if (try_connect(l, &co, 6000))
-            return l;
-        if (ms_since(&start) >= timeout_ms)
+        double down;
+        if (connect_and_resubscribe(l, &down)) {
+            rc = pthread_create(&l->reconnector, NULL, reconnect_loop, l);
+            if (rc == 0) {
+                l->reconnector_started = true;
+                return l;
+            }
+            esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot start the reconnecting thread: %s", strerror(rc));
+            MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
+            MQTTAsync_disconnect(l->client, &dopts);
             break;
+        }
+        if ((monotonic_seconds() - start) * 1000 >= (double)timeout_ms) {
+            esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot connect to %s within %ld s: %s", o->broker_url,
+                           timeout_ms / 1000, l->connect_failure);
+            break;
+        }
         sleep_ms(500);
     }
-    esgd_error_set(err, ESGD_ERR_IO, "mqtt: cannot connect to %s within %ld s: %s", o->broker_url, timeout_ms / 1000,
-                   l->connect_failure);
     MQTTAsync_destroy(&l->client);
-    pthread_cond_destroy(&l->changed);
-    pthread_mutex_destroy(&l->lock);
-    free(l);
+    link_free(l);
     return NULL;
 }
 
@@ -371,8 +600,7 @@ void mqtt_link_cli_options(mqtt_link_options *o, cli_option out[MQTT_LINK_CLI_OP
 
 bool mqtt_link_flush(mqtt_link *l, int timeout_ms)
 {
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    double start = monotonic_seconds();
     for (;;) {
         MQTTAsync_token *tokens = NULL;
         if (MQTTAsync_getPendingTokens(l->client, &tokens) != MQTTASYNC_SUCCESS)
@@ -381,7 +609,7 @@ bool mqtt_link_flush(mqtt_link *l, int timeout_ms)
         MQTTAsync_free(tokens);
         if (!pending)
             return true;
-        if (ms_since(&start) >= timeout_ms)
+        if ((monotonic_seconds() - start) * 1000 >= timeout_ms)
             return false;
         sleep_ms(5);
     }
@@ -391,7 +619,15 @@ void mqtt_link_close(mqtt_link *l)
 {
     if (!l)
         return;
+    /* Before stopping the reconnecting thread, so that a link that is down
+     * can still come back and deliver what was buffered. */
     mqtt_link_flush(l, 5000);
+    pthread_mutex_lock(&l->lock);
+    l->closing = true;
+    pthread_cond_broadcast(&l->state);
+    pthread_mutex_unlock(&l->lock);
+    if (l->reconnector_started)
+        pthread_join(l->reconnector, NULL);
     MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
     dopts.timeout = 2000;
     dopts.onSuccess = on_disconnect_done;
@@ -401,61 +637,52 @@ void mqtt_link_close(mqtt_link *l)
         struct timespec until = deadline_after(3000);
         pthread_mutex_lock(&l->lock);
         while (!l->disconnected)
-            if (pthread_cond_timedwait(&l->changed, &l->lock, &until) != 0)
+            if (pthread_cond_timedwait(&l->state, &l->lock, &until) != 0)
                 break;
         pthread_mutex_unlock(&l->lock);
     }
     MQTTAsync_destroy(&l->client);
-    free(l->current);
-    for (queued_message *q = l->head; q;) {
-        queued_message *next = q->next;
-        free(q);
-        q = next;
+    link_free(l);
+}
+
+/* ---- subscriptions, publishing, receiving (the program's thread) ---- */
+
+static esgd_status set_filter(mqtt_link *l, const char *name, bool wanted, esgd_error *err)
+{
+    const char *verb = wanted ? "subscribe" : "unsubscribe";
+    if (strlen(name) >= FILTER_MAX)
+        return esgd_error_set(err, ESGD_ERR_ARG, "mqtt: cannot %s: topic filter of %zu bytes (at most %d): %s", verb,
+                              strlen(name), FILTER_MAX - 1, name);
+    pthread_mutex_lock(&l->sub_lock);
+    int i = 0;
+    while (i < l->filter_count && strcmp(l->filters[i].name, name) != 0)
+        i++;
+    if (i == MAX_FILTERS) {
+        pthread_mutex_unlock(&l->sub_lock);
+        return esgd_error_set(err, ESGD_ERR_TOO_LARGE, "mqtt: cannot %s %s: the link keeps at most %d topic filters",
+                              verb, name, MAX_FILTERS);
     }
-    pthread_cond_destroy(&l->changed);
-    pthread_mutex_destroy(&l->lock);
-    free(l);
+    if (i == l->filter_count) {
+        snprintf(l->filters[i].name, FILTER_MAX, "%s", name);
+        l->filter_count++;
+    }
+    l->filters[i].wanted = wanted;
+    int rc = send_filter(l, &l->filters[i]);
+    pthread_mutex_unlock(&l->sub_lock);
+    if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
+        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: %s %s failed: %s (code %d)", verb, name,
+                              MQTTAsync_strerror(rc), rc);
+    return ESGD_OK;
 }
 
 esgd_status mqtt_link_subscribe(mqtt_link *l, const char *filter, esgd_error *err)
 {
-    if (strlen(filter) >= FILTER_MAX)
-        return esgd_error_set(err, ESGD_ERR_ARG, "mqtt: topic filter too long: %s", filter);
-    pthread_mutex_lock(&l->lock);
-    bool known = false;
-    for (int i = 0; i < l->filter_count; i++)
-        known = known || strcmp(l->filters[i], filter) == 0;
-    if (!known && l->filter_count == MAX_FILTERS) {
-        pthread_mutex_unlock(&l->lock);
-        return esgd_error_set(err, ESGD_ERR_TOO_LARGE, "mqtt: more than %d subscriptions", MAX_FILTERS);
-    }
-    if (!known)
-        snprintf(l->filters[l->filter_count++], FILTER_MAX, "%s", filter);
-    pthread_mutex_unlock(&l->lock);
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    int rc = MQTTAsync_subscribe(l->client, filter, 1, &ro);
-    /* Not connected: on_connected subscribes when the link is back. */
-    if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
-        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: subscribe %s failed (code %d)", filter, rc);
-    return ESGD_OK;
+    return set_filter(l, filter, true, err);
 }
 
 esgd_status mqtt_link_unsubscribe(mqtt_link *l, const char *filter, esgd_error *err)
 {
-    pthread_mutex_lock(&l->lock);
-    for (int i = 0; i < l->filter_count; i++) {
-        if (strcmp(l->filters[i], filter) == 0) {
-            memmove(l->filters[i], l->filters[i + 1], (size_t)(l->filter_count - i - 1) * FILTER_MAX);
-            l->filter_count--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&l->lock);
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    int rc = MQTTAsync_unsubscribe(l->client, filter, &ro);
-    if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
-        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: unsubscribe %s failed (code %d)", filter, rc);
-    return ESGD_OK;
+    return set_filter(l, filter, false, err);
 }
 
 esgd_status mqtt_link_publish(mqtt_link *l, const char *topic, const void *data, size_t size, int qos,
@@ -472,7 +699,8 @@ esgd_status mqtt_link_publish(mqtt_link *l, const char *topic, const void *data,
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     int rc = MQTTAsync_sendMessage(l->client, topic, &m, &ro);
     if (rc != MQTTASYNC_SUCCESS)
-        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: publish to %s failed (code %d%s)", topic, rc,
+        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: publish to %s failed: %s (code %d%s)", topic,
+                              MQTTAsync_strerror(rc), rc,
                               rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? ", offline buffer full" : "");
     pthread_mutex_lock(&l->lock);
     l->counters.published++;
@@ -488,7 +716,7 @@ bool mqtt_link_next(mqtt_link *l, int timeout_ms, mqtt_message *msg)
     struct timespec until = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_lock(&l->lock);
     while (!l->head && timeout_ms > 0)
-        if (pthread_cond_timedwait(&l->changed, &l->lock, &until) != 0)
+        if (pthread_cond_timedwait(&l->arrived, &l->lock, &until) != 0)
             break;
     queued_message *q = l->head;
     if (q) {
@@ -518,8 +746,11 @@ bool mqtt_link_connected(mqtt_link *l)
 
 mqtt_link_counters mqtt_link_get_counters(mqtt_link *l)
 {
+    double now = monotonic_seconds();
     pthread_mutex_lock(&l->lock);
     mqtt_link_counters c = l->counters;
+    if (!l->connected)
+        c.disconnected_seconds += now - l->down_since;
     pthread_mutex_unlock(&l->lock);
     return c;
 }

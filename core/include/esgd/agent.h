@@ -58,6 +58,8 @@ esgd_status agent_compute_update(esgd_agent *agent, const uint8_t **msg, size_t 
 /* Loss and entries of the last computed update (for logs). */
 float agent_last_loss(const esgd_agent *agent);
 uint32_t agent_last_count(const esgd_agent *agent);
+/* f16 values clamped to +-65504 so far (values format f16 only). */
+uint64_t agent_clamped_values(const esgd_agent *agent);
 
 /* The last round answered (false if none yet). */
 bool agent_answered_round(const esgd_agent *agent, uint32_t *round);

@@ -117,6 +117,7 @@ esgd_status codec_decode_status(codec_decoder *dec, const uint8_t *data, size_t 
                                 esgd_error *err);
 
 /* IEEE binary16 conversions used for VALUE_FORMAT_F16. */
+#define CODEC_F16_MAX 65504.0f /* the largest finite half */
 uint16_t codec_f32_to_f16(float value);
 float codec_f16_to_f32(uint16_t half);
 

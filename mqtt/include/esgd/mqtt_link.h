@@ -4,9 +4,15 @@
  * mqtt_link_next, computes, and publishes, so no training state is ever
  * touched from a callback.
  *
- * Subscriptions are kept in a list and made again on every (re)connect;
- * the library reconnects by itself with exponential backoff, and publishes
- * made while disconnected are buffered and sent after reconnecting.
+ * After a lost connection a thread of the link connects again (1 s, doubling
+ * to 16 s between attempts), logging the loss, each failed attempt's reason
+ * (at most once a minute) and the reconnection. The session is persistent
+ * (the broker keeps our subscriptions and QoS 1 messages while we are away);
+ * on every reconnection the link subscribes again to the filters wanted, in
+ * case the broker lost the session, and unsubscribes again from the ones
+ * removed, in case an UNSUBSCRIBE made while the link was down never reached
+ * it. Publishes made while disconnected are buffered and sent after
+ * reconnecting. Every timed wait is on the monotonic clock.
  *
  *   mqtt_link *l = mqtt_link_open(&options, &err);
  *   mqtt_link_subscribe(l, "esgd/mnist/config", &err);
@@ -37,7 +43,12 @@ typedef struct mqtt_link_options {
     const char *ca_file;           /* ssl://: CA bundle to verify the broker; NULL: system default */
     const char *cert_file;         /* ssl://: client certificate (PEM), for brokers that require one */
     const char *key_file;          /* ssl://: its private key (PEM); NULL: in cert_file */
-    size_t max_queued_bytes;       /* incoming messages waiting for mqtt_link_next; 0: 256 MiB */
+    /* Incoming messages waiting for mqtt_link_next; 0: 256 MiB. Past it QoS 0
+     * messages are dropped (counted in dropped), QoS 1 and 2 ones are still
+     * queued (counted in over_limit): Paho acknowledges a message to the
+     * broker when it arrives, before handing it to the link, so one dropped
+     * here would be lost for good. */
+    size_t max_queued_bytes;
 } mqtt_link_options;
 
 /* The broker settings every program takes (broker, connect-timeout,
@@ -56,9 +67,12 @@ typedef struct mqtt_message {
 typedef struct mqtt_link_counters {
     uint64_t received, received_bytes;   /* payloads that arrived */
     uint64_t published, published_bytes; /* payloads handed to the library */
-    uint64_t dropped;                    /* arrived while the queue was full */
+    uint64_t dropped;                    /* QoS 0 payloads that arrived while the queue was full */
+    uint64_t over_limit;                 /* QoS 1/2 payloads queued past max_queued_bytes (never dropped) */
     uint64_t connects;                   /* successful connections, first included */
-    uint64_t connection_losses;
+    uint64_t reconnects;                 /* successful connections after a loss */
+    uint64_t disconnects;                /* connections lost (not counting mqtt_link_close) */
+    double disconnected_seconds;         /* time spent reconnecting after losses, the current outage included */
 } mqtt_link_counters;
 
 typedef struct mqtt_link mqtt_link;
@@ -71,14 +85,21 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *options, esgd_error *err);
 /* Waits up to 5 s for in-flight publishes, disconnects cleanly (no Will) and frees. NULL is a no-op. */
 void mqtt_link_close(mqtt_link *link);
 
-/* Adds a topic filter (QoS 1) to the list kept across reconnects and
- * subscribes now if connected. Retained messages arrive like any other. */
+/* Adds a topic filter (QoS 1) to the set wanted, and subscribes now if
+ * connected, else on reconnection. Retained messages arrive like any other.
+ * Errors: ESGD_ERR_ARG (filter of 256 bytes or more), ESGD_ERR_TOO_LARGE
+ * (more than 32 filters subscribed or unsubscribed over the link's life),
+ * ESGD_ERR_IO (Paho refused the request). */
 esgd_status mqtt_link_subscribe(mqtt_link *link, const char *filter, esgd_error *err);
+/* Removes a filter from the set wanted and unsubscribes now if connected;
+ * the UNSUBSCRIBE is sent again on every reconnection. Errors as above. */
 esgd_status mqtt_link_unsubscribe(mqtt_link *link, const char *filter, esgd_error *err);
 
 /* Copies the payload into the library's queue; with the link down it is
- * buffered and sent on reconnection. qos 0 or 1. An empty retained payload
- * clears a retained message. */
+ * buffered (up to 10000 messages, then ESGD_ERR_IO) and sent on
+ * reconnection. qos 0 or 1. An empty retained payload clears a retained
+ * message. Not kept across a restart of this process (Paho runs without
+ * persistence). */
 esgd_status mqtt_link_publish(mqtt_link *link, const char *topic, const void *data, size_t size, int qos,
                               bool retained, esgd_error *err);
 
@@ -87,10 +108,13 @@ esgd_status mqtt_link_publish(mqtt_link *link, const char *topic, const void *da
 bool mqtt_link_next(mqtt_link *link, int timeout_ms, mqtt_message *msg);
 
 /* Waits up to timeout_ms until every publish so far has been acknowledged
- * (QoS 1) or written (QoS 0). False on timeout. */
+ * (QoS 1) or written (QoS 0), including those buffered while the link is
+ * down, which needs it to reconnect within the time. False on timeout. */
 bool mqtt_link_flush(mqtt_link *link, int timeout_ms);
 
+/* Connected, with the subscriptions sent again after a reconnection. */
 bool mqtt_link_connected(mqtt_link *link);
+/* A consistent snapshot; safe from any thread (e.g. a metrics server's). */
 mqtt_link_counters mqtt_link_get_counters(mqtt_link *link);
 
 #endif
