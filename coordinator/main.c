@@ -93,6 +93,10 @@ static esgd_status open_round(run *r)
     return st;
 }
 
+/* Floods of bad messages cost one log line per 10 s each, with a count. */
+static log_limiter status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
+                   update_unused_log = LOG_LIMITER(10);
+
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 {
     esgd_error err = {0};
@@ -107,7 +111,8 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
         st = esgd_error_set(&err, ESGD_ERR_MISMATCH, "status names agent %u", s.agent);
     if (st != ESGD_OK) {
         r->status_rejected++;
-        log_warn("agent %u: status message refused (%s): %s", agent, esgd_status_name(st), err.message);
+        log_warn_limited(&status_refused_log, "agent %u: status message refused (%s): %s", agent,
+                         esgd_status_name(st), err.message);
         return;
     }
     if (s.run != 0 && s.run != r->cfg.run)
@@ -136,11 +141,11 @@ static void handle_message(run *r, const mqtt_message *m)
     }
     metrics_progress(r->metrics, r->coordinator);
     if (outcome == UPDATE_REJECTED)
-        log_warn("round %u: rejected update on %s (%s): %s", coordinator_round(r->coordinator), m->topic,
-                 esgd_status_name(err.status), err.message);
+        log_warn_limited(&update_rejected_log, "round %u: rejected update on %s (%s): %s",
+                         coordinator_round(r->coordinator), m->topic, esgd_status_name(err.status), err.message);
     else if (outcome != UPDATE_ACCEPTED)
-        log_info("round %u: %s update on %s", coordinator_round(r->coordinator), update_outcome_name(outcome),
-                 m->topic);
+        log_info_limited(&update_unused_log, "round %u: %s update on %s", coordinator_round(r->coordinator),
+                         update_outcome_name(outcome), m->topic);
 }
 
 /* Collects updates until every expected agent has reported, or the quorum
@@ -202,6 +207,10 @@ static bool collect_round(run *r, uint32_t quorum)
         mqtt_message m;
         if (mqtt_link_next(r->link, 50, &m))
             handle_message(r, &m);
+        if (r->metrics) {
+            mqtt_link_counters k = mqtt_link_get_counters(r->link);
+            metrics_link(r->metrics, &k);
+        }
     }
 }
 
@@ -474,6 +483,11 @@ int main(int argc, char **argv)
         if (set->json)
             report_json(stdout, r.coordinator, r.accuracy, r.test_loss, &r.times, monotonic_seconds() - started);
     }
+    log_limiter_flush(&status_refused_log, "refused status messages");
+    log_limiter_flush(&update_rejected_log, "rejected updates");
+    log_limiter_flush(&update_unused_log, "duplicate, late or early updates");
+    metrics_stop(r.metrics);
+    r.metrics = NULL;
     mqtt_link_close(r.link);
     if (r.csv)
         fclose(r.csv);

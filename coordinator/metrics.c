@@ -36,6 +36,7 @@ struct metrics {
     uint32_t last_participants;
     double test_accuracy, test_loss; /* NaN until evaluated */
     coordinator_counters counters;
+    mqtt_link_counters link;
     uint64_t duration_counts[BUCKETS];
     uint64_t duration_count;
     double duration_sum;
@@ -119,6 +120,14 @@ static void render(metrics *m, text *t)
 
     emit_header(t, "esgd_uplink_bytes_total", "counter", "Bytes of the accepted update messages.");
     emit_value(t, "esgd_uplink_bytes_total", "", (double)k->uplink_bytes);
+    emit_header(t, "esgd_mqtt_reconnects_total", "counter", "Connections to the broker made again after a loss.");
+    emit_value(t, "esgd_mqtt_reconnects_total", "", (double)m->link.reconnects);
+    emit_header(t, "esgd_mqtt_disconnects_total", "counter", "Connections to the broker lost.");
+    emit_value(t, "esgd_mqtt_disconnects_total", "", (double)m->link.disconnects);
+    emit_header(t, "esgd_mqtt_disconnected_seconds_total", "counter", "Time spent without the broker after losses.");
+    emit_value(t, "esgd_mqtt_disconnected_seconds_total", "", m->link.disconnected_seconds);
+    emit_header(t, "esgd_mqtt_dropped_messages_total", "counter", "QoS 0 messages dropped on a full receive queue.");
+    emit_value(t, "esgd_mqtt_dropped_messages_total", "", (double)m->link.dropped);
     emit_header(t, "esgd_rejected_bytes_total", "counter", "Bytes of the update messages rejected.");
     emit_value(t, "esgd_rejected_bytes_total", "", (double)k->rejected_bytes);
     emit_header(t, "esgd_unused_uplink_bytes_total", "counter",
@@ -295,6 +304,15 @@ void metrics_round_closed(metrics *m, const esgd_coordinator *c, const round_sum
             m->duration_counts[b]++;
     m->duration_count++;
     m->duration_sum += seconds;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_link(metrics *m, const mqtt_link_counters *k)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->link = *k;
     pthread_mutex_unlock(&m->lock);
 }
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "esgd/coordinator.h"
+#include "esgd/mqtt_link.h"
 
 typedef struct metrics metrics;
 
@@ -25,5 +26,7 @@ void metrics_round_closed(metrics *m, const esgd_coordinator *c, const round_sum
 void metrics_evaluated(metrics *m, float accuracy, float loss);
 /* The open round and the coordinator's counters (after every message). */
 void metrics_progress(metrics *m, const esgd_coordinator *c);
+/* The broker link's health: reconnects, disconnects, time disconnected. */
+void metrics_link(metrics *m, const mqtt_link_counters *k);
 
 #endif

@@ -176,6 +176,9 @@ static esgd_status fetch_latest_model(agent_run *r, bool on, esgd_error *err)
               : mqtt_link_unsubscribe(r->link, r->latest_topic, err);
 }
 
+/* Floods of forged or stale messages cost one log line per 10 s each. */
+static log_limiter model_ignored_log = LOG_LIMITER(10), config_ignored_log = LOG_LIMITER(10);
+
 /* A model arrived: apply it, then answer its round (or re-send the answer:
  * the coordinator counts a repeat once). */
 static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
@@ -193,7 +196,8 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
     }
     if (st != ESGD_OK) {
         r->ignored[st]++;
-        log_warn("ignoring a model on %s (%s): %s", m->topic, esgd_status_name(st), err.message);
+        log_warn_limited(&model_ignored_log, "ignoring a model on %s (%s): %s", m->topic, esgd_status_name(st),
+                         err.message);
         return EXIT_DONE;
     }
     if (latest && fetch_latest_model(r, false, &err) != ESGD_OK)
@@ -274,7 +278,10 @@ static int run_loop(agent_run *r)
     char topic[TOPIC_MAX];
     topic_config(topic, r->set.job);
     topic_latest_model(r->latest_topic, r->set.job);
-    if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK) {
+    /* A restart can leave the retained model's subscription in the broker's
+     * session for us (we were fetching it); we ask for it when we need it. */
+    if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK ||
+        mqtt_link_unsubscribe(r->link, r->latest_topic, &err) != ESGD_OK) {
         log_error("%s", err.message);
         return EXIT_RUNTIME;
     }
@@ -319,7 +326,8 @@ static int run_loop(agent_run *r)
             if (st != ESGD_OK) {
                 r->ignored[st]++;
                 if (r->agent || st == ESGD_ERR_SIGNATURE || st == ESGD_ERR_MISMATCH) {
-                    log_warn("ignoring a configuration on %s (%s): %s", m.topic, esgd_status_name(st), err.message);
+                    log_warn_limited(&config_ignored_log, "ignoring a configuration on %s (%s): %s", m.topic,
+                                     esgd_status_name(st), err.message);
                     continue;
                 }
                 /* Signed by our coordinator, yet unusable here: a newer
@@ -442,8 +450,13 @@ int main(int argc, char **argv)
         if (r.ignored[s] && used < sizeof summary)
             used += (size_t)snprintf(summary + used, sizeof summary - used, " %s %llu", esgd_status_name((esgd_status)s),
                                      (unsigned long long)r.ignored[s]);
+    log_limiter_flush(&model_ignored_log, "ignored models");
+    log_limiter_flush(&config_ignored_log, "ignored configurations");
     if (used)
         log_info("ignored messages by reason:%s", summary);
+    mqtt_link_counters link = mqtt_link_get_counters(r.link);
+    log_info("broker link: %llu reconnects, %.1f s disconnected, %llu QoS 0 messages dropped",
+             (unsigned long long)link.reconnects, link.disconnected_seconds, (unsigned long long)link.dropped);
     if (rc == EXIT_INTERRUPTED || rc == EXIT_RUNTIME) {
         if (r.agent && r.set.state_dir)
             log_info("state kept in %s", r.state_path);

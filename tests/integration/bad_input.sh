@@ -38,7 +38,16 @@ while IFS=$'\t' read -r name topic expect; do
     sent=$((sent + 1))
 done <"$work/corpus/cases.tsv"
 echo "published $sent hostile messages"
+# A flood: 20,000 status messages for agent 1 (mosquitto_pub -l sends a line each).
+log_lines() { grep -vc '^round ' "$work/coordinator.log"; } # all but the progress lines
+lines_before=$(log_lines)
+seq 1 20000 | mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 0 -t "esgd/$job/status/1" -l ||
+    fail "could not publish the status flood"
 finish_job
+flood_lines=$(($(log_lines) - lines_before))
+echo "20,000 bad status messages added $flood_lines lines to the coordinator's log"
+[ "$flood_lines" -lt 50 ] || fail "the status flood was logged line by line ($flood_lines lines)"
+grep -qE "more (like it|refused status messages)" "$work/coordinator.log" || fail "the status flood's count was not logged"
 json=$work/coordinator.json
 status=0
 for r in format type truncated version missing nonfinite range dimension mismatch too_large signature stale late early; do
