@@ -1,7 +1,7 @@
 /* esgd-bench: the core's speed, as JSON on stdout. Training throughput,
  * sparsifier cost per round, wire size per sent coordinate against the
- * information bound, codec throughput, and aggregation throughput next to
- * the memory bandwidth; single thread (set OPENBLAS_NUM_THREADS=1). Timings
+ * information bound, codec throughput, the cost of signing and checking a
+ * message, and aggregation throughput next to the memory bandwidth; single thread (set OPENBLAS_NUM_THREADS=1). Timings
  * live here, never in tests. */
 #include <math.h>
 #include <msgpack.h>
@@ -12,6 +12,7 @@
 
 #include "esgd/aggregator.h"
 #include "esgd/codec.h"
+#include "esgd/envelope.h"
 #include "esgd/job.h"
 #include "esgd/model.h"
 #include "esgd/rng.h"
@@ -181,6 +182,55 @@ static void bench_codec(uint32_t d, double drop, value_format fmt, double *enc_m
     free(out.grad.values);
     buffer_destroy(&buf);
     codec_decoder_free(dec);
+}
+
+/* Microseconds to sign and to check one message: an update of k of d at
+ * drop (drop < 0: a full model of d values instead). */
+static void bench_signing(uint32_t d, double drop, size_t *bytes, double *sign_us, double *verify_us)
+{
+    esgd_error err = {0};
+    esgd_buffer buf;
+    buffer_init(&buf, codec_model_bound(d), &err);
+    if (drop >= 0) {
+        update_msg u = random_update(d, sparsifier_keep_count(d, drop), 9);
+        encode_or_die(&buf, &u, VALUE_FORMAT_F32);
+        free_update(&u);
+    } else {
+        model_msg m = {.job = "bench", .run = 1ull << 63, .form = MODEL_FORM_FULL, .lr = 0.1f, .prev_loss = NAN,
+                       .loss_fell = -1};
+        float *values = calloc(d, sizeof *values);
+        m.params = (sparse_vector){.dim = d, .count = d, .capacity = d, .values = values};
+        if (!values || codec_encode_model(&buf, &m, &err) != ESGD_OK) {
+            fprintf(stderr, "esgd-bench: model: %s\n", err.message[0] ? err.message : "out of memory");
+            exit(1);
+        }
+        free(values);
+    }
+    signing_key secret;
+    verify_key public_key;
+    keys_derive(1, "bench", &secret, &public_key);
+    size_t body = buf.size, opened = 0;
+    double sign[REPEATS], verify[REPEATS];
+    const int iters = drop >= 0 && drop > 0.9 ? 400 : 100;
+    for (int r = 0; r < REPEATS; r++) {
+        double t0 = monotonic_seconds();
+        for (int i = 0; i < iters; i++) {
+            buf.size = body;
+            envelope_sign(&buf, &secret, &err);
+        }
+        sign[r] = (monotonic_seconds() - t0) / iters;
+        t0 = monotonic_seconds();
+        for (int i = 0; i < iters; i++)
+            if (envelope_open(buf.data, buf.size, &public_key, &opened, &err) != ESGD_OK) {
+                fprintf(stderr, "esgd-bench: %s\n", err.message);
+                exit(1);
+            }
+        verify[r] = (monotonic_seconds() - t0) / iters;
+    }
+    *bytes = body;
+    *sign_us = median(sign, REPEATS) * 1e6;
+    *verify_us = median(verify, REPEATS) * 1e6;
+    buffer_destroy(&buf);
 }
 
 static double log2_binomial(double n, double k)
@@ -371,6 +421,22 @@ int main(int argc, char **argv)
                    sep, codec_drops[i], f ? "f16" : "f32", bytes, enc, dec);
             sep = ",\n";
         }
+
+    printf("\n  ],\n  \"signing\": [\n");
+    sep = "";
+    if (envelope_init(NULL) != ESGD_OK)
+        return 1;
+    static const double sign_drops[] = {0.99, 0.875, -1};
+    for (size_t i = 0; i < sizeof sign_drops / sizeof sign_drops[0]; i++) {
+        size_t bytes;
+        double sign_us, verify_us;
+        bench_signing(61706, sign_drops[i], &bytes, &sign_us, &verify_us);
+        printf("%s    {\"message\": \"%s\", \"drop\": %g, \"body_bytes\": %zu, \"signature_bytes\": %d, "
+               "\"sign_us\": %.1f, \"verify_us\": %.1f}",
+               sep, sign_drops[i] < 0 ? "full model" : "update", sign_drops[i] < 0 ? 0.0 : sign_drops[i], bytes,
+               ENVELOPE_SIGNATURE_BYTES, sign_us, verify_us);
+        sep = ",\n";
+    }
 
     /* Update bytes are the in-memory payload the coordinator reads: a 4-byte
      * index and a 4-byte value per entry. */
