@@ -15,10 +15,10 @@ command -v mosquitto_passwd >/dev/null && command -v openssl >/dev/null ||
 # Credentials: what the compose file mounts is what the script writes for 3 agents.
 bash "$root/deploy/make-credentials.sh" "$work/credentials" --agents 3 --job mnist --san DNS:broker 2>/dev/null ||
     fail "make-credentials.sh failed"
-grep -oE '\./credentials/[A-Za-z0-9._-]+' "$compose" | sort -u >"$work/mounted"
+grep -oE '\./credentials/[A-Za-z0-9._/-]+' "$compose" | sort -u >"$work/mounted"
 [ -s "$work/mounted" ] || fail "the compose file mounts no credentials"
 while read -r path; do
-    [ -f "$work/${path#./}" ] || fail "the compose file mounts $path, which make-credentials.sh does not write"
+    [ -e "$work/${path#./}" ] || fail "the compose file mounts $path, which make-credentials.sh does not write"
 done <"$work/mounted"
 openssl x509 -in "$work/credentials/server.crt" -noout -ext subjectAltName | grep -q "DNS:broker" ||
     fail "--san DNS:broker did not reach the server certificate"
