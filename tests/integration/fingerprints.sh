@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Pinned model fingerprints: esgd-sim with fixed seeds must end on exactly
+# these models (model_fnv1a64), one-thread OpenBLAS on x86-64. A change that
+# moves them must say so in its commit and closing note and update the
+# values here; matches_sim.sh separately checks that the broker run equals
+# the simulator. Last moved: double-precision aggregation and the median
+# loss signal (robust aggregation, 2026-12-02).
+source "$(dirname "$0")/common.sh" "$1"
+[ "$(uname -m)" = x86_64 ] || { echo "SKIP: fingerprints are pinned for x86-64"; exit 77; }
+check() {
+    local want=$1 got
+    shift
+    got=$(OPENBLAS_NUM_THREADS=1 "$sim_bin" --data "$data" --agents 4 --json "$@" 2>>"$work/sim.log" |
+        grep -oE '"model_fnv1a64": "[0-9a-f]+"' | grep -oE '[0-9a-f]{16}')
+    echo "$* -> $got"
+    [ "$got" = "$want" ] || fail "model $got, pinned $want, for: $*"
+}
+check 28a1c5adf899c175 --model lenet --method esgd --drop 0.875 --rounds 60 --seed 1
+check 691d6d2ae23c2412 --model mlp --method dgc --drop 0.99 --rounds 60 --seed 2
+check e282f3bf950a0fb0 --model lenet --method topk --drop 0.99 --values f16 --rounds 40 --seed 3 --partition noniid
+echo PASS
