@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -57,6 +60,7 @@ typedef struct run {
     metrics *metrics;
     float accuracy, test_loss;
     bool resumed;       /* from a checkpoint: the same run goes on */
+    uint64_t connects_seen; /* broker connections when last checked, to republish after a reconnection */
     round_times times;  /* open to close, for the final report */
     report_clock clock; /* for the progress line's rate and time left */
 } run;
@@ -182,6 +186,15 @@ static bool collect_round(run *r, uint32_t quorum)
     double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
     uint32_t agents = r->cfg.agents, seen = coordinator_participants(r->coordinator);
     for (;;) {
+        /* Back from a lost connection: the broker may have lost everything
+         * (retained configuration and model, queued messages), so it all
+         * goes out again at once. */
+        uint64_t connects = mqtt_link_get_counters(r->link).connects;
+        if (connects != r->connects_seen) {
+            if (r->connects_seen && republish(r) != ESGD_OK)
+                return true;
+            r->connects_seen = connects;
+        }
         uint32_t have = coordinator_participants(r->coordinator);
         double now = monotonic_seconds(), waited = now - opened;
         if (have == agents || (have >= quorum && waited >= r->set.round_timeout))
@@ -368,6 +381,22 @@ static int setup(run *r, esgd_error *err)
             esgd_error_set(err, ESGD_ERR_IO, "cannot create state dir %s: %s", r->set.state_dir, strerror(errno));
             return EXIT_RUNTIME;
         }
+        /* One coordinator per job and state folder: a second one would knock
+         * the first off the broker and interleave checkpoints. The lock goes
+         * with the process, however it ends. */
+        char lock_path[4200];
+        snprintf(lock_path, sizeof lock_path, "%s/coordinator-%s.lock", r->set.state_dir, r->cfg.job);
+        int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (lock_fd < 0) {
+            esgd_error_set(err, ESGD_ERR_IO, "cannot open %s: %s", lock_path, strerror(errno));
+            return EXIT_RUNTIME;
+        }
+        if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            esgd_error_set(err, ESGD_ERR_ARG, "another coordinator of job %s is running on %s (%s is locked)",
+                           r->cfg.job, r->set.state_dir, lock_path);
+            close(lock_fd);
+            return EXIT_USAGE;
+        }
         snprintf(r->checkpoint, sizeof r->checkpoint, "%s/coordinator-%s.ckpt", r->set.state_dir, r->cfg.job);
         if (state_file_exists(r->checkpoint)) {
             /* Restarting cannot mend a checkpoint: say so and stay down. */
@@ -463,6 +492,7 @@ int main(int argc, char **argv)
     }
     log_set_subject("esgd-coordinator");
     stop_signals_install();
+    blas_threads_default();
 
     esgd_error err = {0};
     double started = monotonic_seconds();

@@ -237,6 +237,13 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
                  (unsigned long long)(clamped - r->clamped_seen), (unsigned long long)clamped);
         r->clamped_seen = clamped;
     }
+    /* The state (with this very update in it) is durable before the update
+     * leaves: a crash at any point restarts on this round and re-sends the
+     * same bytes, so no round is answered twice or computed twice. */
+    if (!repeat && r->set.state_dir && agent_save(r->agent, r->state_path, &err) != ESGD_OK) {
+        log_error("%s", err.message);
+        return EXIT_RUNTIME;
+    }
     char topic[TOPIC_MAX];
     topic_round_grad(topic, r->cfg.job, round, r->set.id);
     if (mqtt_link_publish(r->link, topic, msg, size, 1, false, &err) != ESGD_OK) {
@@ -256,10 +263,6 @@ static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
     r->last_sent_at = monotonic_seconds();
     log_info("round %u: loss %.4f, sent %u entries in %zu bytes (%.1f ms compute%s)", round,
              (double)agent_last_loss(r->agent), agent_last_count(r->agent), size, seconds * 1e3, waited);
-    if (r->set.state_dir && agent_save(r->agent, r->state_path, &err) != ESGD_OK) {
-        log_error("%s", err.message);
-        return EXIT_RUNTIME;
-    }
     /* The status is retained and the broker replaces it with our "offline"
      * Last Will if the connection drops, so it is published again after a
      * reconnection, and otherwise only now and then to keep its round fresh. */
@@ -290,7 +293,17 @@ static int run_loop(agent_run *r)
     r->status_connects = mqtt_link_get_counters(r->link).connects;
     log_info("waiting for the configuration of job %s", r->set.job);
     double waiting_since = monotonic_seconds(), last_notice = waiting_since;
+    uint64_t connects_seen = mqtt_link_get_counters(r->link).connects;
     while (!stop_requested()) {
+        /* Back from a lost connection: what was published meanwhile may be
+         * gone with the broker's state, so ask for the current model (a
+         * model of the round we answered makes us send the answer again). */
+        uint64_t connects = mqtt_link_get_counters(r->link).connects;
+        if (connects != connects_seen) {
+            connects_seen = connects;
+            if (r->agent && agent_has_model(r->agent) && fetch_latest_model(r, true, &err) != ESGD_OK)
+                log_warn("%s", err.message);
+        }
         mqtt_message m;
         if (!mqtt_link_next(r->link, 200, &m)) {
             double now = monotonic_seconds();
@@ -408,6 +421,7 @@ int main(int argc, char **argv)
     snprintf(subject, sizeof subject, "esgd-agent[%u]", set->id);
     log_set_subject(subject);
     stop_signals_install();
+    blas_threads_default();
 
     esgd_error err = {0};
     char own_name[KEY_NAME_MAX];

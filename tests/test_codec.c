@@ -241,6 +241,9 @@ static void f32_le(const float *v, uint32_t count, uint8_t *out)
     }
 }
 
+/* The run id of the hand-built messages: top bit set, as the coordinator's. */
+#define BASE_RUN 0x8badf00ddeadbeefull
+
 /* A valid update: dim 20, indices {2, 5, 11} Rice-coded with b = 1. */
 static const uint32_t base_idx[] = {2, 5, 11};
 static const float base_val[] = {0.5f, -1.25f, 3.0f};
@@ -251,9 +254,10 @@ static spec base_update(void)
     size_t n = naive_rice(base_idx, 3, 1, base_rice, sizeof base_rice);
     f32_le(base_val, 3, base_val_bytes);
     spec s = {.n = 0};
-    spec_set(&s, "v", fu(1));
+    spec_set(&s, "v", fu(CODEC_VERSION));
     spec_set(&s, "type", fstr("update"));
     spec_set(&s, "job", fstr("unit"));
+    spec_set(&s, "run", fu(BASE_RUN));
     spec_set(&s, "round", fu(3));
     spec_set(&s, "agent", fu(1));
     spec_set(&s, "samples", fu(8));
@@ -288,9 +292,10 @@ static spec base_model(void)
 static spec base_status(void)
 {
     spec s = {.n = 0};
-    spec_set(&s, "v", fu(1));
+    spec_set(&s, "v", fu(CODEC_VERSION));
     spec_set(&s, "type", fstr("status"));
     spec_set(&s, "job", fstr("unit"));
+    spec_set(&s, "run", fu(BASE_RUN));
     spec_set(&s, "agent", fu(2));
     spec_set(&s, "state", fstr("online"));
     spec_set(&s, "round", fu(9));
@@ -303,8 +308,9 @@ static spec base_config(void)
     static esgd_job_config cfg;
     job_config_defaults(&cfg);
     spec s = {.n = 0};
-    spec_set(&s, "v", fu(1));
+    spec_set(&s, "v", fu(CODEC_VERSION));
     spec_set(&s, "type", fstr("config"));
+    spec_set(&s, "run", fu(BASE_RUN));
     for (size_t i = 0; i < job_option_count(); i++) {
         const job_option *opt = job_option_at(i);
         if (opt->type == JOB_OPTION_UINT)
@@ -367,7 +373,8 @@ static void check_update_round_trip(codec_decoder *dec, uint32_t dim, uint32_t c
 {
     vec_storage in = vec_alloc(dim, count), out = vec_alloc(dim, count);
     random_vector(&in, dim, count, seed);
-    update_msg u = {.round = 17, .agent = 3, .samples = 32, .loss = 2.25f, .grad = in.v};
+    update_msg u = {.run = 0x8000000000000000ull | seed, .round = 17, .agent = 3, .samples = 32, .loss = 2.25f,
+                    .grad = in.v};
     strcpy(u.job, "mnist-1");
     esgd_buffer buf;
     esgd_error err = {0};
@@ -379,6 +386,7 @@ static void check_update_round_trip(codec_decoder *dec, uint32_t dim, uint32_t c
     update_msg got = {.grad = out.v};
     assert_int_equal(codec_decode_update(dec, buf.data, buf.size, dim, &got, &err), ESGD_OK);
     assert_string_equal(got.job, "mnist-1");
+    assert_true(got.run == (0x8000000000000000ull | seed));
     assert_int_equal(got.round, 17);
     assert_int_equal(got.agent, 3);
     assert_int_equal(got.samples, 32);
@@ -448,14 +456,15 @@ static void test_model_round_trips(void **state)
     esgd_error err = {0};
     assert_int_equal(buffer_init(&buf, codec_model_bound(d), &err), ESGD_OK);
 
-    model_msg m = {.round = 4, .base_round = 4, .lr = 0.05f, .prev_loss = NAN, .loss_fell = -1, .done = 0,
-                   .form = MODEL_FORM_FULL, .params = full.v};
+    model_msg m = {.run = UINT64_MAX, .round = 4, .base_round = 4, .lr = 0.05f, .prev_loss = NAN, .loss_fell = -1,
+                   .done = 0, .form = MODEL_FORM_FULL, .params = full.v};
     m.params.indices = NULL; /* a full model needs no indices */
     strcpy(m.job, "mnist");
     assert_int_equal(codec_encode_model(&buf, &m, &err), ESGD_OK);
     model_msg got = {.params = out.v};
     assert_int_equal(codec_decode_model(dec, buf.data, buf.size, d, &got, &err), ESGD_OK);
     assert_int_equal(got.form, MODEL_FORM_FULL);
+    assert_true(got.run == UINT64_MAX);
     assert_int_equal(got.round, 4);
     assert_int_equal(got.base_round, 4);
     assert_true(got.lr == 0.05f);
@@ -468,12 +477,13 @@ static void test_model_round_trips(void **state)
     /* Delta with known loss signal, done. */
     vec_storage delta = vec_alloc(d, d);
     random_vector(&delta, d, 300, 11);
-    model_msg md = {.round = 9, .base_round = 8, .lr = 0.0f, .prev_loss = 0.75f, .loss_fell = 1, .done = 1,
-                    .form = MODEL_FORM_DELTA, .params = delta.v};
+    model_msg md = {.run = 0x8000000000000007ull, .round = 9, .base_round = 8, .lr = 0.0f, .prev_loss = 0.75f,
+                    .loss_fell = 1, .done = 1, .form = MODEL_FORM_DELTA, .params = delta.v};
     strcpy(md.job, "mnist");
     assert_int_equal(codec_encode_model(&buf, &md, &err), ESGD_OK);
     assert_int_equal(codec_decode_model(dec, buf.data, buf.size, d, &got, &err), ESGD_OK);
     assert_int_equal(got.form, MODEL_FORM_DELTA);
+    assert_true(got.run == 0x8000000000000007ull);
     assert_int_equal(got.base_round, 8);
     assert_true(got.prev_loss == 0.75f);
     assert_int_equal(got.loss_fell, 1);
@@ -526,11 +536,17 @@ static void test_config_round_trips(void **state)
         assert_true(job_config_get_float(&got, opt) == job_config_get_float(&cfg, opt));
         assert_string_equal(job_config_get_string(&got, opt), job_config_get_string(&cfg, opt));
     }
-    /* The message has exactly one key per option plus v, type and dim. */
+    assert_true(got.run == 0); /* the defaults have no run yet */
+    /* The message has exactly one key per option plus v, type, run and dim. */
     inspected in;
     assert_non_null(inspect(&in, &buf, "dim"));
-    assert_int_equal(in.root.via.map.size, job_option_count() + 3);
+    assert_int_equal(in.root.via.map.size, job_option_count() + 4);
     msgpack_zone_destroy(&in.zone);
+    cfg.run = UINT64_MAX; /* the whole uint64 range travels */
+    assert_int_equal(codec_encode_config(&buf, &cfg, &err), ESGD_OK);
+    assert_int_equal(codec_decode_config(dec, buf.data, buf.size, &got, &err), ESGD_OK);
+    assert_true(got.run == UINT64_MAX);
+    cfg.run = 0x8000000000000001ull;
 
     static const char *const changes[][2] = {
         {"job", "lab-7.run_2"}, {"model", "mlp"},     {"method", "topk"}, {"drop", "0.99"},
@@ -552,6 +568,7 @@ static void test_config_round_trips(void **state)
     assert_string_equal(got.job, "lab-7.run_2");
     assert_int_equal(got.model, MODEL_KIND_MLP);
     assert_true(got.seed == UINT64_MAX);
+    assert_true(got.run == 0x8000000000000001ull);
     assert_true(got.sparsify.threshold == 0.003f);
 
     cfg.batch = 0; /* the encoder validates too */
@@ -567,7 +584,8 @@ static void test_status_round_trips(void **state)
     esgd_buffer buf;
     assert_int_equal(buffer_init(&buf, CODEC_STATUS_BOUND, NULL), ESGD_OK);
     for (int s = AGENT_STATE_ONLINE; s <= AGENT_STATE_DONE; s++) {
-        status_msg m = {.agent = 4294967295u, .state = (agent_state)s, .round = 77};
+        status_msg m = {.run = s == AGENT_STATE_ONLINE ? 0 : UINT64_MAX - (uint64_t)s, .agent = 4294967295u,
+                        .state = (agent_state)s, .round = 77};
         memset(m.job, 'j', JOB_NAME_MAX);
         m.job[JOB_NAME_MAX] = '\0';
         assert_int_equal(codec_encode_status(&buf, &m, NULL), ESGD_OK);
@@ -578,6 +596,7 @@ static void test_status_round_trips(void **state)
         assert_int_equal(got.agent, 4294967295u);
         assert_int_equal(got.state, s);
         assert_int_equal(got.round, 77);
+        assert_true(got.run == m.run);
     }
     assert_string_equal(agent_state_name(AGENT_STATE_OFFLINE), "offline");
     status_msg bad = {.state = AGENT_STATE_DONE};
@@ -596,7 +615,7 @@ static void check_smallest(codec_decoder *dec, uint32_t dim, uint32_t count, uin
 {
     vec_storage in = vec_alloc(dim, count), out = vec_alloc(dim, count);
     random_vector(&in, dim, count, seed);
-    update_msg u = {.round = 1, .agent = 0, .samples = 4, .loss = 1.0f, .grad = in.v};
+    update_msg u = {.run = UINT64_MAX - seed, .round = 1, .agent = 0, .samples = 4, .loss = 1.0f, .grad = in.v};
     strcpy(u.job, "unit");
     esgd_buffer mine, alt;
     assert_int_equal(buffer_init(&mine, codec_update_bound(dim), NULL), ESGD_OK);
@@ -608,9 +627,10 @@ static void check_smallest(codec_decoder *dec, uint32_t dim, uint32_t count, uin
     uint8_t *val = malloc(4 * (size_t)count + 1);
     f32_le(in.values, count, val);
     spec s = {.n = 0};
-    spec_set(&s, "v", fu(1));
+    spec_set(&s, "v", fu(CODEC_VERSION));
     spec_set(&s, "type", fstr("update"));
     spec_set(&s, "job", fstr("unit"));
+    spec_set(&s, "run", fu(u.run));
     spec_set(&s, "round", fu(1));
     spec_set(&s, "agent", fu(0));
     spec_set(&s, "samples", fu(4));
@@ -959,7 +979,12 @@ static const uint8_t bm_long[4] = {0x24, 0x08, 0x00, 0x00};
 
 static const bad_case bad_cases[] = {
     /* Header rules, every message. */
-    {"wrong version", MSG_UPDATE, SET("v", {.type = F_UINT, .u = 2}), 20, ESGD_ERR_VERSION},
+    {"wrong version", MSG_UPDATE, SET("v", {.type = F_UINT, .u = 3}), 20, ESGD_ERR_VERSION},
+    /* Version 1 (unsigned, no run) is refused whatever else the message holds. */
+    {"version 1 update", MSG_UPDATE, SET("v", {.type = F_UINT, .u = 1}), 20, ESGD_ERR_VERSION},
+    {"version 1 model", MSG_MODEL, SET("v", {.type = F_UINT, .u = 1}), 20, ESGD_ERR_VERSION},
+    {"version 1 status", MSG_STATUS, SET("v", {.type = F_UINT, .u = 1}), 0, ESGD_ERR_VERSION},
+    {"version 1 config", MSG_CONFIG, SET("v", {.type = F_UINT, .u = 1}), 0, ESGD_ERR_VERSION},
     {"version 0", MSG_STATUS, SET("v", {.type = F_UINT, .u = 0}), 0, ESGD_ERR_VERSION},
     {"negative version", MSG_MODEL, SET("v", {.type = F_NEG, .u = (uint64_t)-1}), 20, ESGD_ERR_VERSION},
     {"version as str", MSG_UPDATE, SET("v", {.type = F_STR, .s = "1"}), 20, ESGD_ERR_TYPE},
@@ -983,6 +1008,16 @@ static const bad_case bad_cases[] = {
      SET("job", {.type = F_STR, .s = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}), 20,
      ESGD_ERR_RANGE},
     {"job as bin", MSG_UPDATE, SET("job", {.type = F_BIN, .bin = bm_ok, .len = 3}), 20, ESGD_ERR_TYPE},
+    /* The run: required in every message, any uint64. */
+    {"missing run update", MSG_UPDATE, DEL("run"), 20, ESGD_ERR_MISSING},
+    {"missing run model", MSG_MODEL, DEL("run"), 20, ESGD_ERR_MISSING},
+    {"missing run status", MSG_STATUS, DEL("run"), 0, ESGD_ERR_MISSING},
+    {"missing run config", MSG_CONFIG, DEL("run"), 0, ESGD_ERR_MISSING},
+    {"negative run", MSG_UPDATE, SET("run", {.type = F_NEG, .u = (uint64_t)-1}), 20, ESGD_ERR_RANGE},
+    {"run as str", MSG_MODEL, SET("run", {.type = F_STR, .s = "1"}), 20, ESGD_ERR_TYPE},
+    {"run as float", MSG_STATUS, SET("run", {.type = F_F64, .f = 1.0}), 0, ESGD_ERR_TYPE},
+    {"run as bin", MSG_CONFIG, SET("run", {.type = F_BIN, .bin = bm_ok, .len = 3}), 0, ESGD_ERR_TYPE},
+    {"duplicate run", MSG_UPDATE, DUP("run"), 20, ESGD_ERR_FORMAT},
     /* Integers. */
     {"missing round", MSG_UPDATE, DEL("round"), 20, ESGD_ERR_MISSING},
     {"negative round", MSG_UPDATE, SET("round", {.type = F_NEG, .u = (uint64_t)-3}), 20, ESGD_ERR_RANGE},
@@ -1382,8 +1417,8 @@ static void test_fuzz_regressions(void **state)
     assert_non_null(strstr(err.message, "duplicate key ''"));
     static const uint8_t two_empty[] = {0x82, 0xa0, 0x01, 0xa0, 0x02}; /* {"": 1, "": 2} */
     assert_int_equal(codec_decode_status(dec, two_empty, sizeof two_empty, &st, &err), ESGD_ERR_FORMAT);
-    /* {"v": 1, "type": "config", "": 1}: an empty key among the options. */
-    static const uint8_t config_empty_key[] = {0x83, 0xa1, 'v', 0x01, 0xa4, 't', 'y', 'p', 'e', 0xa6,
+    /* {"v": 2, "type": "config", "": 1}: an empty key among the options. */
+    static const uint8_t config_empty_key[] = {0x83, 0xa1, 'v', CODEC_VERSION, 0xa4, 't', 'y', 'p', 'e', 0xa6,
                                                'c',  'o',  'n', 'f',  'i',  'g', 0xa0, 0x01};
     assert_int_equal(codec_decode_config(dec, config_empty_key, sizeof config_empty_key, &cfg, &err), ESGD_ERR_FORMAT);
     assert_non_null(strstr(err.message, "unknown key ''"));

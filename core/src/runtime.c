@@ -1,5 +1,8 @@
-/* The clock, the stop flag and the peak resident set of runtime.h. */
+/* The clock, the stop flag, the peak resident set and the BLAS thread count of runtime.h. */
 #include "esgd/runtime.h"
+
+#include <cblas.h>
+#include <stdlib.h>
 
 #include <signal.h>
 #include <string.h>
@@ -41,4 +44,10 @@ double peak_resident_mib(void)
     if (getrusage(RUSAGE_SELF, &usage) != 0)
         return 0;
     return (double)usage.ru_maxrss / 1024.0; /* Linux reports KiB */
+}
+
+void blas_threads_default(void)
+{
+    if (!getenv("OPENBLAS_NUM_THREADS"))
+        openblas_set_num_threads(1);
 }

@@ -39,6 +39,7 @@ int main(int argc, char **argv)
     if (rc != CLI_CONTINUE)
         return rc == CLI_HELP ? 0 : 2;
 
+    blas_threads_default();
     esgd_error err = {0};
     FILE *csv = NULL;
     double started = monotonic_seconds();

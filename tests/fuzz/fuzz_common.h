@@ -1,7 +1,7 @@
 /* Shared by the libFuzzer harnesses: the entry points' prototypes, an
  * invariant check that traps (so libFuzzer records the input as a crash),
- * the state fuzzer's job, and per-process temporary files for the readers
- * that take a path. */
+ * the state and envelope fuzzers' job, its run and keys, and per-process
+ * temporary files for the readers that take a path. */
 #ifndef ESGD_FUZZ_COMMON_H
 #define ESGD_FUZZ_COMMON_H
 
@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "esgd/dataset.h"
+#include "esgd/envelope.h"
 #include "esgd/job.h"
 
 /* The largest model's d (LeNet-5): the capacity every agent and the
@@ -29,7 +31,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                    \
     } while (0)
 
-/* The job fuzz_state.c restores into and make_seeds saves its seeds from:
+/* The run id and key seed of that job; FUZZ_AGENTS is its agent count
+ * (job_config_defaults). */
+#define FUZZ_RUN 0x80000000f0220001ull
+#define FUZZ_KEY_SEED 1234u
+#define FUZZ_AGENTS 4u
+
+/* The job fuzz_state.c restores into, fuzz_envelope.c receives for and
+ * make_seeds makes their seeds with:
  * the MLP, whose hidden layer the fuzz build narrows to one unit
  * (CMakeLists.txt), so a whole agent state is 10 KB instead of LeNet's
  * 800 KB and the readers' every path is cheap to reach. */
@@ -38,6 +47,41 @@ static inline void fuzz_state_config(esgd_job_config *cfg)
     job_config_defaults(cfg);
     cfg->model = MODEL_KIND_MLP;
     cfg->rounds = 20;
+    cfg->run = FUZZ_RUN;
+}
+
+/* Its keys, derived as esgd-sim derives them (envelope.h), so the harnesses
+ * and make_seeds sign and check with the same ones. */
+typedef struct fuzz_keys {
+    signing_key coordinator;
+    verify_key coordinator_public;
+    signing_key agent[FUZZ_AGENTS];
+    verify_key agent_public[FUZZ_AGENTS];
+} fuzz_keys;
+
+static inline void fuzz_make_keys(fuzz_keys *k)
+{
+    FUZZ_CHECK(envelope_init(NULL) == ESGD_OK);
+    keys_derive(FUZZ_KEY_SEED, "coordinator", &k->coordinator, &k->coordinator_public);
+    for (uint32_t a = 0; a < FUZZ_AGENTS; a++) {
+        char name[KEY_NAME_MAX];
+        keys_agent_name(name, a);
+        keys_derive(FUZZ_KEY_SEED, name, &k->agent[a], &k->agent_public[a]);
+    }
+}
+
+/* A shard of four synthetic examples: agent_new borrows it, and it is
+ * enough to compute real updates. */
+static inline void fuzz_shard(esgd_dataset *shard)
+{
+    *shard = (esgd_dataset){.count = 4, .rows = 28, .cols = 28};
+    shard->pixels = calloc((size_t)shard->count * 28 * 28, 1);
+    shard->labels = calloc(shard->count, 1);
+    FUZZ_CHECK(shard->pixels && shard->labels);
+    for (uint32_t i = 0; i < shard->count * 28 * 28; i++)
+        shard->pixels[i] = (uint8_t)(i * 37);
+    for (uint32_t i = 0; i < shard->count; i++)
+        shard->labels[i] = (uint8_t)i;
 }
 
 /* A name decoders accept: 1..JOB_NAME_MAX of [A-Za-z0-9_.-]. */

@@ -65,6 +65,7 @@ static void check_valid(const model_msg *m)
 static void check_same(const model_msg *a, const model_msg *b)
 {
     FUZZ_CHECK(strcmp(a->job, b->job) == 0);
+    FUZZ_CHECK(a->run == b->run);
     FUZZ_CHECK(a->round == b->round && a->base_round == b->base_round);
     FUZZ_CHECK(memcmp(&a->lr, &b->lr, sizeof a->lr) == 0);
     FUZZ_CHECK(memcmp(&a->prev_loss, &b->prev_loss, sizeof a->prev_loss) == 0 ||

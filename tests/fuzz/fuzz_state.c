@@ -8,7 +8,9 @@
  *   2  the same for a coordinator checkpoint and coordinator_restore;
  *   3  [op count][ops][payload]: the payload framed, then read with the
  *      getters the ops name.
- * A reader that fails must leave its object as it was. */
+ * A reader that fails must leave its object as it was. The agent and the
+ * coordinator hold the job's keys (fuzz_common.h), as the programs do, so
+ * the agent can check the signed update a state file stores. */
 #include "esgd/agent.h"
 #include "esgd/coordinator.h"
 #include "esgd/state_file.h"
@@ -35,15 +37,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fuzz_temp_path(path, sizeof path, "state");
     atexit(remove_temp);
     fuzz_state_config(&config);
+    FUZZ_CHECK(config.agents <= FUZZ_AGENTS);
+    static fuzz_keys keys;
+    fuzz_make_keys(&keys);
     /* agent_new only borrows the shard; restore never reads it. */
-    shard = (esgd_dataset){.count = 4, .rows = 28, .cols = 28};
-    shard.pixels = calloc((size_t)shard.count * 28 * 28, 1);
-    shard.labels = calloc(shard.count, 1);
-    FUZZ_CHECK(shard.pixels && shard.labels);
+    fuzz_shard(&shard);
     agent = agent_new(&config, 0, &shard, &err);
     FUZZ_CHECK(agent != NULL);
+    agent_set_keys(agent, &keys.agent[0], &keys.coordinator_public);
     coordinator = coordinator_new(&config, &err);
     FUZZ_CHECK(coordinator != NULL);
+    coordinator_set_keys(coordinator, &keys.coordinator, keys.agent_public);
     return 0;
 }
 

@@ -55,6 +55,7 @@ static void check_valid(const update_msg *m)
 static void check_same(const update_msg *a, const update_msg *b)
 {
     FUZZ_CHECK(strcmp(a->job, b->job) == 0);
+    FUZZ_CHECK(a->run == b->run);
     FUZZ_CHECK(a->round == b->round && a->agent == b->agent && a->samples == b->samples);
     FUZZ_CHECK(memcmp(&a->loss, &b->loss, sizeof a->loss) == 0);
     FUZZ_CHECK(a->grad.dim == b->grad.dim && a->grad.count == b->grad.count);

@@ -1,8 +1,10 @@
 /* Writes the fuzzers' seed corpora: valid messages of every kind and form,
  * valid state files and IDX files, all made with the project's own encoders
- * and writers, so the corpora follow the formats as they change.
+ * and writers, so the corpora follow the formats as they change; and for
+ * fuzz_envelope the signed messages of a real round and a half
+ * (fuzz_signed.h), whole and as bodies, each with its topic.
  *
- *   make_seeds OUTDIR   ->  OUTDIR/{update,model,config,status,state,idx}/seed-NNN */
+ *   make_seeds OUTDIR   ->  OUTDIR/{update,model,config,status,state,idx,envelope}/seed-NNN */
 #include <errno.h>
 #include <math.h>
 #include <sys/stat.h>
@@ -12,7 +14,7 @@
 #include "esgd/coordinator.h"
 #include "esgd/rng.h"
 #include "esgd/state_file.h"
-#include "fuzz_common.h"
+#include "fuzz_signed.h"
 
 static const char *out_dir;
 
@@ -89,7 +91,8 @@ static void update_seeds(esgd_buffer *buf)
     esgd_error err;
     for (int f = 0; f < 2; f++) {
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-            update_msg m = {.round = (uint32_t)i, .agent = (uint32_t)f, .samples = 32, .loss = 2.3f};
+            update_msg m = {.run = f ? UINT64_MAX : FUZZ_RUN, .round = (uint32_t)i, .agent = (uint32_t)f,
+                            .samples = 32, .loss = 2.3f};
             snprintf(m.job, sizeof m.job, "mnist");
             m.grad = (sparse_vector){.capacity = FUZZ_DIM, .indices = indices, .values = values};
             random_sparse(&m.grad, shapes[i][0], shapes[i][1], i + 1);
@@ -109,7 +112,7 @@ static void model_seeds(esgd_buffer *buf)
     esgd_error err;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         bool full = shapes[i][1] == 0;
-        model_msg m = {.round = shapes[i][2], .lr = 0.1f, .prev_loss = i % 3 ? 1.5f : NAN,
+        model_msg m = {.run = FUZZ_RUN + i, .round = shapes[i][2], .lr = 0.1f, .prev_loss = i % 3 ? 1.5f : NAN,
                        .loss_fell = (int8_t)((int)(i % 3) - 1), .done = i == 4,
                        .form = full ? MODEL_FORM_FULL : MODEL_FORM_DELTA};
         m.base_round = full ? m.round : m.round - 1;
@@ -135,6 +138,7 @@ static void config_seeds(esgd_buffer *buf)
         job_config_defaults(&cfg);
         if (variants[i][0] && job_config_set(&cfg, variants[i][0], variants[i][1], &err) != ESGD_OK)
             die("setting a config option", &err);
+        cfg.run = i % 2 ? FUZZ_RUN : 0;
         if (codec_encode_config(buf, &cfg, &err) != ESGD_OK)
             die("encoding a config", &err);
         write_seed("config", buf->data, buf->size, NULL, 0);
@@ -145,7 +149,8 @@ static void status_seeds(esgd_buffer *buf)
 {
     esgd_error err;
     for (int s = 0; s < 3; s++) {
-        status_msg m = {.agent = (uint32_t)s * 7, .state = (agent_state)s, .round = (uint32_t)s * 1000};
+        status_msg m = {.run = s ? FUZZ_RUN : 0, .agent = (uint32_t)s * 7, .state = (agent_state)s,
+                        .round = (uint32_t)s * 1000};
         snprintf(m.job, sizeof m.job, "mnist");
         if (codec_encode_status(buf, &m, &err) != ESGD_OK)
             die("encoding a status", &err);
@@ -154,30 +159,28 @@ static void status_seeds(esgd_buffer *buf)
 }
 
 /* The same configuration the state fuzzer restores into, after one real
- * round: the agent answered a model and the coordinator closed the round. */
-static void state_seeds(void)
+ * round: the agent answered a model and the coordinator closed the round.
+ * Both hold the job's keys, so the stored update is signed. */
+static void state_seeds(const fuzz_keys *keys)
 {
     esgd_error err;
     esgd_job_config cfg;
     fuzz_state_config(&cfg);
-    esgd_dataset shard = {.count = 4, .rows = 28, .cols = 28};
-    shard.pixels = calloc((size_t)shard.count * 28 * 28, 1);
-    shard.labels = calloc(shard.count, 1);
-    for (uint32_t i = 0; shard.pixels && shard.labels && i < shard.count * 28 * 28; i++)
-        shard.pixels[i] = (uint8_t)(i * 37);
-    for (uint32_t i = 0; shard.labels && i < shard.count; i++)
-        shard.labels[i] = (uint8_t)i;
+    esgd_dataset shard;
+    fuzz_shard(&shard);
     esgd_agent *agent = agent_new(&cfg, 0, &shard, &err);
     esgd_coordinator *c = coordinator_new(&cfg, &err);
     if (!agent || !c)
         die("creating an agent and a coordinator", &err);
+    agent_set_keys(agent, &keys->agent[0], &keys->coordinator_public);
+    coordinator_set_keys(c, &keys->coordinator, keys->agent_public);
     const uint8_t *msg;
     size_t size;
     round_summary summary;
     if (coordinator_round_model(c, &msg, &size, &err) != ESGD_OK || agent_apply_model(agent, msg, size, &err) ||
         agent_compute_update(agent, &msg, &size, &err) != ESGD_OK)
         die("running a round", &err);
-    if (coordinator_receive_update(c, msg, size, &err) != UPDATE_ACCEPTED)
+    if (coordinator_receive_update(c, msg, size, 0, 0, &err) != UPDATE_ACCEPTED)
         die("accepting the update", &err);
     coordinator_close_round(c, &summary);
 
@@ -213,6 +216,47 @@ static void state_seeds(void)
     free(coordinator_file);
     agent_free(agent);
     coordinator_free(c);
+    free(shard.pixels);
+    free(shard.labels);
+}
+
+/* fuzz_envelope.c: [mode][topic agent][topic round][message]. Every signed
+ * message whole (to open, or to receive on its topic), each body to be
+ * signed by the harness, and a few on the wrong topic. */
+static void envelope_seeds(const fuzz_keys *keys)
+{
+    esgd_dataset shard;
+    fuzz_shard(&shard);
+    fuzz_signed_set set;
+    fuzz_signed_messages(&set, keys, &shard);
+    for (int i = 0; i < set.count; i++) {
+        const fuzz_signed_message *m = &set.message[i];
+        size_t body = m->size - ENVELOPE_SIGNATURE_BYTES;
+        bool by_agent = m->signer != FUZZ_BY_COORDINATOR;
+        uint8_t agent = by_agent ? (uint8_t)m->signer : 0, round = (uint8_t)m->round;
+        uint8_t head[FUZZ_ENVELOPE_HEADER] = {FUZZ_ENVELOPE_OPEN, agent, round};
+        write_seed("envelope", head, sizeof head, m->data, m->size);
+        if (by_agent) {
+            head[0] = FUZZ_ENVELOPE_UPDATE;
+            write_seed("envelope", head, sizeof head, m->data, m->size);
+            head[0] = FUZZ_ENVELOPE_SIGNED_UPDATE;
+            write_seed("envelope", head, sizeof head, m->data, body);
+            head[0] = FUZZ_ENVELOPE_UPDATE; /* another agent's topic, another round's */
+            head[1] = (uint8_t)(agent + 1);
+            write_seed("envelope", head, sizeof head, m->data, m->size);
+            head[1] = agent;
+            head[2] = (uint8_t)(round + 1);
+            write_seed("envelope", head, sizeof head, m->data, m->size);
+        } else {
+            head[0] = FUZZ_ENVELOPE_MODEL;
+            write_seed("envelope", head, sizeof head, m->data, m->size);
+            if (m->model) {
+                head[0] = FUZZ_ENVELOPE_SIGNED_MODEL;
+                write_seed("envelope", head, sizeof head, m->data, body);
+            }
+        }
+    }
+    fuzz_signed_free(&set);
     free(shard.pixels);
     free(shard.labels);
 }
@@ -274,7 +318,10 @@ int main(int argc, char **argv)
     config_seeds(&buf);
     status_seeds(&buf);
     buffer_destroy(&buf);
-    state_seeds();
+    fuzz_keys keys;
+    fuzz_make_keys(&keys);
+    state_seeds(&keys);
+    envelope_seeds(&keys);
     static const uint16_t subset[] = {2, 0, 2, 1};
     idx_seed(1, 1, 1, NULL, 0);
     idx_seed(3, 4, 5, NULL, 0);

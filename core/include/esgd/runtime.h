@@ -16,4 +16,9 @@ bool stop_requested(void);
 /* The process's peak resident set so far, in MiB (0 if unknown). */
 double peak_resident_mib(void);
 
+/* One OpenBLAS thread unless OPENBLAS_NUM_THREADS says otherwise: the
+ * summation order of a threaded sgemm depends on the thread count, and the
+ * simulator and the broker run agree bit for bit only with the same count. */
+void blas_threads_default(void);
+
 #endif
