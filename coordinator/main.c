@@ -186,17 +186,17 @@ static bool collect_round(run *r, uint32_t quorum)
     double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
     uint32_t agents = r->cfg.agents, seen = coordinator_participants(r->coordinator);
     for (;;) {
-        /* Back from a lost connection: the broker may have lost everything
-         * (retained configuration and model, queued messages), so it all
-         * goes out again at once. */
-        uint64_t connects = mqtt_link_get_counters(r->link).connects;
-        if (connects != r->connects_seen) {
-            if (r->connects_seen && republish(r) != ESGD_OK)
-                return true;
-            r->connects_seen = connects;
-        }
         uint32_t have = coordinator_participants(r->coordinator);
         double now = monotonic_seconds(), waited = now - opened;
+        /* Back from a lost connection: the broker may have lost everything
+         * (retained configuration and model, queued messages), so it all
+         * goes out again half a second later, once the link has settled. */
+        uint64_t connects = mqtt_link_get_counters(r->link).connects;
+        if (connects != r->connects_seen) {
+            if (r->connects_seen)
+                last_progress = now - r->set.republish_after + 0.5;
+            r->connects_seen = connects;
+        }
         if (have == agents || (have >= quorum && waited >= r->set.round_timeout))
             return true;
         if (stop_requested())
@@ -205,7 +205,10 @@ static bool collect_round(run *r, uint32_t quorum)
             seen = have;
             last_progress = now;
         }
-        if (r->set.republish_after > 0 && now - last_progress >= r->set.republish_after) {
+        /* Only while connected: what the link buffers offline goes out on
+         * reconnection anyway, and a stall right after it republishes. */
+        if (r->set.republish_after > 0 && now - last_progress >= r->set.republish_after &&
+            mqtt_link_connected(r->link)) {
             log_info("round %u: no new update for %.0f s (%u of %u agents); publishing the model again",
                      coordinator_round(r->coordinator), now - last_progress, have, agents);
             if (republish(r) != ESGD_OK)
