@@ -53,7 +53,8 @@ typedef struct run {
     esgd_dataset test;
     FILE *csv;
     char checkpoint[4096];
-    uint8_t *agent_online;    /* (agents) last status seen + 1, for logs */
+    uint8_t *agent_online;    /* (agents) last status seen + 1: 0 unknown, 1 offline or done, 2 online */
+    uint32_t *missed;         /* (agents) rounds closed in a row without its update */
     verify_key *agent_keys;   /* (agents) their status messages must carry these signatures */
     uint64_t status_rejected; /* status messages that failed the checks */
     codec_decoder *status_decoder;
@@ -122,6 +123,12 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
     if (s.run != 0 && s.run != r->cfg.run)
         return; /* a retained status of an earlier run */
     uint8_t online = s.state == AGENT_STATE_ONLINE;
+    /* An "offline" not preceded by an "online" in this run may be an old
+     * retained Last Will: it does not mark the agent dead. */
+    if (!online && r->agent_online[agent] == 0)
+        return;
+    if (online)
+        r->missed[agent] = 0; /* it says it is back: wait for it again */
     if (r->agent_online[agent] != online + 1) {
         log_info("agent %u is %s (last answered round %u)", agent, agent_state_name(s.state), s.round);
         r->agent_online[agent] = (uint8_t)(online + 1);
@@ -139,6 +146,9 @@ static void handle_message(run *r, const mqtt_message *m)
         return;
     esgd_error err = {0};
     update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, t.agent, t.round, &err);
+    /* Any genuine update, even a late one, shows the agent is alive. */
+    if (outcome != UPDATE_REJECTED && t.agent < r->cfg.agents)
+        r->missed[t.agent] = 0;
     if (outcome == UPDATE_ACCEPTED) {
         const update_msg *u = coordinator_last_update(r->coordinator);
         metrics_agent_update(r->metrics, u->agent, u->round, u->loss);
@@ -181,6 +191,21 @@ static esgd_status republish(run *r)
     return st;
 }
 
+/* Rounds an agent may miss in a row before it is no longer waited for. */
+#define DEAD_AFTER_MISSED 3
+
+/* Every agent that may still answer has: the others are offline by their
+ * Last Will or missed DEAD_AFTER_MISSED rounds in a row. A dead agent is
+ * waited for again as soon as an update of it arrives. */
+static bool all_live_answered(const run *r)
+{
+    for (uint32_t a = 0; a < r->cfg.agents; a++)
+        if (!coordinator_has_update(r->coordinator, a) && r->agent_online[a] != 1 &&
+            r->missed[a] < DEAD_AFTER_MISSED)
+            return false;
+    return true;
+}
+
 static bool collect_round(run *r, uint32_t quorum)
 {
     double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
@@ -197,7 +222,7 @@ static bool collect_round(run *r, uint32_t quorum)
                 last_progress = now - r->set.republish_after + 0.5;
             r->connects_seen = connects;
         }
-        if (have == agents || (have >= quorum && waited >= r->set.round_timeout))
+        if (have == agents || (have >= quorum && (waited >= r->set.round_timeout || all_live_answered(r))))
             return true;
         if (stop_requested())
             return false;
@@ -303,6 +328,13 @@ static int train(run *r)
         metrics_progress(r->metrics, r->coordinator);
         if (!collect_round(r, quorum))
             return EXIT_INTERRUPTED;
+        for (uint32_t a = 0; a < r->cfg.agents; a++) {
+            bool answered = coordinator_has_update(r->coordinator, a);
+            if (!answered && ++r->missed[a] == DEAD_AFTER_MISSED)
+                log_warn("agent %u missed %u rounds in a row: rounds no longer wait for it", a, DEAD_AFTER_MISSED);
+            if (answered)
+                r->missed[a] = 0;
+        }
         round_summary s;
         coordinator_close_round(r->coordinator, &s);
         for (uint32_t i = 0; i < s.excluded_count; i++)
@@ -373,7 +405,7 @@ static int setup(run *r, esgd_error *err)
     if (coordinator_set_norm_bound(r->coordinator, r->set.max_update_norm, clip ? NORM_ACTION_CLIP : NORM_ACTION_REJECT,
                                    err) != ESGD_OK)
         return EXIT_USAGE;
-    if (!(r->agent_online = calloc(r->cfg.agents, 1))) {
+    if (!(r->agent_online = calloc(r->cfg.agents, 1)) || !(r->missed = calloc(r->cfg.agents, sizeof *r->missed))) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
         return EXIT_RUNTIME;
     }
@@ -527,6 +559,7 @@ int main(int argc, char **argv)
     coordinator_free(r.coordinator);
     dataset_destroy(&r.test);
     free(r.agent_online);
+    free(r.missed);
     free(r.agent_keys);
     codec_decoder_free(r.status_decoder);
     metrics_stop(r.metrics);
