@@ -100,7 +100,7 @@ static esgd_status open_round(run *r)
 
 /* Floods of bad messages cost one log line per 10 s each, with a count. */
 static log_limiter status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
-                   update_unused_log = LOG_LIMITER(10);
+                   update_unused_log = LOG_LIMITER(10), conflict_log = LOG_LIMITER(10);
 
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 {
@@ -145,7 +145,10 @@ static void handle_message(run *r, const mqtt_message *m)
     if (t.kind != TOPIC_ROUND_GRAD)
         return;
     esgd_error err = {0};
+    uint64_t conflicting = coordinator_get_counters(r->coordinator)->conflicting;
     update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, t.agent, t.round, &err);
+    if (coordinator_get_counters(r->coordinator)->conflicting != conflicting)
+        log_warn_limited(&conflict_log, "round %u: %s", coordinator_round(r->coordinator), err.message);
     /* Any genuine update, even a late one, shows the agent is alive. */
     if (outcome != UPDATE_REJECTED && t.agent < r->cfg.agents)
         r->missed[t.agent] = 0;
@@ -551,6 +554,7 @@ int main(int argc, char **argv)
     log_limiter_flush(&status_refused_log, "refused status messages");
     log_limiter_flush(&update_rejected_log, "rejected updates");
     log_limiter_flush(&update_unused_log, "duplicate, late or early updates");
+    log_limiter_flush(&conflict_log, "conflicting updates");
     metrics_stop(r.metrics);
     r.metrics = NULL;
     mqtt_link_close(r.link);

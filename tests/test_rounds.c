@@ -1083,6 +1083,35 @@ static void test_update_must_name_its_topic(void **state)
     buffer_destroy(&buf);
 }
 
+/* Two processes signing as agent 0 (one id given to two gateways): a
+ * second, different update for the round is a conflict, while or after the
+ * round is open; a redelivery of the same bytes is not. */
+static void test_two_agents_with_one_id_are_noticed(void **state)
+{
+    fixture *f = *state;
+    esgd_error err = {0};
+    broadcast(f);
+    const uint8_t *msg;
+    size_t size;
+    assert_int_equal(agent_compute_update(f->agent[0], &msg, &size, &err), ESGD_OK);
+    assert_int_equal(coordinator_receive_update(f->coordinator, msg, size, 0, 0, &err), UPDATE_ACCEPTED);
+    assert_int_equal(coordinator_receive_update(f->coordinator, msg, size, 0, 0, &err), UPDATE_DUPLICATE);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->conflicting, 0);
+    esgd_buffer twin;
+    assert_int_equal(buffer_init(&twin, 4096, &err), ESGD_OK);
+    hand_made_update(&twin, TEST_RUN, 0, 0, &agent_secret[0]);
+    assert_int_equal(coordinator_receive_update(f->coordinator, twin.data, twin.size, 0, 0, &err), UPDATE_DUPLICATE);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->conflicting, 1);
+    assert_non_null(strstr(err.message, "two agents running with id 0"));
+    round_summary s;
+    coordinator_close_round(f->coordinator, &s);
+    assert_int_equal(coordinator_receive_update(f->coordinator, twin.data, twin.size, 0, 0, &err), UPDATE_LATE);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->conflicting, 2);
+    assert_int_equal(coordinator_receive_update(f->coordinator, msg, size, 0, 0, &err), UPDATE_LATE);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->conflicting, 2);
+    buffer_destroy(&twin);
+}
+
 /* An eavesdropper replays agent 0's update of round 0 in round 1. As it is,
  * the payload gives it away; with its round rewritten to 1 the signature no
  * longer verifies, and it cannot be signed again without agent 0's key. */
@@ -1553,6 +1582,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpoint_keeps_the_norm_history, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_update_signed_by_another_agent_is_refused, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_update_with_a_flipped_bit_is_refused, setup_job, teardown_job),
+        cmocka_unit_test_setup_teardown(test_two_agents_with_one_id_are_noticed, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_update_must_name_its_topic, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_replayed_update_with_a_rewritten_round_is_refused, setup_job,
                                         teardown_job),

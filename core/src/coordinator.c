@@ -38,6 +38,9 @@ struct esgd_coordinator {
     uint32_t norm_next;        /* where the next one goes */
     double *norm_scratch;      /* (max(agents, window)) for medians */
     double *held_norm;         /* (agents) at close: norm of each held update, -1 if none */
+    uint64_t *held_hash;       /* (agents) checksum of each agent's last accepted update message and */
+    uint32_t *held_round;      /* (agents) its round, to tell a redelivery from a different update under
+                                * the same id (also after the round closed) */
     uint64_t *held_bytes;      /* (agents) message size of each held update and whether it */
     bool *held_clipped;        /* (agents) was clipped, to undo its counts if the round leaves it out */
     round_exclusion *excluded; /* (agents) the updates the last close left out */
@@ -79,11 +82,13 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     c->norm_scratch = malloc((size_t)(cfg->agents > NORM_BOUND_WINDOW ? cfg->agents : NORM_BOUND_WINDOW) * sizeof(double));
     c->held_norm = malloc((size_t)cfg->agents * sizeof(double));
     c->held_bytes = calloc(cfg->agents, sizeof(uint64_t));
+    c->held_hash = calloc(cfg->agents, sizeof(uint64_t));
+    c->held_round = calloc(cfg->agents, sizeof(uint32_t));
     c->held_clipped = calloc(cfg->agents, sizeof(bool));
     c->excluded = malloc((size_t)cfg->agents * sizeof(round_exclusion));
     c->agent_keys = calloc(cfg->agents, sizeof *c->agent_keys);
     if (!c->agent_keys || !c->incoming.grad.indices || !c->incoming.grad.values || !c->changed || !c->delta_values || !c->loss_history ||
-        !c->norm_scratch || !c->held_norm || !c->held_bytes || !c->held_clipped || !c->excluded) {
+        !c->norm_scratch || !c->held_norm || !c->held_bytes || !c->held_hash || !c->held_round || !c->held_clipped || !c->excluded) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "coordinator: out of memory");
         goto fail;
     }
@@ -112,6 +117,8 @@ void coordinator_free(esgd_coordinator *c)
     free(c->norm_scratch);
     free(c->held_norm);
     free(c->held_bytes);
+    free(c->held_hash);
+    free(c->held_round);
     free(c->held_clipped);
     free(c->excluded);
     free(c->agent_keys);
@@ -325,6 +332,22 @@ static esgd_status bound_norm(esgd_coordinator *c, uint32_t agent, double bound,
     return ESGD_OK;
 }
 
+/* A redelivery has the same bytes (signatures are deterministic) and an
+ * agent's update for a round is a pure function of its state, so other
+ * bytes for the round of its last accepted update mean another process
+ * signing as this agent. Counts and describes it. */
+static bool is_conflicting(esgd_coordinator *c, const update_msg *u, const uint8_t *data, size_t size,
+                           esgd_error *err)
+{
+    if (c->held_round[u->agent] != u->round + 1 || state_checksum(data, size) == c->held_hash[u->agent])
+        return false;
+    c->counters.conflicting++;
+    esgd_error_set(err, ESGD_ERR_MISMATCH,
+                   "agent %u round %u: a second, different update (two agents running with id %u?)", u->agent,
+                   u->round, u->agent);
+    return true;
+}
+
 update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *data, size_t size, uint32_t from_agent,
                                           uint32_t from_round, esgd_error *err)
 {
@@ -364,6 +387,8 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
     if (u->round < c->round) {
         c->counters.late++;
         c->counters.unused_uplink_bytes += size;
+        if (is_conflicting(c, u, data, size, err))
+            return UPDATE_LATE;
         esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update for closed round %u (open: %u)", u->agent,
                        u->round, c->round);
         return UPDATE_LATE;
@@ -378,7 +403,9 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
     if (aggregator_has(c->agg, u->agent)) {
         c->counters.duplicate++;
         c->counters.unused_uplink_bytes += size;
-        esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u round %u: duplicate update ignored", u->agent, u->round);
+        if (!is_conflicting(c, u, data, size, err))
+            esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u round %u: duplicate update ignored", u->agent,
+                           u->round);
         return UPDATE_DUPLICATE;
     }
     /* The aggregator checks the form first, so a malformed update is counted
@@ -397,6 +424,8 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
     c->counters.uplink_bytes += size;
     c->counters.accepted_uplink_bytes += size;
     c->held_bytes[u->agent] = size;
+    c->held_hash[u->agent] = state_checksum(data, size);
+    c->held_round[u->agent] = u->round + 1; /* 0: none yet */
     c->held_clipped[u->agent] = clipped;
     return UPDATE_ACCEPTED;
 }
@@ -521,7 +550,7 @@ static const size_t counter_offsets[] = {
     offsetof(coordinator_counters, clipped),         offsetof(coordinator_counters, retained_bytes),
     /* added later: older checkpoints end before these */
     offsetof(coordinator_counters, rejected_bytes),  offsetof(coordinator_counters, unused_uplink_bytes),
-    offsetof(coordinator_counters, dropped_nonfinite),
+    offsetof(coordinator_counters, dropped_nonfinite), offsetof(coordinator_counters, conflicting),
 };
 /* Checkpoints with this many counters or fewer counted every update message in uplink_bytes. */
 #define COUNTERS_BEFORE_BYTE_SPLIT 10

@@ -110,14 +110,14 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
             ", \"uplink_bytes\": %llu, \"dense_uplink_bytes\": %llu, \"compression\": %.2f, "
             "\"downlink_bytes\": %llu, \"broadcast_bytes\": %llu, \"retained_model_bytes\": %llu, "
             "\"accepted\": %llu, \"late\": %llu, "
-            "\"duplicate\": %llu, \"early\": %llu, \"rejected\": %llu, \"clipped\": %llu, "
+            "\"duplicate\": %llu, \"conflicting\": %llu, \"early\": %llu, \"rejected\": %llu, \"clipped\": %llu, "
             "\"dropped_nonfinite\": %llu, \"rejected_bytes\": %llu, \"unused_uplink_bytes\": %llu, "
             "\"model_fnv1a64\": \"%016llx\"",
             (unsigned long long)k->uplink_bytes, (unsigned long long)dense,
             (double)dense / (double)(k->uplink_bytes ? k->uplink_bytes : 1), (unsigned long long)k->downlink_bytes,
             (unsigned long long)k->broadcast_bytes, (unsigned long long)k->retained_bytes,
             (unsigned long long)k->accepted, (unsigned long long)k->late,
-            (unsigned long long)k->duplicate, (unsigned long long)k->early, (unsigned long long)rejected,
+            (unsigned long long)k->duplicate, (unsigned long long)k->conflicting, (unsigned long long)k->early, (unsigned long long)rejected,
             (unsigned long long)k->clipped, (unsigned long long)k->dropped_nonfinite,
             (unsigned long long)k->rejected_bytes, (unsigned long long)k->unused_uplink_bytes,
             (unsigned long long)state_checksum(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)));

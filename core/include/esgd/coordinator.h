@@ -52,6 +52,8 @@ typedef struct coordinator_counters {
     uint64_t unused_uplink_bytes;         /* duplicate, late and early update messages */
     uint64_t dropped_nonfinite;           /* held updates dropped at close because the new model would not
                                            * have been finite; also counted in rejected[ESGD_ERR_NONFINITE] */
+    uint64_t conflicting;                 /* a second, different update for an agent and round already held:
+                                           * two live agents with one id (also counted in duplicate) */
 } coordinator_counters;
 
 typedef enum norm_action {

@@ -43,7 +43,7 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
  * compression (dense_uplink_bytes / uplink_bytes), downlink_bytes,
  * broadcast_bytes (model messages published once each),
  * retained_model_bytes (full models published retained), accepted (updates
- * that went into a model), late, duplicate, early, rejected (updates refused
+ * that went into a model), late, duplicate, conflicting (a second, different update under one agent id), early, rejected (updates refused
  * for any reason, at receipt or at close), clipped, dropped_nonfinite (of
  * the rejected, held updates dropped at close because the model would not
  * have been finite), rejected_bytes (bytes of the rejected update messages),
