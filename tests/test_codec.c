@@ -941,6 +941,26 @@ static void test_f16_matches_compiler(void **state)
 #endif
 }
 
+/* Values binary16 cannot hold go out as the largest finite half instead of
+ * making the whole update unsendable; the count says how many. */
+static void test_f16_clamp(void **state)
+{
+    (void)state;
+    float v[] = {65504.0f, 65505.0f, -70000.0f, 1e30f, -3.0f, 0.0f, -65504.0f};
+    assert_int_equal(codec_clamp_f16(v, 7), 3);
+    const float want[] = {65504.0f, 65504.0f, -65504.0f, 65504.0f, -3.0f, 0.0f, -65504.0f};
+    assert_memory_equal(v, want, sizeof want);
+    assert_int_equal(codec_clamp_f16(v, 7), 0);
+    uint32_t idx[] = {0, 1, 2, 3, 4, 5, 6};
+    update_msg u = {.job = "clamp", .run = 1, .samples = 1, .loss = 0.5f,
+                    .grad = {.dim = 7, .count = 7, .capacity = 7, .indices = idx, .values = v}};
+    esgd_buffer buf;
+    esgd_error err = {0};
+    assert_int_equal(buffer_init(&buf, codec_update_bound(7), &err), ESGD_OK);
+    assert_int_equal(codec_encode_update(&buf, &u, VALUE_FORMAT_F16, &err), ESGD_OK);
+    buffer_destroy(&buf);
+}
+
 /* --------------------------------------------------------- malformed table */
 
 typedef enum op { OP_SET, OP_REMOVE, OP_DUPLICATE } op;
@@ -1436,6 +1456,7 @@ int main(void)
         cmocka_unit_test(test_rice_near_the_bound),
         cmocka_unit_test(test_bounds_fit_the_worst_cases),
         cmocka_unit_test(test_encoder_rejects_bad_updates),
+        cmocka_unit_test(test_f16_clamp),
         cmocka_unit_test(test_f16_conversion_table),
         cmocka_unit_test(test_f16_matches_compiler),
         cmocka_unit_test(test_malformed_table),

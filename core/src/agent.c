@@ -269,14 +269,8 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
     /* A value binary16 cannot hold would make the whole update unsendable
      * (and the agent stop for good): it goes out as the largest finite half
      * instead, counted; what the clamp cut off is not fed back. */
-    if (a->cfg.values == VALUE_FORMAT_F16) {
-        for (uint32_t i = 0; i < u.grad.count; i++) {
-            if (fabsf(u.grad.values[i]) > CODEC_F16_MAX) {
-                u.grad.values[i] = copysignf(CODEC_F16_MAX, u.grad.values[i]);
-                a->clamped++;
-            }
-        }
-    }
+    if (a->cfg.values == VALUE_FORMAT_F16)
+        a->clamped += codec_clamp_f16(u.grad.values, u.grad.count);
     st = codec_encode_update(&a->out, &u, a->cfg.values, err);
     if (st == ESGD_OK)
         st = envelope_sign(&a->out, &a->key, err);

@@ -107,6 +107,18 @@ uint16_t codec_f32_to_f16(float value)
     return (uint16_t)(sign | (x >> 13));
 }
 
+uint32_t codec_clamp_f16(float *values, uint32_t count)
+{
+    uint32_t clamped = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (fabsf(values[i]) > CODEC_F16_MAX) {
+            values[i] = copysignf(CODEC_F16_MAX, values[i]);
+            clamped++;
+        }
+    }
+    return clamped;
+}
+
 float codec_f16_to_f32(uint16_t half)
 {
     uint32_t sign = (uint32_t)(half & 0x8000u) << 16;

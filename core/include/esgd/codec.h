@@ -118,6 +118,9 @@ esgd_status codec_decode_status(codec_decoder *dec, const uint8_t *data, size_t 
 
 /* IEEE binary16 conversions used for VALUE_FORMAT_F16. */
 #define CODEC_F16_MAX 65504.0f /* the largest finite half */
+/* Clamps values[0..count) to [-CODEC_F16_MAX, CODEC_F16_MAX] in place (NaN
+ * stays NaN) and returns how many it changed. */
+uint32_t codec_clamp_f16(float *values, uint32_t count);
 uint16_t codec_f32_to_f16(float value);
 float codec_f16_to_f32(uint16_t half);
 
