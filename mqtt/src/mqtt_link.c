@@ -30,6 +30,10 @@
 #define CONNECT_WAIT_MS 6000    /* Paho gives up on a connect after co.connectTimeout = 5 s */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 16000
+/* A connection lost within QUICK_LOSS_S of its CONNACK, QUICK_LOSSES_MAX
+ * times in a row, makes the link replace its Paho client (reset_client). */
+#define QUICK_LOSS_S 0.5
+#define QUICK_LOSSES_MAX 2
 
 typedef struct queued_message {
     struct queued_message *next;
@@ -45,7 +49,15 @@ typedef struct link_filter {
 } link_filter;
 
 struct mqtt_link {
+    /* Paho's client. The reconnecting thread may replace it (reset_client),
+     * so every other use holds client_lock for reading. client_lock is never
+     * taken in a Paho callback, nor with l->lock held: a thread holding it
+     * may be waiting for Paho's lock, held by a callback waiting for
+     * l->lock. */
     MQTTAsync client;
+    pthread_rwlock_t client_lock;
+    char *client_id;
+    MQTTAsync_createOptions cro;
     /* What each connection attempt needs, owned here because the link
      * connects again after every loss (Paho copies it on each connect). */
     char *url, *username, *password, *will_topic, *ca_file, *cert_file, *key_file;
@@ -67,6 +79,8 @@ struct mqtt_link {
     int connect_result;         /* of the attempt in progress: 0 pending, 1 ok, -1 failed */
     char connect_failure[200];
     double up_since, down_since; /* monotonic seconds */
+    double connack_at;          /* monotonic seconds of the last CONNACK */
+    unsigned quick_losses;      /* connections lost within QUICK_LOSS_S of their CONNACK, in a row */
     bool disconnected;          /* mqtt_link_close: disconnect finished */
     mqtt_link_counters counters;
     pthread_t reconnector;
@@ -147,6 +161,10 @@ static void on_connection_lost(void *context, char *cause)
     double now = monotonic_seconds(), up = 0;
     pthread_mutex_lock(&l->lock);
     l->counters.disconnects++;
+    if (now - l->connack_at < QUICK_LOSS_S)
+        l->quick_losses++;
+    else
+        l->quick_losses = 0;
     if (l->connected) {
         l->connected = false;
         l->down_since = now;
@@ -219,8 +237,10 @@ static void on_connect_success(void *context, MQTTAsync_successData *response)
 {
     (void)response;
     mqtt_link *l = context;
+    double now = monotonic_seconds();
     pthread_mutex_lock(&l->lock);
     l->connect_result = 1;
+    l->connack_at = now;
     pthread_cond_broadcast(&l->state);
     pthread_mutex_unlock(&l->lock);
 }
@@ -274,7 +294,9 @@ static bool try_connect(mqtt_link *l)
     pthread_mutex_lock(&l->lock);
     l->connect_result = 0;
     pthread_mutex_unlock(&l->lock);
+    pthread_rwlock_rdlock(&l->client_lock);
     int rc = MQTTAsync_connect(l->client, &l->co);
+    pthread_rwlock_unlock(&l->client_lock);
     pthread_mutex_lock(&l->lock);
     if (rc != MQTTASYNC_SUCCESS) {
         snprintf(l->connect_failure, sizeof l->connect_failure, "connect call failed: %s (code %d)",
@@ -300,7 +322,11 @@ static bool try_connect(mqtt_link *l)
 static int send_filter(mqtt_link *l, const link_filter *f)
 {
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    return f->wanted ? MQTTAsync_subscribe(l->client, f->name, 1, &ro) : MQTTAsync_unsubscribe(l->client, f->name, &ro);
+    pthread_rwlock_rdlock(&l->client_lock);
+    int rc = f->wanted ? MQTTAsync_subscribe(l->client, f->name, 1, &ro)
+                       : MQTTAsync_unsubscribe(l->client, f->name, &ro);
+    pthread_rwlock_unlock(&l->client_lock);
+    return rc;
 }
 
 static void resend_filters(mqtt_link *l)
@@ -351,6 +377,42 @@ static bool connect_and_resubscribe(mqtt_link *l, double *down)
     return ok;
 }
 
+/* Replaces Paho's client by a fresh one with the same options. Seen with
+ * Paho 1.3.12 after the broker was killed while the coordinator had ~400 KB
+ * QoS 1 publishes in flight and buffered: on every later connection the
+ * client sent something mosquitto rejects at once ("disconnected due to
+ * malformed packet"), so the link never came back. Paho's state for the
+ * old session (in-flight and buffered publishes) is what it keeps across
+ * connections, so a fresh client drops it; the program publishes what
+ * matters again after a reconnection (the coordinator its configuration
+ * and model, the agents their answers when they see the model again).
+ * Only on the reconnecting thread, with no lock of the link held. */
+static void reset_client(mqtt_link *l, unsigned losses)
+{
+    MQTTAsync fresh = NULL;
+    int rc = MQTTAsync_createWithOptions(&fresh, l->url, l->client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &l->cro);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_warn("mqtt: cannot make a fresh MQTT client for %s (code %d); keeping the old one", l->url, rc);
+        return;
+    }
+    MQTTAsync_setCallbacks(fresh, l, on_connection_lost, on_message, NULL);
+    pthread_rwlock_wrlock(&l->client_lock);
+    MQTTAsync old = l->client;
+    l->client = fresh;
+    pthread_rwlock_unlock(&l->client_lock);
+    /* Nobody else can reach the old client any more: every other use
+     * fetches l->client under client_lock. */
+    MQTTAsync_destroy(&old);
+    pthread_mutex_lock(&l->lock);
+    l->counters.client_resets++;
+    l->quick_losses = 0;
+    uint64_t resets = l->counters.client_resets;
+    pthread_mutex_unlock(&l->lock);
+    log_warn("mqtt: the connection to %s was lost right after connecting %u times in a row; replaced the MQTT "
+             "client (reset %llu), dropping what it had in flight or buffered, which the program sends again",
+             l->url, losses, (unsigned long long)resets);
+}
+
 /* The reconnecting thread: after a loss, waits (1 s, doubling to 16 s after
  * each failure) and connects again. */
 static void *reconnect_loop(void *arg)
@@ -367,7 +429,10 @@ static void *reconnect_loop(void *arg)
         wait_unless_closing(l, backoff_ms);
         if (l->closing)
             break;
+        unsigned quick = l->quick_losses;
         pthread_mutex_unlock(&l->lock);
+        if (quick >= QUICK_LOSSES_MAX)
+            reset_client(l, quick);
         double down = 0;
         bool ok = connect_and_resubscribe(l, &down);
         if (ok) {
@@ -440,6 +505,7 @@ static void link_free(mqtt_link *l)
     if (l->password)
         memset(l->password, 0, strlen(l->password));
     free(l->url);
+    free(l->client_id);
     free(l->username);
     free(l->password);
     free(l->will_topic);
@@ -451,6 +517,7 @@ static void link_free(mqtt_link *l)
     pthread_cond_destroy(&l->state);
     pthread_mutex_destroy(&l->lock);
     pthread_mutex_destroy(&l->sub_lock);
+    pthread_rwlock_destroy(&l->client_lock);
     free(l);
 }
 
@@ -483,12 +550,14 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
     }
     pthread_mutex_init(&l->lock, NULL);
     pthread_mutex_init(&l->sub_lock, NULL);
+    pthread_rwlock_init(&l->client_lock, NULL);
     cond_init_monotonic(&l->arrived);
     cond_init_monotonic(&l->state);
     l->max_queued_bytes = o->max_queued_bytes ? o->max_queued_bytes : (size_t)256 << 20;
     l->reconnect_failures = (log_limiter)LOG_LIMITER(60);
     bool nomem = false;
     l->url = copy(o->broker_url, &nomem);
+    l->client_id = copy(o->client_id, &nomem);
     l->username = copy(o->username, &nomem);
     l->password = copy(use_password, &nomem);
     memset(password, 0, sizeof password);
@@ -511,8 +580,12 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
     MQTTAsync_createOptions cro = MQTTAsync_createOptions_initializer;
     cro.sendWhileDisconnected = 1; /* buffer publishes while reconnecting */
     cro.maxBufferedMessages = 10000;
+    /* Buffer also before a client's first connection: a client made by
+     * reset_client is handed to the program before it has connected. */
+    cro.allowDisconnectedSendAtAnyTime = 1;
+    l->cro = cro;
     int rc = MQTTAsync_createWithOptions(&l->client, o->broker_url, o->client_id, MQTTCLIENT_PERSISTENCE_NONE,
-                                         NULL, &cro);
+                                         NULL, &l->cro);
     if (rc != MQTTASYNC_SUCCESS) {
         esgd_error_set(err, ESGD_ERR_ARG, "mqtt: cannot use broker URL '%s' (code %d; expected tcp://host:port)",
                        o->broker_url, rc);
@@ -603,7 +676,10 @@ bool mqtt_link_flush(mqtt_link *l, int timeout_ms)
     double start = monotonic_seconds();
     for (;;) {
         MQTTAsync_token *tokens = NULL;
-        if (MQTTAsync_getPendingTokens(l->client, &tokens) != MQTTASYNC_SUCCESS)
+        pthread_rwlock_rdlock(&l->client_lock);
+        int rc = MQTTAsync_getPendingTokens(l->client, &tokens);
+        pthread_rwlock_unlock(&l->client_lock);
+        if (rc != MQTTASYNC_SUCCESS)
             return false;
         bool pending = tokens && tokens[0] != -1;
         MQTTAsync_free(tokens);
@@ -697,7 +773,9 @@ esgd_status mqtt_link_publish(mqtt_link *l, const char *topic, const void *data,
     m.qos = qos;
     m.retained = retained ? 1 : 0;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    pthread_rwlock_rdlock(&l->client_lock);
     int rc = MQTTAsync_sendMessage(l->client, topic, &m, &ro);
+    pthread_rwlock_unlock(&l->client_lock);
     if (rc != MQTTASYNC_SUCCESS)
         return esgd_error_set(err, ESGD_ERR_IO, "mqtt: publish to %s failed: %s (code %d%s)", topic,
                               MQTTAsync_strerror(rc), rc,

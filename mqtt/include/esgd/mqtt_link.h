@@ -73,6 +73,7 @@ typedef struct mqtt_link_counters {
     uint64_t reconnects;                 /* successful connections after a loss */
     uint64_t disconnects;                /* connections lost (not counting mqtt_link_close) */
     double disconnected_seconds;         /* time spent reconnecting after losses, the current outage included */
+    uint64_t client_resets;              /* MQTT library clients replaced after repeated instant losses */
 } mqtt_link_counters;
 
 typedef struct mqtt_link mqtt_link;
