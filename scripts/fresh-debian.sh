@@ -9,7 +9,9 @@
 #
 # What it copies from this machine: the apt sources and apt's settings (the
 # same mirror), the CA certificates this machine trusts (a machine behind a
-# TLS-intercepting proxy needs its CA for npm), nothing else.
+# TLS-intercepting proxy needs its CA for npm), and OPENBLAS_CORETYPE and
+# OPENBLAS_L2_SIZE when set (machines whose CPU OpenBLAS 0.3.21 does not
+# know set them; the root runs on the same CPU), nothing else.
 #
 # Usage: scripts/fresh-debian.sh [--keep] [--dir DIR]
 #   --dir DIR   where the root goes (default: a new folder under /var/tmp)
@@ -92,7 +94,9 @@ say "clean clone of $(git -C "$root" rev-parse --short HEAD) in /root/esgd"
 # run_inside LABEL COMMAND: COMMAND in the root, as root, with a bare
 # environment, in new mount and PID namespaces with their own /proc and /dev.
 run_inside() {
-    local label=$1 command=$2 t0=$SECONDS status=0
+    local label=$1 command=$2 t0=$SECONDS status=0 blas=()
+    [ -n "${OPENBLAS_CORETYPE:-}" ] && blas+=("OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE")
+    [ -n "${OPENBLAS_L2_SIZE:-}" ] && blas+=("OPENBLAS_L2_SIZE=$OPENBLAS_L2_SIZE")
     say "running '$command' on the bare Debian"
     unshare --mount --pid --fork --propagation private bash -c '
         set -e
@@ -101,9 +105,11 @@ run_inside() {
         mount --rbind /dev "$1/dev"
         mount -t tmpfs tmpfs "$1/dev/shm"
         mount -t tmpfs tmpfs "$1/tmp"
-        exec chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
-            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            bash -c "cd /root/esgd && $2"' _ "$dir" "$command" 2>&1 | tee "$dir.$label.log" || status=$?
+        root=$1 command=$2
+        shift 2
+        exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@" \
+            bash -c "cd /root/esgd && $command"' _ "$dir" "$command" "${blas[@]}" 2>&1 | tee "$dir.$label.log" || status=$?
     local took=$((SECONDS - t0))
     printf '%s\t%d s\t(%dm%02ds)\texit %d\n' "$command" "$took" $((took / 60)) $((took % 60)) "$status" >>"$dir.times"
     return "$status"

@@ -2,6 +2,7 @@
  * the MQTT coordinator, so both report the same numbers the same way. */
 #include "esgd/report.h"
 
+#include <cblas.h>
 #include <math.h>
 
 #include "esgd/runtime.h"
@@ -128,5 +129,7 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
         json_real(out, "round_seconds_median", round_times_quantile(times, 0.5), 6);
         json_real(out, "round_seconds_p90", round_times_quantile(times, 0.9), 6);
     }
-    fprintf(out, ", \"seconds\": %.2f}\n", seconds);
+    /* The OpenBLAS kernel decides the float results, so model fingerprints
+     * compare only between runs on the same one. */
+    fprintf(out, ", \"blas_core\": \"%s\", \"seconds\": %.2f}\n", openblas_get_corename(), seconds);
 }

@@ -7,11 +7,18 @@
 # loss signal (robust aggregation, 2026-12-02).
 source "$(dirname "$0")/common.sh" "$1"
 [ "$(uname -m)" = x86_64 ] || { echo "SKIP: fingerprints are pinned for x86-64"; exit 77; }
+# The OpenBLAS kernel (OPENBLAS_CORETYPE, or what OpenBLAS picks for the
+# CPU) decides the float results; the pins are for one kernel.
+pinned_core=Haswell
 check() {
-    local want=$1 got
+    local want=$1 got core
     shift
-    got=$(OPENBLAS_NUM_THREADS=1 "$sim_bin" --data "$data" --agents 4 --json "$@" 2>>"$work/sim.log" |
-        grep -oE '"model_fnv1a64": "[0-9a-f]+"' | grep -oE '[0-9a-f]{16}')
+    OPENBLAS_NUM_THREADS=1 "$sim_bin" --data "$data" --agents 4 --json "$@" >"$work/run.json" 2>>"$work/sim.log" ||
+        fail "esgd-sim failed: $*"
+    core=$(json_get blas_core "$work/run.json")
+    [ "$core" = "$pinned_core" ] ||
+        { echo "SKIP: fingerprints are pinned for OpenBLAS's $pinned_core kernels, this run uses $core"; exit 77; }
+    got=$(json_get model_fnv1a64 "$work/run.json")
     echo "$* -> $got"
     [ "$got" = "$want" ] || fail "model $got, pinned $want, for: $*"
 }

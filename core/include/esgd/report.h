@@ -50,6 +50,7 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
  * unused_uplink_bytes (bytes of the duplicate, late and early ones),
  * model_fnv1a64 (FNV-1a 64 of the final parameters' bytes: equal runs have
  * equal models), rejected_<reason> for every status name,
+ * blas_core (the OpenBLAS kernel, which the float results depend on),
  * round_seconds_median and round_seconds_p90 (when times is not NULL: from
  * opening a round to closing it), seconds. */
 void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
