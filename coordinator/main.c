@@ -75,26 +75,33 @@ static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t
     return st;
 }
 
-/* The broadcast that opens the round, and the retained full model that lets
- * a late or restarted agent start at once. */
-static esgd_status open_round(run *r)
+/* The model on the retained topic in full (so a late or restarted agent
+ * starts at once) and on the round's topic: the broadcast that opens the
+ * round, or, publishing again (`again`), the configuration first and the
+ * full model on the round's topic too, for agents whose session or
+ * messages the broker lost (a repeat answer is counted once). */
+static esgd_status publish_model(run *r, bool again)
 {
     esgd_error err = {0};
     const uint8_t *msg;
     size_t size;
     char topic[TOPIC_MAX];
     uint32_t round = coordinator_round(r->coordinator);
-    esgd_status st = coordinator_full_model(r->coordinator, &msg, &size, &err);
-    if (st == ESGD_OK) {
+    esgd_status st = ESGD_OK;
+    if (again && (st = coordinator_config_message(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
+        topic_config(topic, r->cfg.job);
+        st = publish(r, topic, msg, size, true);
+    }
+    if (st == ESGD_OK && (st = coordinator_full_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
         topic_latest_model(topic, r->cfg.job);
         st = publish(r, topic, msg, size, true);
     }
-    if (st == ESGD_OK && (st = coordinator_round_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
+    if (st == ESGD_OK && (again || (st = coordinator_round_model(r->coordinator, &msg, &size, &err)) == ESGD_OK)) {
         topic_round_model(topic, r->cfg.job, round);
         st = publish(r, topic, msg, size, false);
     }
     if (st != ESGD_OK && err.message[0])
-        log_error("round %u: cannot publish the model: %s", round, err.message);
+        log_error("round %u: cannot publish the model%s: %s", round, again ? " again" : "", err.message);
     return st;
 }
 
@@ -165,35 +172,6 @@ static void handle_message(run *r, const mqtt_message *m)
                          update_outcome_name(outcome), m->topic);
 }
 
-/* Collects updates until every expected agent has reported, or the quorum
- * has and round_timeout has passed. False when a stop was requested. */
-/* A round with no new update for a while publishes its configuration and
- * model again (the model in full): an agent whose session or messages the
- * broker lost gets them back and answers (a repeat is counted once). */
-static esgd_status republish(run *r)
-{
-    esgd_error err = {0};
-    const uint8_t *msg;
-    size_t size;
-    char topic[TOPIC_MAX];
-    uint32_t round = coordinator_round(r->coordinator);
-    esgd_status st = coordinator_config_message(r->coordinator, &msg, &size, &err);
-    if (st == ESGD_OK) {
-        topic_config(topic, r->cfg.job);
-        st = publish(r, topic, msg, size, true);
-    }
-    if (st == ESGD_OK && (st = coordinator_full_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
-        topic_latest_model(topic, r->cfg.job);
-        if ((st = publish(r, topic, msg, size, true)) == ESGD_OK) {
-            topic_round_model(topic, r->cfg.job, round);
-            st = publish(r, topic, msg, size, false);
-        }
-    }
-    if (st != ESGD_OK && err.message[0])
-        log_error("round %u: cannot publish the model again: %s", round, err.message);
-    return st;
-}
-
 /* Rounds an agent may miss in a row before it is no longer waited for. */
 #define DEAD_AFTER_MISSED 3
 
@@ -209,6 +187,8 @@ static bool all_live_answered(const run *r)
     return true;
 }
 
+/* Collects updates until every expected agent has reported, or the quorum
+ * has and round_timeout has passed. False when a stop was requested. */
 static bool collect_round(run *r, uint32_t quorum)
 {
     double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
@@ -239,7 +219,7 @@ static bool collect_round(run *r, uint32_t quorum)
             mqtt_link_connected(r->link)) {
             log_info("round %u: no new update for %.0f s (%u of %u agents); publishing the model again",
                      coordinator_round(r->coordinator), now - last_progress, have, agents);
-            if (republish(r) != ESGD_OK)
+            if (publish_model(r, true) != ESGD_OK)
                 return true; /* the error is logged; the round closes with what it has */
             last_progress = now;
         }
@@ -278,7 +258,7 @@ static int after_round(run *r, const round_summary *s)
         log_error("checkpoint: %s", err.message);
         return EXIT_RUNTIME;
     }
-    if (open_round(r) != ESGD_OK)
+    if (publish_model(r, false) != ESGD_OK)
         return EXIT_RUNTIME;
     float accuracy = images ? r->accuracy : NAN;
     report_progress(stderr, r->coordinator, s, accuracy, &r->clock);
@@ -324,7 +304,7 @@ static int train(run *r)
 
     report_clock_start(&r->clock, r->coordinator);
     /* Each round's end publishes the next round's model (after_round). */
-    if (open_round(r) != ESGD_OK)
+    if (publish_model(r, false) != ESGD_OK)
         return EXIT_RUNTIME;
     while (!coordinator_done(r->coordinator)) {
         double opened = monotonic_seconds();
