@@ -312,8 +312,14 @@ static int run_loop(agent_run *r)
                 return EXIT_RUNTIME;
             }
             if (now - last_notice >= 60) {
+                /* A model can be lost on the way without our link noticing
+                 * (a broker restart between two keepalives): ask for the
+                 * retained one, which also makes us re-send our answer. */
+                if (r->agent && agent_has_model(r->agent) && fetch_latest_model(r, true, &err) != ESGD_OK)
+                    log_warn("%s", err.message);
                 if (r->agent)
-                    log_info("waiting for the model after round %u", agent_current_round(r->agent));
+                    log_info("waiting for the model after round %u; asked for the latest one",
+                             agent_current_round(r->agent));
                 else
                     log_info("still waiting for the configuration of job %s", r->set.job);
                 last_notice = now;

@@ -30,7 +30,14 @@ cleanup() {
     broker_stop
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
         echo "---- logs of the failed test ($work) ----"
-        for f in "$work"/*.log "$work"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
+        # The coordinator's log first: CI output is cut in the middle, and
+        # it says most about a stalled job.
+        local f
+        for f in "$work"/coordinator.log "$work"/broker/mosquitto.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
+        for f in "$work"/*.log "$work"/*.json; do
+            [ "$f" = "$work/coordinator.log" ] && continue
+            [ -f "$f" ] && { echo "== $f"; tail -n 15 "$f"; }
+        done
     else
         rm -rf "$work"
     fi
