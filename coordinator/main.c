@@ -24,6 +24,7 @@
 #include "esgd/envelope.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
+#include "esgd/mqtt_link_cli.h"
 #include "esgd/report.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
@@ -64,6 +65,7 @@ typedef struct run {
     uint64_t connects_seen; /* broker connections when last checked, to republish after a reconnection */
     round_times times;  /* open to close, for the final report */
     report_clock clock; /* for the progress line's rate and time left */
+    esgd_buffer retained, broadcast; /* the next model, full and as broadcast, between encoding and publishing */
 } run;
 
 static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained)
@@ -106,7 +108,7 @@ static esgd_status publish_model(run *r, bool again)
 }
 
 /* Floods of bad messages cost one log line per 10 s each, with a count. */
-static log_limiter status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
+static log_limiter csv_write_log = LOG_LIMITER(60), status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
                    update_unused_log = LOG_LIMITER(10), conflict_log = LOG_LIMITER(10);
 
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
@@ -238,9 +240,32 @@ static bool collect_round(run *r, uint32_t quorum)
     }
 }
 
-/* Evaluates, checkpoints, publishes the model the round produced (the final
- * one after the last round), then reports the round with that model's bytes
- * counted. */
+/* Encodes a model message with `encode` into a buffer of our own. */
+static esgd_status keep_copy(run *r, esgd_buffer *copy,
+                             esgd_status (*encode)(esgd_coordinator *, const uint8_t **, size_t *, esgd_error *))
+{
+    esgd_error err = {0};
+    const uint8_t *msg;
+    size_t size;
+    esgd_status st = encode(r->coordinator, &msg, &size, &err);
+    if (st == ESGD_OK && size > copy->capacity) {
+        buffer_destroy(copy);
+        st = buffer_init(copy, size, &err);
+    }
+    if (st != ESGD_OK) {
+        log_error("round %u: cannot encode the model: %s", coordinator_round(r->coordinator), err.message);
+        return st;
+    }
+    memcpy(copy->data, msg, size);
+    copy->size = size;
+    return ESGD_OK;
+}
+
+/* Evaluates, writes the round's CSV row, checkpoints, then publishes the
+ * model the round produced (the final one after the last round). The model
+ * is encoded before the row, whose byte counts include it; the row is on
+ * disk before the checkpoint, and a restore cuts rows past the checkpoint
+ * (setup), so a kill at any point leaves each round's row exactly once. */
 static int after_round(run *r, const round_summary *s)
 {
     esgd_error err = {0};
@@ -252,20 +277,30 @@ static int after_round(run *r, const round_summary *s)
     }
     if (images)
         metrics_evaluated(r->metrics, r->accuracy, r->test_loss);
+    /* Copies: the checkpoint reuses the coordinator's output buffer. */
+    if (keep_copy(r, &r->retained, coordinator_full_model) != ESGD_OK ||
+        keep_copy(r, &r->broadcast, coordinator_round_model) != ESGD_OK)
+        return EXIT_RUNTIME;
+    float accuracy = images ? r->accuracy : NAN;
+    if (r->csv) {
+        report_csv_row(r->csv, r->coordinator, s, accuracy, images);
+        if (fflush(r->csv) != 0 || fsync(fileno(r->csv)) != 0)
+            log_warn_limited(&csv_write_log, "cannot write %s: %s", r->set.csv_path, strerror(errno));
+    }
     /* The checkpoint is written before the next model goes out, so agents
      * can never be ahead of what a restarted coordinator remembers. */
     if (r->set.state_dir && coordinator_save(r->coordinator, r->checkpoint, &err) != ESGD_OK) {
         log_error("checkpoint: %s", err.message);
         return EXIT_RUNTIME;
     }
-    if (publish_model(r, false) != ESGD_OK)
+    char topic[TOPIC_MAX];
+    topic_latest_model(topic, r->cfg.job);
+    if (publish(r, topic, r->retained.data, r->retained.size, true) != ESGD_OK)
         return EXIT_RUNTIME;
-    float accuracy = images ? r->accuracy : NAN;
+    topic_round_model(topic, r->cfg.job, coordinator_round(r->coordinator));
+    if (publish(r, topic, r->broadcast.data, r->broadcast.size, false) != ESGD_OK)
+        return EXIT_RUNTIME;
     report_progress(stderr, r->coordinator, s, accuracy, &r->clock);
-    if (r->csv) {
-        report_csv_row(r->csv, r->coordinator, s, accuracy, images);
-        fflush(r->csv);
-    }
     return EXIT_DONE;
 }
 
@@ -430,6 +465,9 @@ static int setup(run *r, esgd_error *err)
     }
     if (r->set.csv_path) {
         bool fresh = coordinator_round(r->coordinator) == 0;
+        /* Rows past the checkpoint are of rounds about to be run again. */
+        if (!fresh && report_csv_cut(r->set.csv_path, coordinator_round(r->coordinator), err) != ESGD_OK)
+            return EXIT_RUNTIME;
         if (!(r->csv = fopen(r->set.csv_path, fresh ? "w" : "a"))) {
             esgd_error_set(err, ESGD_ERR_IO, "cannot write %s: %s", r->set.csv_path, strerror(errno));
             return EXIT_RUNTIME;
@@ -543,6 +581,8 @@ int main(int argc, char **argv)
     coordinator_free(r.coordinator);
     dataset_destroy(&r.test);
     free(r.agent_online);
+    buffer_destroy(&r.retained);
+    buffer_destroy(&r.broadcast);
     free(r.missed);
     free(r.agent_keys);
     codec_decoder_free(r.status_decoder);

@@ -3,8 +3,13 @@
 #include "esgd/report.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "esgd/json_writer.h"
 #include "esgd/runtime.h"
 #include "esgd/state_file.h"
 
@@ -79,13 +84,59 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
             (unsigned long long)k->retained_bytes);
 }
 
-/* JSON has no NaN: a value that was never measured is null. */
-static void json_real(FILE *out, const char *key, double value, int digits)
+esgd_status report_csv_cut(const char *path, uint32_t rounds, esgd_error *err)
 {
-    if (isfinite(value))
-        fprintf(out, ", \"%s\": %.*f", key, digits, value);
-    else
-        fprintf(out, ", \"%s\": null", key);
+    FILE *in = fopen(path, "r");
+    if (!in)
+        return errno == ENOENT ? ESGD_OK
+                               : esgd_error_set(err, ESGD_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.cut", path);
+    FILE *out = NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    long kept_end = 0; /* file offset after the last line kept */
+    bool header = true, cut = false;
+    esgd_status st = ESGD_OK;
+    while (getline(&line, &cap, in) > 0) {
+        char *end;
+        unsigned long round = strtoul(line, &end, 10);
+        /* A row without its newline was cut short by the kill. */
+        bool partial = line[strlen(line) - 1] != '\n';
+        if (!header && (partial || (end != line && *end == ',' && round > rounds))) {
+            cut = true;
+            break;
+        }
+        header = false;
+        kept_end = ftell(in);
+    }
+    if (cut) {
+        /* Copy what is kept, then replace the file in one rename. */
+        rewind(in);
+        if (!(out = fopen(tmp, "w"))) {
+            st = esgd_error_set(err, ESGD_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+        } else {
+            char block[8192];
+            long left = kept_end;
+            while (st == ESGD_OK && left > 0) {
+                size_t want = left < (long)sizeof block ? (size_t)left : sizeof block;
+                size_t got = fread(block, 1, want, in);
+                if (got == 0 || fwrite(block, 1, got, out) != got)
+                    st = esgd_error_set(err, ESGD_ERR_IO, "cannot copy %s to %s", path, tmp);
+                left -= (long)got;
+            }
+            if (fflush(out) != 0 || fsync(fileno(out)) != 0)
+                st = esgd_error_set(err, ESGD_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+            fclose(out);
+            if (st == ESGD_OK && rename(tmp, path) != 0)
+                st = esgd_error_set(err, ESGD_ERR_IO, "cannot replace %s: %s", path, strerror(errno));
+            if (st != ESGD_OK)
+                remove(tmp);
+        }
+    }
+    free(line);
+    fclose(in);
+    return st;
 }
 
 void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
@@ -98,38 +149,58 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     uint64_t rejected = 0;
     for (int i = 0; i < ESGD_STATUS_COUNT; i++)
         rejected += k->rejected[i];
-    fprintf(out,
-            "{\"method\": \"%s\", \"drop\": %g, \"model\": \"%s\", \"agents\": %u, \"partition\": \"%s\", "
-            "\"epochs\": %u, \"rounds\": %u, \"batch\": %u, \"lr\": %g, \"seed\": %llu, \"values\": \"%s\"",
-            sparsify_method_name(cfg->sparsify.method), cfg->sparsify.drop_ratio, model_kind_name(cfg->model),
-            cfg->agents, partition_kind_name(cfg->partition), cfg->rounds ? 0 : cfg->epochs, rounds, cfg->batch,
-            cfg->lr, (unsigned long long)cfg->seed, value_format_name(cfg->values));
-    json_real(out, "test_accuracy", test_accuracy, 4);
-    json_real(out, "test_loss", test_loss, 4);
-    json_real(out, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100), 4);
-    fprintf(out,
-            ", \"uplink_bytes\": %llu, \"dense_uplink_bytes\": %llu, \"compression\": %.2f, "
-            "\"downlink_bytes\": %llu, \"broadcast_bytes\": %llu, \"retained_model_bytes\": %llu, "
-            "\"accepted\": %llu, \"late\": %llu, "
-            "\"duplicate\": %llu, \"conflicting\": %llu, \"early\": %llu, \"rejected\": %llu, \"clipped\": %llu, "
-            "\"dropped_nonfinite\": %llu, \"rejected_bytes\": %llu, \"unused_uplink_bytes\": %llu, "
-            "\"model_fnv1a64\": \"%016llx\"",
-            (unsigned long long)k->uplink_bytes, (unsigned long long)dense,
-            (double)dense / (double)(k->uplink_bytes ? k->uplink_bytes : 1), (unsigned long long)k->downlink_bytes,
-            (unsigned long long)k->broadcast_bytes, (unsigned long long)k->retained_bytes,
-            (unsigned long long)k->accepted, (unsigned long long)k->late,
-            (unsigned long long)k->duplicate, (unsigned long long)k->conflicting, (unsigned long long)k->early, (unsigned long long)rejected,
-            (unsigned long long)k->clipped, (unsigned long long)k->dropped_nonfinite,
-            (unsigned long long)k->rejected_bytes, (unsigned long long)k->unused_uplink_bytes,
-            (unsigned long long)state_checksum(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)));
+    json_writer w;
+    json_writer_init(&w, out);
+    json_writer_object_begin(&w, NULL, JSON_WRITER_INLINE);
+    json_writer_string(&w, "method", sparsify_method_name(cfg->sparsify.method));
+    json_writer_real(&w, "drop", cfg->sparsify.drop_ratio);
+    json_writer_string(&w, "model", model_kind_name(cfg->model));
+    json_writer_uint(&w, "agents", cfg->agents);
+    json_writer_string(&w, "partition", partition_kind_name(cfg->partition));
+    json_writer_uint(&w, "epochs", cfg->rounds ? 0 : cfg->epochs);
+    json_writer_uint(&w, "rounds", rounds);
+    json_writer_uint(&w, "batch", cfg->batch);
+    json_writer_real(&w, "lr", cfg->lr);
+    json_writer_uint(&w, "seed", cfg->seed);
+    json_writer_string(&w, "values", value_format_name(cfg->values));
+    /* A value that was never measured (NaN) is null. */
+    json_writer_fixed(&w, "test_accuracy", test_accuracy, 4);
+    json_writer_fixed(&w, "test_loss", test_loss, 4);
+    json_writer_fixed(&w, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100), 4);
+    json_writer_uint(&w, "uplink_bytes", k->uplink_bytes);
+    json_writer_uint(&w, "dense_uplink_bytes", dense);
+    json_writer_fixed(&w, "compression", (double)dense / (double)(k->uplink_bytes ? k->uplink_bytes : 1), 2);
+    json_writer_uint(&w, "downlink_bytes", k->downlink_bytes);
+    json_writer_uint(&w, "broadcast_bytes", k->broadcast_bytes);
+    json_writer_uint(&w, "retained_model_bytes", k->retained_bytes);
+    json_writer_uint(&w, "accepted", k->accepted);
+    json_writer_uint(&w, "late", k->late);
+    json_writer_uint(&w, "duplicate", k->duplicate);
+    json_writer_uint(&w, "conflicting", k->conflicting);
+    json_writer_uint(&w, "early", k->early);
+    json_writer_uint(&w, "rejected", rejected);
+    json_writer_uint(&w, "clipped", k->clipped);
+    json_writer_uint(&w, "dropped_nonfinite", k->dropped_nonfinite);
+    json_writer_uint(&w, "rejected_bytes", k->rejected_bytes);
+    json_writer_uint(&w, "unused_uplink_bytes", k->unused_uplink_bytes);
+    char fingerprint[17];
+    snprintf(fingerprint, sizeof fingerprint, "%016llx",
+             (unsigned long long)state_checksum(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)));
+    json_writer_string(&w, "model_fnv1a64", fingerprint);
     /* One flat key per rejection reason, so a line-oriented reader finds it. */
-    for (int i = 1; i < ESGD_STATUS_COUNT; i++)
-        fprintf(out, ", \"rejected_%s\": %llu", esgd_status_name((esgd_status)i), (unsigned long long)k->rejected[i]);
+    for (int i = 1; i < ESGD_STATUS_COUNT; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "rejected_%s", esgd_status_name((esgd_status)i));
+        json_writer_uint(&w, key, k->rejected[i]);
+    }
     if (times) {
-        json_real(out, "round_seconds_median", round_times_quantile(times, 0.5), 6);
-        json_real(out, "round_seconds_p90", round_times_quantile(times, 0.9), 6);
+        json_writer_fixed(&w, "round_seconds_median", round_times_quantile(times, 0.5), 6);
+        json_writer_fixed(&w, "round_seconds_p90", round_times_quantile(times, 0.9), 6);
     }
     /* The OpenBLAS kernel decides the float results, so model fingerprints
      * compare only between runs on the same one. */
-    fprintf(out, ", \"blas_core\": \"%s\", \"seconds\": %.2f}\n", openblas_get_corename(), seconds);
+    json_writer_string(&w, "blas_core", openblas_get_corename());
+    json_writer_fixed(&w, "seconds", seconds, 2);
+    json_writer_object_end(&w);
+    fputc('\n', out);
 }

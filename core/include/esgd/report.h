@@ -35,6 +35,10 @@ void report_csv_header(FILE *out);
  * (accuracy and test_images empty when the round was not evaluated). */
 void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy,
                     uint32_t test_images);
+/* Cuts the CSV at `path` back to its header and the rows of rounds 1..rounds
+ * (a resume runs the later ones again); rewrites it only when something is
+ * cut. A missing file is fine. */
+esgd_status report_csv_cut(const char *path, uint32_t rounds, esgd_error *err);
 
 /* One JSON object and a newline: method, drop, model, agents, partition,
  * epochs, rounds, batch, lr, seed, values, test_accuracy, test_loss,
