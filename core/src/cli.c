@@ -1,9 +1,14 @@
-/* Flags and environment variables from one option table per program. */
+/* Flags and environment variables from one option table per program. The
+ * command line goes through getopt_long, built from the table at each call,
+ * so "--name value" and "--name=value" both work; everything getopt would
+ * print or permute is turned off and reported here instead. */
 #include "esgd/cli.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +85,7 @@ static int set_option(const cli_program *p, const cli_option *o, const char *val
     return CLI_USAGE_ERROR;
 }
 
-int cli_parse(const cli_program *p, int argc, char **argv, esgd_job_config *cfg)
+static int parse_environment(const cli_program *p, esgd_job_config *cfg)
 {
     esgd_error err = {0};
     if (cfg && job_config_from_env(cfg, &err) != ESGD_OK) {
@@ -94,40 +99,145 @@ int cli_parse(const cli_program *p, int argc, char **argv, esgd_job_config *cfg)
         if (value && set_option(p, option_at(p, i), value, var) != 0)
             return CLI_USAGE_ERROR;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            cli_print_help(p, cfg, stdout);
-            return CLI_HELP;
+    return CLI_CONTINUE;
+}
+
+/* getopt_long returns val for a long option and a character (or '?', ':')
+ * otherwise; ours start past every character: --help is HELP_VAL, option i
+ * of the program's tables OPTION_VAL + i, and job option j OPTION_VAL +
+ * option_total + j. */
+enum { HELP_VAL = 0x100, OPTION_VAL = 0x101 };
+
+/* The getopt_long table: the program's options, then the job options whose
+ * names the program does not already use (its own win, as getopt_long
+ * takes the first exact match anyway), then --help. NULL when out of
+ * memory. Free it with free(). */
+static struct option *long_options_new(const cli_program *p, const esgd_job_config *cfg)
+{
+    size_t own = option_total(p), jobs = cfg ? job_option_count() : 0, n = 0;
+    struct option *table = calloc(own + jobs + 2, sizeof *table);
+    if (!table)
+        return NULL;
+    for (size_t i = 0; i < own; i++) {
+        const cli_option *o = option_at(p, i);
+        table[n++] = (struct option){o->name, o->type == CLI_FLAG ? no_argument : required_argument, NULL,
+                                     OPTION_VAL + (int)i};
+    }
+    for (size_t j = 0; j < jobs; j++) {
+        const char *name = job_option_at(j)->name;
+        if (!find_option(p, name))
+            table[n++] = (struct option){name, required_argument, NULL, OPTION_VAL + (int)(own + j)};
+    }
+    table[n] = (struct option){"help", no_argument, NULL, HELP_VAL};
+    return table;
+}
+
+/* The name of option val (a getopt_long val of ours), without "--". */
+static const char *option_name(const cli_program *p, int val)
+{
+    if (val == HELP_VAL)
+        return "help";
+    size_t i = (size_t)(val - OPTION_VAL);
+    return i < option_total(p) ? option_at(p, i)->name : job_option_at(i - option_total(p))->name;
+}
+
+/* getopt_long also takes any unambiguous prefix of a name ("--brok"); the
+ * programs never did, and a prefix that works today would break once an
+ * option sharing it is added, so only whole names count. */
+static bool typed_in_full(const char *arg, const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(arg, "--", 2) == 0 && strncmp(arg + 2, name, n) == 0 && (arg[2 + n] == '\0' || arg[2 + n] == '=');
+}
+
+/* Option val, which getopt_long found with its value (NULL for a flag). */
+static int apply_option(const cli_program *p, esgd_job_config *cfg, int val, const char *value)
+{
+    size_t i = (size_t)(val - OPTION_VAL);
+    if (i < option_total(p)) {
+        const cli_option *o = option_at(p, i);
+        if (o->type == CLI_FLAG) {
+            *(int *)o->target = 1;
+            return CLI_CONTINUE;
         }
+        return set_option(p, o, value, "command line");
+    }
+    esgd_error err = {0};
+    if (job_config_set(cfg, option_name(p, val), value, &err) != ESGD_OK) {
+        fprintf(stderr, "%s: %s\n", p->name, err.message);
+        return CLI_USAGE_ERROR;
+    }
+    return CLI_CONTINUE;
+}
+
+static int parse_arguments(const cli_program *p, int argc, char **argv, esgd_job_config *cfg,
+                           const struct option *table)
+{
+    /* Not reentrant: getopt_long keeps its place in globals. optind = 0
+     * makes glibc and musl start over, for a program (or a test) that
+     * parses more than once. "+" stops at the first non-option instead of
+     * permuting argv; ":" returns ':' for a missing value. There are no
+     * short options: "-h" and every other single dash come back as '?'. */
+    opterr = 0;
+    optind = 0;
+    for (;;) {
+        int at = optind > 0 ? optind : 1; /* the element getopt_long reads next */
+        int c = getopt_long(argc, argv, "+:", table, NULL);
+        if (c == -1) {
+            if (at < argc && strcmp(argv[at], "--") == 0) {
+                fprintf(stderr, "%s: unknown option '--' (see --help)\n", p->name);
+                return CLI_USAGE_ERROR;
+            }
+            if (optind < argc) {
+                fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", p->name, argv[optind]);
+                return CLI_USAGE_ERROR;
+            }
+            return CLI_CONTINUE;
+        }
+        const char *arg = argv[at];
         if (strncmp(arg, "--", 2) != 0) {
+            if (strcmp(arg, "-h") == 0)
+                return CLI_HELP;
             fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", p->name, arg);
             return CLI_USAGE_ERROR;
         }
-        const char *name = arg + 2;
-        const cli_option *o = find_option(p, name);
-        if (o && o->type == CLI_FLAG) {
-            *(int *)o->target = 1;
-            continue;
-        }
-        if (!o && !(cfg && job_option_find(name))) {
-            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", p->name, arg);
+        /* The option getopt_long matched, if any: on '?' and ':' it is in optopt. */
+        int val = c == '?' || c == ':' ? optopt : c;
+        if (val < HELP_VAL || !typed_in_full(arg, option_name(p, val))) {
+            fprintf(stderr, "%s: unknown option '%.*s' (see --help)\n", p->name, (int)strcspn(arg, "="), arg);
             return CLI_USAGE_ERROR;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "%s: option '%s' needs a value\n", p->name, arg);
+        if (c == ':') {
+            fprintf(stderr, "%s: option '--%s' needs a value\n", p->name, option_name(p, val));
             return CLI_USAGE_ERROR;
         }
-        const char *value = argv[++i];
-        if (o) {
-            if (set_option(p, o, value, "command line") != 0)
-                return CLI_USAGE_ERROR;
-        } else if (job_config_set(cfg, name, value, &err) != ESGD_OK) {
-            fprintf(stderr, "%s: %s\n", p->name, err.message);
+        if (c == '?') { /* "--json=1" */
+            fprintf(stderr, "%s: option '--%s' takes no value\n", p->name, option_name(p, val));
             return CLI_USAGE_ERROR;
         }
+        if (val == HELP_VAL)
+            return CLI_HELP;
+        int rc = apply_option(p, cfg, val, optarg);
+        if (rc != CLI_CONTINUE)
+            return rc;
     }
-    return CLI_CONTINUE;
+}
+
+int cli_parse(const cli_program *p, int argc, char **argv, esgd_job_config *cfg)
+{
+    int rc = parse_environment(p, cfg);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    struct option *table = long_options_new(p, cfg);
+    if (!table) {
+        fprintf(stderr, "%s: out of memory\n", p->name);
+        return CLI_USAGE_ERROR;
+    }
+    rc = parse_arguments(p, argc, argv, cfg, table);
+    free(table);
+    if (rc == CLI_HELP)
+        cli_print_help(p, cfg, stdout);
+    return rc;
 }
 
 static void print_default(const cli_option *o, FILE *out)

@@ -14,6 +14,7 @@
 #include "esgd/codec.h"
 #include "esgd/envelope.h"
 #include "esgd/job.h"
+#include "esgd/json_writer.h"
 #include "esgd/model.h"
 #include "esgd/rng.h"
 #include "esgd/round_times.h"
@@ -267,7 +268,7 @@ static void field_sizes(const esgd_buffer *buf, size_t *idx, size_t *val, char *
 /* Bytes per sent coordinate of an update of k uniformly chosen of d: the
  * index field against log2 C(d, k) bits, the value field in f32 and f16,
  * and the rest of the message. */
-static void bench_wire(uint32_t d, double drop, const char *sep)
+static void bench_wire(uint32_t d, double drop, json_writer *w)
 {
     esgd_error err = {0};
     uint32_t k = sparsifier_keep_count(d, drop);
@@ -286,14 +287,25 @@ static void bench_wire(uint32_t d, double drop, const char *sep)
     size_t size16 = buf.size, idx16;
     field_sizes(&buf, &idx16, &val16, coding, sizeof coding);
     double bound_bits = log2_binomial(d, k);
-    printf("%s    {\"dim\": %u, \"drop\": %g, \"k\": %u, \"idx_enc\": \"%s\", \"index_bytes\": %zu, "
-           "\"bound_bytes\": %.0f, \"index_over_bound\": %.3f, \"index_bits_per_coord\": %.2f, "
-           "\"bound_bits_per_coord\": %.2f, \"value_bytes_per_coord_f32\": %.2f, \"value_bytes_per_coord_f16\": %.2f, "
-           "\"other_bytes\": %zu, \"message_bytes_f32\": %zu, \"message_bytes_f16\": %zu, "
-           "\"bytes_per_coord_f32\": %.2f, \"bytes_per_coord_f16\": %.2f, \"raw_bytes_per_coord\": 8}",
-           sep, d, drop, k, coding, idx, bound_bits / 8, idx / (bound_bits / 8), 8.0 * idx / k, bound_bits / k,
-           (double)val32 / k, (double)val16 / k, size32 - idx - val32, size32, size16, (double)size32 / k,
-           (double)size16 / k);
+    json_writer_object_begin(w, NULL, JSON_WRITER_INLINE);
+    json_writer_uint(w, "dim", d);
+    json_writer_real(w, "drop", drop);
+    json_writer_uint(w, "k", k);
+    json_writer_string(w, "idx_enc", coding);
+    json_writer_uint(w, "index_bytes", idx);
+    json_writer_fixed(w, "bound_bytes", bound_bits / 8, 0);
+    json_writer_fixed(w, "index_over_bound", idx / (bound_bits / 8), 3);
+    json_writer_fixed(w, "index_bits_per_coord", 8.0 * idx / k, 2);
+    json_writer_fixed(w, "bound_bits_per_coord", bound_bits / k, 2);
+    json_writer_fixed(w, "value_bytes_per_coord_f32", (double)val32 / k, 2);
+    json_writer_fixed(w, "value_bytes_per_coord_f16", (double)val16 / k, 2);
+    json_writer_uint(w, "other_bytes", size32 - idx - val32);
+    json_writer_uint(w, "message_bytes_f32", size32);
+    json_writer_uint(w, "message_bytes_f16", size16);
+    json_writer_fixed(w, "bytes_per_coord_f32", (double)size32 / k, 2);
+    json_writer_fixed(w, "bytes_per_coord_f16", (double)size16 / k, 2);
+    json_writer_uint(w, "raw_bytes_per_coord", 8);
+    json_writer_object_end(w);
     buffer_destroy(&buf);
     free_update(&u);
 }
@@ -377,15 +389,21 @@ int main(int argc, char **argv)
         return strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
     int steps = quick ? 20 : 200;
-    printf("{\n  \"training_samples_per_second\": {\"batch\": 32, \"lenet\": %.0f, \"mlp\": %.0f},\n",
-           bench_training(MODEL_KIND_LENET, steps), bench_training(MODEL_KIND_MLP, steps * 4));
+    double lenet = bench_training(MODEL_KIND_LENET, steps), mlp = bench_training(MODEL_KIND_MLP, steps * 4);
+    json_writer w;
+    json_writer_init(&w, stdout);
+    json_writer_object_begin(&w, NULL, JSON_WRITER_LINES);
+    json_writer_object_begin(&w, "training_samples_per_second", JSON_WRITER_INLINE);
+    json_writer_uint(&w, "batch", 32);
+    json_writer_fixed(&w, "lenet", lenet, 0);
+    json_writer_fixed(&w, "mlp", mlp, 0);
+    json_writer_object_end(&w);
 
     static const sparsify_method methods[] = {SPARSIFY_ESGD, SPARSIFY_TOPK,      SPARSIFY_RANDK,
                                               SPARSIFY_DGC,  SPARSIFY_THRESHOLD, SPARSIFY_DENSE};
     static const uint32_t dims[] = {61706, 1000000, 10000000};
     static const double drops[] = {0.875, 0.99};
-    printf("  \"select_ms_per_round\": [\n");
-    const char *sep = "";
+    json_writer_array_begin(&w, "select_ms_per_round", JSON_WRITER_LINES);
     for (size_t mi = 0; mi < sizeof methods / sizeof methods[0]; mi++)
         for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
             for (size_t ri = 0; ri < sizeof drops / sizeof drops[0]; ri++) {
@@ -393,55 +411,63 @@ int main(int argc, char **argv)
                                                                                           : (quick ? 11 : 101);
                 double fell = bench_select(methods[mi], dims[di], drops[ri], rounds, 1) * 1e3;
                 double rose = bench_select(methods[mi], dims[di], drops[ri], rounds, 0) * 1e3;
-                printf("%s    {\"method\": \"%s\", \"dim\": %u, \"drop\": %g, \"loss_fell\": %.4f, "
-                       "\"loss_rose\": %.4f, \"ns_per_coord\": %.3f}",
-                       sep, sparsify_method_name(methods[mi]), dims[di], drops[ri], fell, rose,
-                       0.5 * (fell + rose) * 1e6 / dims[di]);
-                sep = ",\n";
+                json_writer_object_begin(&w, NULL, JSON_WRITER_INLINE);
+                json_writer_string(&w, "method", sparsify_method_name(methods[mi]));
+                json_writer_uint(&w, "dim", dims[di]);
+                json_writer_real(&w, "drop", drops[ri]);
+                json_writer_fixed(&w, "loss_fell", fell, 4);
+                json_writer_fixed(&w, "loss_rose", rose, 4);
+                json_writer_fixed(&w, "ns_per_coord", 0.5 * (fell + rose) * 1e6 / dims[di], 3);
+                json_writer_object_end(&w);
             }
+    json_writer_array_end(&w);
 
-    printf("\n  ],\n  \"wire\": [\n");
+    json_writer_array_begin(&w, "wire", JSON_WRITER_LINES);
     static const double wire_drops[] = {0.5, 0.75, 0.875, 0.99, 0.999};
-    sep = "";
-    for (size_t i = 0; i < sizeof wire_drops / sizeof wire_drops[0]; i++) {
-        bench_wire(61706, wire_drops[i], sep);
-        sep = ",\n";
-    }
+    for (size_t i = 0; i < sizeof wire_drops / sizeof wire_drops[0]; i++)
+        bench_wire(61706, wire_drops[i], &w);
+    json_writer_array_end(&w);
 
-    printf("\n  ],\n  \"codec\": [\n");
-    sep = "";
+    json_writer_array_begin(&w, "codec", JSON_WRITER_LINES);
     static const double codec_drops[] = {0.0, 0.875, 0.99};
     for (size_t i = 0; i < sizeof codec_drops / sizeof codec_drops[0]; i++)
         for (int f = 0; f < 2; f++) {
             double enc, dec;
             size_t bytes;
             bench_codec(61706, codec_drops[i], f ? VALUE_FORMAT_F16 : VALUE_FORMAT_F32, &enc, &dec, &bytes);
-            printf("%s    {\"dim\": 61706, \"drop\": %g, \"values\": \"%s\", \"bytes\": %zu, "
-                   "\"encode_MBps\": %.0f, \"decode_MBps\": %.0f}",
-                   sep, codec_drops[i], f ? "f16" : "f32", bytes, enc, dec);
-            sep = ",\n";
+            json_writer_object_begin(&w, NULL, JSON_WRITER_INLINE);
+            json_writer_uint(&w, "dim", 61706);
+            json_writer_real(&w, "drop", codec_drops[i]);
+            json_writer_string(&w, "values", f ? "f16" : "f32");
+            json_writer_uint(&w, "bytes", bytes);
+            json_writer_fixed(&w, "encode_MBps", enc, 0);
+            json_writer_fixed(&w, "decode_MBps", dec, 0);
+            json_writer_object_end(&w);
         }
+    json_writer_array_end(&w);
 
-    printf("\n  ],\n  \"signing\": [\n");
-    sep = "";
     if (envelope_init(NULL) != ESGD_OK)
         return 1;
+    json_writer_array_begin(&w, "signing", JSON_WRITER_LINES);
     static const double sign_drops[] = {0.99, 0.875, -1};
     for (size_t i = 0; i < sizeof sign_drops / sizeof sign_drops[0]; i++) {
         size_t bytes;
         double sign_us, verify_us;
         bench_signing(61706, sign_drops[i], &bytes, &sign_us, &verify_us);
-        printf("%s    {\"message\": \"%s\", \"drop\": %g, \"body_bytes\": %zu, \"signature_bytes\": %d, "
-               "\"sign_us\": %.1f, \"verify_us\": %.1f}",
-               sep, sign_drops[i] < 0 ? "full model" : "update", sign_drops[i] < 0 ? 0.0 : sign_drops[i], bytes,
-               ENVELOPE_SIGNATURE_BYTES, sign_us, verify_us);
-        sep = ",\n";
+        json_writer_object_begin(&w, NULL, JSON_WRITER_INLINE);
+        json_writer_string(&w, "message", sign_drops[i] < 0 ? "full model" : "update");
+        json_writer_real(&w, "drop", sign_drops[i] < 0 ? 0.0 : sign_drops[i]);
+        json_writer_uint(&w, "body_bytes", bytes);
+        json_writer_uint(&w, "signature_bytes", ENVELOPE_SIGNATURE_BYTES);
+        json_writer_fixed(&w, "sign_us", sign_us, 1);
+        json_writer_fixed(&w, "verify_us", verify_us, 1);
+        json_writer_object_end(&w);
     }
+    json_writer_array_end(&w);
 
     /* Update bytes are the in-memory payload the coordinator reads: a 4-byte
      * index and a 4-byte value per entry. */
-    printf("\n  ],\n  \"aggregation\": [\n");
-    sep = "";
+    json_writer_array_begin(&w, "aggregation", JSON_WRITER_LINES);
     static const uint32_t agg_dims[] = {61706, 10000000};
     static const double agg_drops[] = {0.0, 0.875, 0.99};
     const uint32_t agents = 4;
@@ -450,11 +476,18 @@ int main(int argc, char **argv)
             uint32_t d = agg_dims[di], k = sparsifier_keep_count(d, agg_drops[ri]);
             int rounds = d > 1000000 ? (quick ? 3 : 9) : (quick ? 21 : 201);
             double t = bench_aggregate(d, agg_drops[ri], agents, rounds);
-            printf("%s    {\"dim\": %u, \"drop\": %g, \"agents\": %u, \"round_ms\": %.4f, "
-                   "\"updates_per_second\": %.0f, \"update_MBps\": %.0f}",
-                   sep, d, agg_drops[ri], agents, t * 1e3, agents / t, agents * (double)k * 8 / t / 1e6);
-            sep = ",\n";
+            json_writer_object_begin(&w, NULL, JSON_WRITER_INLINE);
+            json_writer_uint(&w, "dim", d);
+            json_writer_real(&w, "drop", agg_drops[ri]);
+            json_writer_uint(&w, "agents", agents);
+            json_writer_fixed(&w, "round_ms", t * 1e3, 4);
+            json_writer_fixed(&w, "updates_per_second", agents / t, 0);
+            json_writer_fixed(&w, "update_MBps", agents * (double)k * 8 / t / 1e6, 0);
+            json_writer_object_end(&w);
         }
-    printf("\n  ],\n  \"memory_triad_GBps\": %.1f\n}\n", bench_triad_gbps(quick ? (32u << 20) : (256u << 20)));
+    json_writer_array_end(&w);
+    json_writer_fixed(&w, "memory_triad_GBps", bench_triad_gbps(quick ? (32u << 20) : (256u << 20)), 1);
+    json_writer_object_end(&w);
+    putchar('\n');
     return 0;
 }

@@ -1,8 +1,10 @@
 /* Command-line and environment settings for the programs (esgd-sim,
- * esgd-agent, esgd-coordinator, esgd-watch): one table of a program's own
- * options, plus optionally every job option (job.h). Each option NAME is the
- * flag --NAME and the environment variable ESGD_NAME (upper case, '-' -> '_');
- * flags win over the environment.
+ * esgd-agent, esgd-coordinator, esgd-watch, esgd-keygen): one table of a
+ * program's own options, plus optionally every job option (job.h). Each
+ * option NAME is the flag --NAME (its value as "--NAME V" or "--NAME=V",
+ * whole names only, the last of a repeated flag winning) and the
+ * environment variable ESGD_NAME (upper case, '-' -> '_'); flags win over
+ * the environment. -h is --help; anything else not an option is an error.
  *
  *   cli_option opts[] = {{"broker", CLI_STRING, &broker, "broker URL"}, ...};
  *   int rc = cli_parse(&program, argc, argv, &cfg);
@@ -13,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "esgd/job.h"
 
@@ -42,9 +45,12 @@ typedef struct cli_program {
 
 enum { CLI_CONTINUE = 0, CLI_HELP = 1, CLI_USAGE_ERROR = 2 };
 
-/* Environment first, then argv. cfg may be NULL for programs that take no
- * job options (the agent reads them from the broker). Prints --help to
- * stdout and errors (with the program name) to stderr. */
+/* Environment first, then argv (parsed with getopt_long, so not
+ * reentrant: it uses getopt's globals). cfg may be NULL for programs that
+ * take no job options (the agent reads them from the broker). Prints --help
+ * to stdout and errors (with the program name) to stderr. Returns
+ * CLI_CONTINUE, CLI_HELP (help printed) or CLI_USAGE_ERROR (message
+ * printed). */
 int cli_parse(const cli_program *program, int argc, char **argv, esgd_job_config *cfg);
 
 void cli_print_help(const cli_program *program, const esgd_job_config *cfg, FILE *out);

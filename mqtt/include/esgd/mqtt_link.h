@@ -26,7 +26,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "esgd/cli.h"
 #include "esgd/error.h"
 
 typedef struct mqtt_link_options {
@@ -51,11 +50,7 @@ typedef struct mqtt_link_options {
     size_t max_queued_bytes;
 } mqtt_link_options;
 
-/* The broker settings every program takes (broker, connect-timeout,
- * username, password, password-file, ca-file, cert-file, key-file), as
- * command-line options writing into o. */
-#define MQTT_LINK_CLI_OPTION_COUNT 8
-void mqtt_link_cli_options(mqtt_link_options *o, cli_option out[MQTT_LINK_CLI_OPTION_COUNT]);
+/* The same settings as command-line options: mqtt_link_cli.h. */
 
 typedef struct mqtt_message {
     const char *topic;   /* NUL-terminated */
