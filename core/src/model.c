@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "esgd/rng.h"
+#include "simd.h"
 
 /* Keeps every GEMM dimension (up to batch * 784) well inside an int. */
 #define MODEL_MAX_BATCH 65536u
@@ -317,18 +318,8 @@ static void relu_backward(const float *a, float *da, size_t n)
 typedef float vec8 __attribute__((vector_size(32)));
 
 /* The direct conv1 kernels get an AVX2/FMA clone picked at load time, since
- * the default x86-64 target has neither; elsewhere they build as plain C.
- * GCC in ISO C mode does not fuse a*b+c into an FMA unless told to. */
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones) && defined(__clang__)
-#define SIMD_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
-#elif __has_attribute(target_clones)
-#define SIMD_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
-#endif
-#endif
-#ifndef SIMD_KERNEL
-#define SIMD_KERNEL
-#endif
+ * the default x86-64 target has neither (SIMD_KERNEL_FMA, simd.h); elsewhere
+ * they build as plain C. */
 
 /* x (batch, 28, 28) into the interior of xpad (batch, 33, 32); the border
  * was zeroed at allocation and is never written. */
@@ -342,7 +333,7 @@ static void conv1_pad_input(const float *x, uint32_t batch, float *xpad)
 
 /* out (6, batch, 28, 32 wide) = conv1 weights * xpad, without bias. Blocks
  * of 16 outputs for all six channels stay in registers across the 25 taps. */
-SIMD_KERNEL
+SIMD_KERNEL_FMA
 static void conv1_forward(const float *w, const float *xpad, uint32_t batch, float *out)
 {
     for (uint32_t b = 0; b < batch; b++) {
@@ -374,7 +365,7 @@ static void conv1_forward(const float *w, const float *xpad, uint32_t batch, flo
 /* dw (6, 25) = sum over examples and positions of dout * the shifted input.
  * dout's junk columns are zero, so they add nothing. Two channels times one
  * kernel row (5 taps) of accumulators stay in registers. */
-SIMD_KERNEL
+SIMD_KERNEL_FMA
 static void conv1_backward_weights(const float *dout, const float *xpad, uint32_t batch, float *dw)
 {
     for (uint32_t c = 0; c < CONV1_OUT; c += 2)

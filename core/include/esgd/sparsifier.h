@@ -102,8 +102,14 @@ void sparsifier_free(sparsifier *s); /* NULL is a no-op */
 /* k of round `round` for config (DGC's warm-up; the fixed k otherwise). */
 uint32_t sparsifier_keep_at(const sparsifier_config *config, uint32_t dim, uint32_t round);
 
-/* Largest count sparsifier_select can return (k, k of round 0 for DGC, or
- * d for dense/threshold). */
+/* The most entries config's method may send in any round, so the most an
+ * update of that job can hold: k, DGC's k of round 0 (its warm-up only
+ * narrows k), or d for dense/threshold. The coordinator sizes its buffers
+ * with it. */
+uint32_t sparsifier_max_count(const sparsifier_config *config, uint32_t dim);
+
+/* Largest count sparsifier_select can return: sparsifier_max_count of the
+ * sparsifier's config and dim. */
 uint32_t sparsifier_capacity(const sparsifier *s);
 
 /* One round. grad: (dim) this round's gradient g. loss_fell: the global
