@@ -28,6 +28,7 @@
 #include "esgd/report.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
+#include "lease.h"
 #include "metrics.h"
 #include "esgd/runtime.h"
 
@@ -66,6 +67,9 @@ typedef struct run {
     round_times times;  /* open to close, for the final report */
     report_clock clock; /* for the progress line's rate and time left */
     esgd_buffer retained, broadcast; /* the next model, full and as broadcast, between encoding and publishing */
+    job_lease lease;
+    bool lease_claimed; /* until then nothing is published */
+    bool lease_lost;    /* another coordinator runs the job and claimed it first: stop */
 } run;
 
 static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained)
@@ -90,6 +94,9 @@ static esgd_status publish_model(run *r, bool again)
     char topic[TOPIC_MAX];
     uint32_t round = coordinator_round(r->coordinator);
     esgd_status st = ESGD_OK;
+    if (again && (st = lease_publish(&r->lease, r->link, &err)) != ESGD_OK)
+        log_warn("%s", err.message); /* the job goes on without it */
+    st = ESGD_OK;
     if (again && (st = coordinator_config_message(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
         topic_config(topic, r->cfg.job);
         st = publish(r, topic, msg, size, true);
@@ -108,7 +115,7 @@ static esgd_status publish_model(run *r, bool again)
 }
 
 /* Floods of bad messages cost one log line per 10 s each, with a count. */
-static log_limiter csv_write_log = LOG_LIMITER(60), status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
+static log_limiter csv_write_log = LOG_LIMITER(60), data_conflict_log = LOG_LIMITER(10), status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
                    update_unused_log = LOG_LIMITER(10), conflict_log = LOG_LIMITER(10);
 
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
@@ -131,6 +138,22 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
     }
     if (s.run != 0 && s.run != r->cfg.run)
         return; /* a retained status of an earlier run */
+    status_note note = coordinator_note_status(r->coordinator, &s);
+    if (note.overlaps_with == (int64_t)agent)
+        log_warn_limited(&data_conflict_log, "agent %u now trains on shard %u/%u (data %016llx), not what it announced "
+                         "before: two agents with one id?", agent, s.shard, s.shards, (unsigned long long)s.data_fp);
+    else if (note.overlaps_with >= 0)
+        log_warn_limited(&data_conflict_log, "agent %u trains on the same %s as agent %u (shard %u/%u, data %016llx): "
+                         "their updates count twice", agent, note.same_shard ? "shard" : "data",
+                         (unsigned)note.overlaps_with, s.shard, s.shards, (unsigned long long)s.data_fp);
+    if (note.rounds_lost)
+        log_warn("agent %u is back from older state: it last answered round %u, %u rounds after it had gone to us; "
+                 "its residuals lack them", agent, s.round, note.rounds_lost);
+    if (note.generation_raised && r->lease_claimed) {
+        log_warn("agent %u follows a newer coordinator generation than ours; this one is now generation %u",
+                 agent, coordinator_generation(r->coordinator));
+        publish_model(r, true);
+    }
     uint8_t online = s.state == AGENT_STATE_ONLINE;
     /* An "offline" not preceded by an "online" in this run may be an old
      * retained Last Will: it does not mark the agent dead. */
@@ -147,13 +170,20 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 static void handle_message(run *r, const mqtt_message *m)
 {
     topic_info t = topic_parse(m->topic, r->cfg.job);
+    esgd_error err = {0};
     if (t.kind == TOPIC_STATUS) {
         handle_status(r, t.agent, m);
         return;
     }
+    if (t.kind == TOPIC_LEASE) {
+        if (lease_lost(&r->lease, r->link, m, &err)) {
+            log_error("%s; stopping", err.message);
+            r->lease_lost = true;
+        }
+        return;
+    }
     if (t.kind != TOPIC_ROUND_GRAD)
         return;
-    esgd_error err = {0};
     uint64_t conflicting = coordinator_get_counters(r->coordinator)->conflicting;
     update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, t.agent, t.round, &err);
     if (coordinator_get_counters(r->coordinator)->conflicting != conflicting)
@@ -209,7 +239,7 @@ static bool collect_round(run *r, uint32_t quorum)
         }
         if (have == agents || (have >= quorum && (waited >= r->set.round_timeout || all_live_answered(r))))
             return true;
-        if (stop_requested())
+        if (stop_requested() || r->lease_lost)
             return false;
         if (have != seen) {
             seen = have;
@@ -332,8 +362,8 @@ static int train(run *r)
     topic_config(topic, r->cfg.job);
     if (publish(r, topic, msg, size, true) != ESGD_OK)
         return EXIT_RUNTIME;
-    log_info("job %s run %016llx: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds from round %u", r->cfg.job,
-             (unsigned long long)r->cfg.run, model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
+    log_info("job %s run %016llx generation %u: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds "
+             "from round %u", r->cfg.job, (unsigned long long)r->cfg.run, coordinator_generation(r->coordinator), model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
              r->cfg.sparsify.drop_ratio,
              r->cfg.agents, quorum, r->set.round_timeout, job_total_rounds(&r->cfg), coordinator_round(r->coordinator));
 
@@ -345,7 +375,7 @@ static int train(run *r)
         double opened = monotonic_seconds();
         metrics_progress(r->metrics, r->coordinator);
         if (!collect_round(r, quorum))
-            return EXIT_INTERRUPTED;
+            return r->lease_lost ? EXIT_USAGE : EXIT_INTERRUPTED;
         for (uint32_t a = 0; a < r->cfg.agents; a++) {
             bool answered = coordinator_has_update(r->coordinator, a);
             if (!answered && ++r->missed[a] == DEAD_AFTER_MISSED)
@@ -373,6 +403,12 @@ static int train(run *r)
 io_error:
     log_error("%s", err.message);
     return EXIT_RUNTIME;
+}
+
+/* Messages that arrive while the lease is claimed are handled as usual. */
+static void on_other_message(void *ctx, const mqtt_message *m)
+{
+    handle_message(ctx, m);
 }
 
 static int setup(run *r, esgd_error *err)
@@ -463,6 +499,11 @@ static int setup(run *r, esgd_error *err)
                      coordinator_round(r->coordinator));
         }
     }
+    /* This start's generation: above the checkpoint's, and the start time
+     * in seconds keeps it above any earlier start's even when restored from
+     * an older checkpoint (agents tell us if not: handle_status). */
+    uint32_t generation = coordinator_generation(r->coordinator) + 1, now = (uint32_t)time(NULL);
+    coordinator_set_generation(r->coordinator, now > generation ? now : generation);
     if (r->set.csv_path) {
         bool fresh = coordinator_round(r->coordinator) == 0;
         /* Rows past the checkpoint are of rounds about to be run again. */
@@ -487,10 +528,20 @@ static int setup(run *r, esgd_error *err)
     }
     char client_id[128];
     snprintf(client_id, sizeof client_id, "esgd-coordinator-%s", r->cfg.job);
+    if (lease_init(&r->lease, r->cfg.job, r->cfg.run, coordinator_generation(r->coordinator), r->set.state_dir, &own,
+                   err) != ESGD_OK)
+        return EXIT_RUNTIME;
     mqtt_link_options mo = r->set.link;
     mo.client_id = client_id;
+    mo.will_topic = r->lease.topic;
+    mo.will_payload = r->lease.released;
+    mo.will_size = r->lease.released_size;
     if (!(r->link = mqtt_link_open(&mo, err)))
         return EXIT_RUNTIME;
+    esgd_status st = lease_claim(&r->lease, r->link, on_other_message, r, err);
+    if (st != ESGD_OK)
+        return st == ESGD_ERR_ARG ? EXIT_USAGE : EXIT_RUNTIME;
+    r->lease_claimed = true;
     return EXIT_DONE;
 }
 
@@ -582,6 +633,7 @@ int main(int argc, char **argv)
     dataset_destroy(&r.test);
     free(r.agent_online);
     buffer_destroy(&r.retained);
+    lease_destroy(&r.lease);
     buffer_destroy(&r.broadcast);
     free(r.missed);
     free(r.agent_keys);

@@ -151,6 +151,12 @@ static void render(metrics *m, text *t)
     emit_value(t, "esgd_updates_total", "{outcome=\"duplicate\"}", (double)k->duplicate);
     emit_value(t, "esgd_updates_total", "{outcome=\"late\"}", (double)k->late);
     emit_value(t, "esgd_updates_total", "{outcome=\"early\"}", (double)k->early);
+    emit_header(t, "esgd_data_conflicts_total", "counter",
+                "Agent statuses announcing another agent's shard or data, or one id announcing two.");
+    emit_value(t, "esgd_data_conflicts_total", "", (double)k->data_conflicts);
+    emit_header(t, "esgd_agent_rounds_lost_total", "counter",
+                "Rounds agents had answered, then came back without (restored from older state).");
+    emit_value(t, "esgd_agent_rounds_lost_total", "", (double)k->rounds_lost);
     emit_header(t, "esgd_updates_clipped_total", "counter", "Accepted updates scaled down to the norm bound.");
     emit_value(t, "esgd_updates_clipped_total", "", (double)k->clipped);
     emit_header(t, "esgd_updates_rejected_total", "counter", "Update messages refused, by reason.");

@@ -24,6 +24,7 @@
 # (topics in schemas/messages.md; '+' matches exactly one level):
 #   coordinator  writes esgd/<job>/config, esgd/<job>/model, esgd/<job>/round/+/model
 #                reads  esgd/<job>/round/+/grad/+, esgd/<job>/status/+
+#                both   esgd/<job>/lease (which coordinator runs the job)
 #   agent-<id>   writes esgd/<job>/round/+/grad/<id>, esgd/<job>/status/<id> (also its Last Will)
 #                reads  esgd/<job>/config, esgd/<job>/model, esgd/<job>/round/+/model
 #   monitor      reads  esgd/<job>/#
@@ -97,6 +98,7 @@ chmod 0640 "$out/passwd"
     echo "topic write esgd/$job/round/+/model"
     echo "topic read esgd/$job/round/+/grad/+"
     echo "topic read esgd/$job/status/+"
+    echo "topic readwrite esgd/$job/lease"
     echo
     echo "# esgd-watch and dashboards: read everything of the job, write nothing."
     echo "user monitor"

@@ -17,6 +17,7 @@
 #include "esgd/envelope.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
+#include "esgd/mqtt_link_cli.h"
 #include "esgd/state_file.h"
 #include "esgd/topics.h"
 #include "esgd/runtime.h"
@@ -41,6 +42,9 @@ typedef struct agent_run {
     uint64_t finished_run; /* a run found already finished before we took part; 0 none */
     uint64_t clamped_seen; /* f16 clamps already reported */
     esgd_dataset shard;
+    uint32_t shard_index, shard_parts; /* announced in our status with ... */
+    uint64_t data_fp;                  /* ... a fingerprint of the shard's examples */
+    double older_model_status_at;      /* monotonic time we last told of a model of an older generation */
     esgd_agent *agent;
     char state_path[4096];
     char latest_topic[TOPIC_MAX];
@@ -61,8 +65,14 @@ static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *e
     s.agent = r->set.id;
     s.state = state;
     uint32_t round = 0;
-    if (r->agent)
+    if (r->agent) {
         agent_answered_round(r->agent, &round);
+        s.generation = agent_generation(r->agent);
+        s.has_data = true;
+        s.shard = r->shard_index;
+        s.shards = r->shard_parts;
+        s.data_fp = r->data_fp;
+    }
     s.round = round;
     char topic[TOPIC_MAX];
     topic_status(topic, r->set.job, r->set.id);
@@ -135,6 +145,9 @@ static int start_from_config(agent_run *r, const uint8_t *data, size_t size, con
     }
     if (job_load_shard(&r->cfg, r->set.data_dir, index, parts, &r->shard, &train_samples, err) != ESGD_OK)
         return EXIT_RUNTIME;
+    r->shard_index = index;
+    r->shard_parts = parts;
+    r->data_fp = dataset_fingerprint(&r->shard);
     if (train_samples != r->cfg.train_samples)
         log_warn("local training set has %u examples, the job assumes %u", train_samples, r->cfg.train_samples);
     if (!(r->agent = agent_new(&r->cfg, r->set.id, &r->shard, err)))
@@ -184,9 +197,20 @@ static log_limiter model_ignored_log = LOG_LIMITER(10), config_ignored_log = LOG
 static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
 {
     esgd_error err = {0};
+    uint64_t older = agent_older_generation_models(r->agent);
     esgd_status st = agent_apply_model(r->agent, m->data, m->size, &err);
     if (st == ESGD_ERR_STALE) {
         r->ignored[st]++; /* a retained model of an earlier run, normal at a re-run */
+        /* From an older start of our coordinator: a newer one was restored
+         * to less than we have seen. Our status (with our generation) lets
+         * it move above ours; at most every 5 s. */
+        double now = monotonic_seconds();
+        if (agent_older_generation_models(r->agent) != older && now - r->older_model_status_at >= 5) {
+            log_warn("%s; telling the coordinator", err.message);
+            r->older_model_status_at = now;
+            if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
+                log_warn("%s", err.message);
+        }
         return EXIT_DONE;
     }
     if (st == ESGD_ERR_MISMATCH) {
@@ -375,6 +399,10 @@ static int run_loop(agent_run *r)
                 log_error("%s", err.message);
                 return EXIT_RUNTIME;
             }
+            /* Now with the run, our data and the round our state last
+             * answered, which the coordinator checks. */
+            if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
+                log_warn("%s", err.message);
         } else if (r->agent && (t.kind == TOPIC_ROUND_MODEL || t.kind == TOPIC_LATEST_MODEL)) {
             if (m.size == 0)
                 continue;

@@ -37,6 +37,7 @@ MAX_DEPTH = 16
 MAX_KEYS = 64
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
+LEASE_HOLDER_MAX = 200  # bytes
 PUBLIC_KEY = re.compile(r"(?:esgd-ed25519-public )?([0-9a-fA-F]{64})\n?\Z")
 
 
@@ -377,10 +378,10 @@ def decode_update(f, expected_dim):
 
 
 def decode_model(f, expected_dim):
-    check_header(f, "model", {"v", "type", "job", "run", "round", "base_round", "lr", "prev_loss", "loss_fell",
-                              "done", "form", "dim", "count", "idx_enc", "idx", "rice_b", "val"})
-    msg = {"type": "model", "job": f.job(), "run": f.uint("run", UINT64_MAX), "round": f.uint("round"),
-           "base_round": f.uint("base_round"),
+    check_header(f, "model", {"v", "type", "job", "run", "gen", "round", "base_round", "lr", "prev_loss",
+                              "loss_fell", "done", "form", "dim", "count", "idx_enc", "idx", "rice_b", "val"})
+    msg = {"type": "model", "job": f.job(), "run": f.uint("run", UINT64_MAX), "gen": f.uint("gen"),
+           "round": f.uint("round"), "base_round": f.uint("base_round"),
            "lr": f.float("lr"), "prev_loss": f.float("prev_loss", nil_ok=True),
            "loss_fell": f.bool("loss_fell", nil_ok=True), "done": f.bool("done"),
            "form": f.enum("form", ("full", "delta"))}
@@ -404,9 +405,26 @@ def decode_model(f, expected_dim):
 
 
 def decode_status(f, _expected_dim):
-    check_header(f, "status", {"v", "type", "job", "run", "agent", "state", "round"})
-    return {"type": "status", "job": f.job(), "run": f.uint("run", UINT64_MAX), "agent": f.uint("agent"),
-            "state": f.enum("state", ("online", "offline", "done")), "round": f.uint("round")}
+    check_header(f, "status", {"v", "type", "job", "run", "agent", "state", "round", "gen", "shard", "shards",
+                               "data_fp"})
+    msg = {"type": "status", "job": f.job(), "run": f.uint("run", UINT64_MAX), "agent": f.uint("agent"),
+           "state": f.enum("state", ("online", "offline", "done")), "round": f.uint("round"), "gen": f.uint("gen")}
+    # What the agent trains on: all three keys or none (one alone: the others are missing).
+    if f.has("shard") or f.has("shards") or f.has("data_fp"):
+        msg.update(shard=f.uint("shard"), shards=f.uint("shards"), data_fp=f.uint("data_fp", UINT64_MAX))
+        if msg["shard"] >= msg["shards"]:
+            raise WireError("range", f"shard {msg['shard']} of {msg['shards']}: needs shard < shards")
+    return msg
+
+
+def decode_lease(f, _expected_dim):
+    check_header(f, "lease", {"v", "type", "job", "run", "gen", "state", "holder"})
+    msg = {"type": "lease", "job": f.job(), "run": f.uint("run", UINT64_MAX), "gen": f.uint("gen"),
+           "state": f.enum("state", ("live", "released")), "holder": f.str("holder")}
+    size = len(msg["holder"].encode("utf-8", "surrogateescape"))  # the bytes as received
+    if size > LEASE_HOLDER_MAX:
+        raise WireError("range", f"field holder is {size} bytes, at most {LEASE_HOLDER_MAX}")
+    return msg
 
 
 # The v2 config option keys, their msgpack types and ranges, as listed in messages.md:
@@ -478,7 +496,8 @@ def decode_config(f, _expected_dim):
     return msg
 
 
-DECODERS = {"update": decode_update, "model": decode_model, "status": decode_status, "config": decode_config}
+DECODERS = {"update": decode_update, "model": decode_model, "status": decode_status, "config": decode_config,
+            "lease": decode_lease}
 
 
 def decode(data, expected_dim=0, msg_type=None):

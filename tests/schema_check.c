@@ -2,7 +2,8 @@
  * encoded messages, for tests/schema_examples.py, which holds the examples of
  * schemas/messages.md against it and against schemas/decode.py.
  *
- * usage: schema_check [--expected-dim N] [--signed SEED NAME [--public-key HEX]] update|model|config|status FILE...
+ * usage: schema_check [--expected-dim N] [--signed SEED NAME [--public-key HEX]]
+ *                     update|model|config|status|lease FILE...
  *        schema_check --print-public SEED NAME
  * Each FILE is a bare body, or with --signed a whole broker message (body ||
  * Ed25519 signature, core/src/envelope.c) signed by the test key pair
@@ -37,6 +38,7 @@ typedef struct checker {
     codec_decoder *decoder;
     update_msg update;
     model_msg model;
+    lease_msg lease;
     esgd_buffer out; /* the C encoder's bytes for the decoded message */
     bool signed_messages;
     signing_key secret; /* --signed: keys_derive(SEED, NAME) */
@@ -87,6 +89,8 @@ static esgd_status decode(checker *c, const uint8_t *data, size_t size, esgd_job
         return codec_decode_model(c->decoder, data, size, c->expected_dim, &c->model, err);
     if (strcmp(c->type, "config") == 0)
         return codec_decode_config(c->decoder, data, size, cfg, err);
+    if (strcmp(c->type, "lease") == 0)
+        return codec_decode_lease(c->decoder, data, size, &c->lease, err);
     return codec_decode_status(c->decoder, data, size, status, err);
 }
 
@@ -105,6 +109,8 @@ static esgd_status encode(checker *c, const uint8_t *data, size_t size, const es
         return codec_encode_model(&c->out, &c->model, err);
     if (strcmp(c->type, "config") == 0)
         return codec_encode_config(&c->out, cfg, err);
+    if (strcmp(c->type, "lease") == 0)
+        return codec_encode_lease(&c->out, &c->lease, err);
     return codec_encode_status(&c->out, status, err);
 }
 
@@ -201,13 +207,13 @@ int main(int argc, char **argv)
             arg += 2;
         }
     }
-    static const char *const types[] = {"update", "model", "config", "status"};
-    for (int i = 0; arg < argc && i < 4; i++)
+    static const char *const types[] = {"update", "model", "config", "status", "lease"};
+    for (int i = 0; arg < argc && i < 5; i++)
         if (strcmp(argv[arg], types[i]) == 0)
             c.type = types[i];
     if (!c.type || arg + 1 >= argc) {
         fprintf(stderr, "usage: schema_check [--expected-dim N] [--signed SEED NAME [--public-key HEX]] "
-                        "update|model|config|status FILE...\n"
+                        "update|model|config|status|lease FILE...\n"
                         "       schema_check --print-public SEED NAME\n");
         return 2;
     }

@@ -135,7 +135,8 @@ def read_examples(path, problems):
             bad = [f"line {i + 2 + k}" for k, row in enumerate(body) if not HEX_ROW.fullmatch(row)]
             signer = keys.get(attrs.get("signed")) if "signed" in attrs else None
             if bad or "example" not in attrs or attrs.get("decoder") not in decode.DECODERS:
-                problems.append(f"{where}: a msgpack example needs example=NAME, decoder=update|model|config|status"
+                problems.append(f"{where}: a msgpack example needs example=NAME, "
+                                "decoder=update|model|config|status|lease"
                                 f" and only hex rows{' (not ' + ', '.join(bad) + ')' if bad else ''}")
             elif "signed" in attrs and not signer:
                 problems.append(f"{where}: example {attrs['example']} is signed={attrs['signed']}, "

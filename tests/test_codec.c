@@ -280,6 +280,7 @@ static spec base_model(void)
     spec_remove(&s, "samples");
     spec_remove(&s, "loss");
     spec_remove(&s, "val_fmt");
+    spec_set(&s, "gen", fu(7));
     spec_set(&s, "base_round", fu(2));
     spec_set(&s, "lr", ff32(0.1));
     spec_set(&s, "prev_loss", fnil());
@@ -299,6 +300,7 @@ static spec base_status(void)
     spec_set(&s, "agent", fu(2));
     spec_set(&s, "state", fstr("online"));
     spec_set(&s, "round", fu(9));
+    spec_set(&s, "gen", fu(7));
     return s;
 }
 
@@ -1033,6 +1035,12 @@ static const bad_case bad_cases[] = {
     {"missing run model", MSG_MODEL, DEL("run"), 20, ESGD_ERR_MISSING},
     {"missing run status", MSG_STATUS, DEL("run"), 0, ESGD_ERR_MISSING},
     {"missing run config", MSG_CONFIG, DEL("run"), 0, ESGD_ERR_MISSING},
+    {"missing gen model", MSG_MODEL, DEL("gen"), 20, ESGD_ERR_MISSING},
+    {"missing gen status", MSG_STATUS, DEL("gen"), 0, ESGD_ERR_MISSING},
+    {"gen as str", MSG_MODEL, SET("gen", {.type = F_STR, .s = "1"}), 20, ESGD_ERR_TYPE},
+    {"gen over u32", MSG_STATUS, SET("gen", {.type = F_UINT, .u = 1ull << 32}), 0, ESGD_ERR_RANGE},
+    {"shard without the rest", MSG_STATUS, SET("shard", {.type = F_UINT, .u = 1}), 0, ESGD_ERR_MISSING},
+    {"data_fp as str", MSG_STATUS, SET("data_fp", {.type = F_STR, .s = "x"}), 0, ESGD_ERR_MISSING},
     {"negative run", MSG_UPDATE, SET("run", {.type = F_NEG, .u = (uint64_t)-1}), 20, ESGD_ERR_RANGE},
     {"run as str", MSG_MODEL, SET("run", {.type = F_STR, .s = "1"}), 20, ESGD_ERR_TYPE},
     {"run as float", MSG_STATUS, SET("run", {.type = F_F64, .f = 1.0}), 0, ESGD_ERR_TYPE},

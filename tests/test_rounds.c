@@ -1380,10 +1380,11 @@ static void test_version_1_is_refused(void **state)
     agent_snapshot before = snapshot_agent(f->agent[0], d);
     assert_int_equal(agent_apply_model(f->agent[0], buf.data, buf.size, &err), ESGD_ERR_VERSION);
     assert_agent_unchanged(&before, f->agent[0], d);
-    v1_field model_v2[sizeof model / sizeof model[0] + 1];
+    v1_field model_v2[sizeof model / sizeof model[0] + 2];
     memcpy(model_v2, model, sizeof model);
     model_v2[0].u = CODEC_VERSION;
     model_v2[sizeof model / sizeof model[0]] = (v1_field){.key = "run", .type = 'u', .u = TEST_RUN};
+    model_v2[sizeof model / sizeof model[0] + 1] = (v1_field){.key = "gen", .type = 'u', .u = 0};
     pack_v1(&buf, model_v2, sizeof model_v2 / sizeof model_v2[0]);
     assert_int_equal(envelope_sign(&buf, &coordinator_secret, &err), ESGD_OK);
     assert_int_equal(agent_apply_model(f->agent[0], buf.data, buf.size, &err), ESGD_OK);

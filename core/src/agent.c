@@ -30,6 +30,8 @@ struct esgd_agent {
     bool has_model;
     bool done;
     uint32_t round;        /* round of the model held */
+    uint32_t generation;   /* of the coordinator whose models we follow */
+    uint64_t older_generation_models; /* refused: from a coordinator start older than ours */
     int8_t loss_fell;      /* signal that came with it */
 
     uint32_t *order;       /* (shard count) example order of the current pass */
@@ -139,7 +141,18 @@ esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, e
     if (m->round > job_total_rounds(&a->cfg))
         return esgd_error_set(err, ESGD_ERR_RANGE, "model for round %u, the job has %u rounds", m->round,
                               job_total_rounds(&a->cfg));
-    if (a->has_model && m->round < a->round)
+    if (m->generation < a->generation) {
+        a->older_generation_models++;
+        return esgd_error_set(err, ESGD_ERR_STALE, "model of coordinator generation %u, agent follows %u",
+                              m->generation, a->generation);
+    }
+    /* A newer coordinator start leads, even back to an earlier round (it
+     * was restored from an older checkpoint); only its full model will do. */
+    bool newer = m->generation > a->generation;
+    if (newer && m->form != MODEL_FORM_FULL)
+        return esgd_error_set(err, ESGD_ERR_MISMATCH, "model delta from coordinator generation %u, agent follows %u",
+                              m->generation, a->generation);
+    if (a->has_model && !newer && m->round < a->round)
         return ESGD_OK;
     if (a->has_model && m->round == a->round && m->form == MODEL_FORM_DELTA)
         return ESGD_OK; /* already applied; its base is no longer what we hold */
@@ -154,6 +167,7 @@ esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, e
             a->model->params[m->params.indices[i]] = m->params.values[i];
     }
     a->has_model = true;
+    a->generation = m->generation;
     a->round = m->round;
     a->loss_fell = m->loss_fell;
     a->done = m->done != 0;
@@ -173,6 +187,16 @@ bool agent_job_done(const esgd_agent *a)
 uint32_t agent_current_round(const esgd_agent *a)
 {
     return a->round;
+}
+
+uint32_t agent_generation(const esgd_agent *a)
+{
+    return a->generation;
+}
+
+uint64_t agent_older_generation_models(const esgd_agent *a)
+{
+    return a->older_generation_models;
 }
 
 const float *agent_params(const esgd_agent *a)
@@ -309,6 +333,7 @@ esgd_status agent_save(esgd_agent *a, const char *path, esgd_error *err)
     state_put_u32(&w, a->answered_round);
     state_put_bytes(&w, a->out.data, a->answered ? a->out.size : 0);
     sparsifier_save_state(a->sparsify, &w);
+    state_put_u32(&w, a->generation); /* added later: older files end before it */
     st = state_file_write(path, STATE_KIND_AGENT, &w, err);
     state_writer_destroy(&w);
     buffer_destroy(&config);
@@ -370,6 +395,10 @@ esgd_status agent_restore(esgd_agent *a, const char *path, esgd_error *err)
     /* The sparsifier restores all or nothing, so it goes last. */
     if ((st = sparsifier_load_state(a->sparsify, &r, err)) != ESGD_OK)
         goto out;
+    uint32_t generation = 0;
+    if (r.pos != r.size && (st = state_get_u32(&r, &generation, err)) != ESGD_OK)
+        goto out;
+    a->generation = generation;
     memcpy(a->out.data, update, update_size);
     a->out.size = update_size;
     a->answered = answered != 0;

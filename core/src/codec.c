@@ -513,6 +513,14 @@ static void put_uint(encoder *e, const char *key, uint64_t v)
     e->full |= msgpack_pack_uint64(&e->pk, v) != 0;
 }
 
+/* Always 5 bytes: a model's size must not depend on when its coordinator
+ * started, so that the simulator and the broker run count the same bytes. */
+static void put_u32_fixed(encoder *e, const char *key, uint32_t v)
+{
+    put_str(e, key);
+    e->full |= msgpack_pack_fix_uint32(&e->pk, v) != 0;
+}
+
 static void put_f32(encoder *e, const char *key, float v)
 {
     put_str(e, key);
@@ -644,8 +652,9 @@ esgd_status codec_encode_model(esgd_buffer *out, const model_msg *msg, esgd_erro
     if (!full)
         plan = plan_indices(v);
     encoder e;
-    encoder_start(&e, out, 14 + (full ? 0 : index_keys(&plan)));
+    encoder_start(&e, out, 15 + (full ? 0 : index_keys(&plan)));
     put_common(&e, "model", msg->job, msg->run);
+    put_u32_fixed(&e, "gen", msg->generation);
     put_uint(&e, "round", msg->round);
     put_uint(&e, "base_round", msg->base_round);
     put_f32(&e, "lr", msg->lr);
@@ -711,13 +720,38 @@ esgd_status codec_encode_status(esgd_buffer *out, const status_msg *msg, esgd_er
         return st;
     if ((unsigned)msg->state > AGENT_STATE_DONE)
         return esgd_error_set(err, ESGD_ERR_RANGE, "unknown agent state %d", (int)msg->state);
+    if (msg->has_data && msg->shard >= msg->shards)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "shard %u of %u", msg->shard, msg->shards);
     encoder e;
-    encoder_start(&e, out, 7);
+    encoder_start(&e, out, msg->has_data ? 11 : 8);
     put_common(&e, "status", msg->job, msg->run);
     put_uint(&e, "agent", msg->agent);
     put_kv_str(&e, "state", state_names[msg->state]);
     put_uint(&e, "round", msg->round);
+    put_uint(&e, "gen", msg->generation);
+    if (msg->has_data) {
+        put_uint(&e, "shard", msg->shard);
+        put_uint(&e, "shards", msg->shards);
+        put_uint(&e, "data_fp", msg->data_fp);
+    }
     return encoder_finish(&e, "status", err);
+}
+
+esgd_status codec_encode_lease(esgd_buffer *out, const lease_msg *msg, esgd_error *err)
+{
+    out->size = 0;
+    esgd_status st = check_job_name(msg->job, err);
+    if (st != ESGD_OK)
+        return st;
+    if (strlen(msg->holder) > LEASE_HOLDER_MAX)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "lease holder longer than %d bytes", LEASE_HOLDER_MAX);
+    encoder e;
+    encoder_start(&e, out, 7);
+    put_common(&e, "lease", msg->job, msg->run);
+    put_uint(&e, "gen", msg->generation);
+    put_kv_str(&e, "state", msg->live ? "live" : "released");
+    put_kv_str(&e, "holder", msg->holder);
+    return encoder_finish(&e, "lease", err);
 }
 
 size_t codec_update_bound(uint32_t dim)
@@ -1205,7 +1239,7 @@ esgd_status codec_decode_update(codec_decoder *dec, const uint8_t *data, size_t 
 
 static esgd_status decode_model(const msgpack_object *root, uint32_t expected_dim, model_msg *out, esgd_error *err)
 {
-    static const char *const keys[] = {"v",    "type", "job", "run",   "round",   "base_round", "lr",     "prev_loss",
+    static const char *const keys[] = {"v",    "type", "job", "run",   "gen", "round",   "base_round", "lr",     "prev_loss",
                                        "loss_fell", "done", "form", "dim", "count", "idx_enc", "idx", "rice_b", "val",
                                        NULL};
     esgd_status st = check_header(root, "model", err);
@@ -1217,6 +1251,7 @@ static esgd_status decode_model(const msgpack_object *root, uint32_t expected_di
     int form = 0, loss_fell = 0, done = 0;
     uint32_t dim, count;
     if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &m.run, err)) != ESGD_OK ||
+        (st = get_u32(root, "gen", &m.generation, err)) != ESGD_OK ||
         (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
         (st = get_u32(root, "base_round", &m.base_round, err)) != ESGD_OK ||
         (st = get_float(root, "lr", false, &m.lr, err)) != ESGD_OK ||
@@ -1245,6 +1280,7 @@ static esgd_status decode_model(const msgpack_object *root, uint32_t expected_di
         return st;
     memcpy(out->job, m.job, sizeof m.job);
     out->run = m.run;
+    out->generation = m.generation;
     out->round = m.round;
     out->base_round = m.base_round;
     out->lr = m.lr;
@@ -1345,7 +1381,8 @@ esgd_status codec_decode_config(codec_decoder *dec, const uint8_t *data, size_t 
 
 static esgd_status decode_status(const msgpack_object *root, status_msg *out, esgd_error *err)
 {
-    static const char *const keys[] = {"v", "type", "job", "run", "agent", "state", "round", NULL};
+    static const char *const keys[] = {"v",   "type",  "job",    "run",     "agent", "state",
+                                       "round", "gen", "shard", "shards", "data_fp", NULL};
     esgd_status st = check_header(root, "status", err);
     if (st == ESGD_OK)
         st = check_keys(root, keys, err);
@@ -1356,8 +1393,19 @@ static esgd_status decode_status(const msgpack_object *root, status_msg *out, es
     if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &m.run, err)) != ESGD_OK ||
         (st = get_u32(root, "agent", &m.agent, err)) != ESGD_OK ||
         (st = get_enum(root, "state", state_names, 3, &state, err)) != ESGD_OK ||
-        (st = get_u32(root, "round", &m.round, err)) != ESGD_OK)
+        (st = get_u32(root, "round", &m.round, err)) != ESGD_OK ||
+        (st = get_u32(root, "gen", &m.generation, err)) != ESGD_OK)
         return st;
+    /* What it trains on: all three fields or none. */
+    m.has_data = find(root, "shard") || find(root, "shards") || find(root, "data_fp");
+    if (m.has_data) {
+        if ((st = get_u32(root, "shard", &m.shard, err)) != ESGD_OK ||
+            (st = get_u32(root, "shards", &m.shards, err)) != ESGD_OK ||
+            (st = get_uint(root, "data_fp", UINT64_MAX, &m.data_fp, err)) != ESGD_OK)
+            return st;
+        if (m.shard >= m.shards)
+            return esgd_error_set(err, ESGD_ERR_RANGE, "shard %u of %u", m.shard, m.shards);
+    }
     m.state = (agent_state)state;
     *out = m;
     return ESGD_OK;
@@ -1369,4 +1417,40 @@ esgd_status codec_decode_status(codec_decoder *dec, const uint8_t *data, size_t 
     msgpack_object root;
     esgd_status st = parse(dec, data, size, &root, err);
     return st == ESGD_OK ? decode_status(&root, out, err) : st;
+}
+
+static esgd_status decode_lease(const msgpack_object *root, lease_msg *out, esgd_error *err)
+{
+    static const char *const keys[] = {"v", "type", "job", "run", "gen", "state", "holder", NULL};
+    static const char *const lease_states[] = {"released", "live"};
+    esgd_status st = check_header(root, "lease", err);
+    if (st == ESGD_OK)
+        st = check_keys(root, keys, err);
+    if (st != ESGD_OK)
+        return st;
+    lease_msg m = {0};
+    int live = 0;
+    if ((st = get_job(root, m.job, err)) != ESGD_OK || (st = get_uint(root, "run", UINT64_MAX, &m.run, err)) != ESGD_OK ||
+        (st = get_u32(root, "gen", &m.generation, err)) != ESGD_OK ||
+        (st = get_enum(root, "state", lease_states, 2, &live, err)) != ESGD_OK)
+        return st;
+    const msgpack_object *h = find(root, "holder");
+    if (!h)
+        return esgd_error_set(err, ESGD_ERR_MISSING, "missing field holder");
+    if (h->type != MSGPACK_OBJECT_STR)
+        return esgd_error_set(err, ESGD_ERR_TYPE, "field holder is not a string");
+    if (h->via.str.size > LEASE_HOLDER_MAX)
+        return esgd_error_set(err, ESGD_ERR_RANGE, "field holder is over %d bytes", LEASE_HOLDER_MAX);
+    memcpy(m.holder, h->via.str.ptr, h->via.str.size);
+    m.holder[h->via.str.size] = '\0';
+    m.live = live == 1;
+    *out = m;
+    return ESGD_OK;
+}
+
+esgd_status codec_decode_lease(codec_decoder *dec, const uint8_t *data, size_t size, lease_msg *out, esgd_error *err)
+{
+    msgpack_object root;
+    esgd_status st = parse(dec, data, size, &root, err);
+    return st == ESGD_OK ? decode_lease(&root, out, err) : st;
 }

@@ -21,6 +21,7 @@ struct esgd_coordinator {
     uint32_t dim;
     uint32_t total_rounds;
     uint32_t round;            /* the open round */
+    uint32_t generation;       /* this start of the run (model messages carry it) */
     esgd_model *model;         /* params = x_t; also used for evaluation */
     aggregator *agg;
     codec_decoder *decoder;
@@ -43,6 +44,7 @@ struct esgd_coordinator {
                                 * the same id (also after the round closed) */
     uint64_t *held_bytes;      /* (agents) message size of each held update and whether it */
     bool *held_clipped;        /* (agents) was clipped, to undo its counts if the round leaves it out */
+    status_msg *announced;     /* (agents) the last status that said what the agent trains on */
     round_exclusion *excluded; /* (agents) the updates the last close left out */
     signing_key key;           /* signs config and models */
     verify_key *agent_keys;    /* (agents) checks each agent's updates */
@@ -63,12 +65,7 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     c->dim = job_dimension(cfg);
     c->total_rounds = job_total_rounds(cfg);
     /* An update can never hold more entries than its method sends. */
-    uint32_t slot = c->dim;
-    if (cfg->sparsify.method == SPARSIFY_ESGD || cfg->sparsify.method == SPARSIFY_TOPK ||
-        cfg->sparsify.method == SPARSIFY_RANDK)
-        slot = sparsifier_keep_count(c->dim, cfg->sparsify.drop_ratio);
-    if (cfg->sparsify.method == SPARSIFY_DGC) /* its warm-up sends the most in round 0 */
-        slot = sparsifier_keep_at(&cfg->sparsify, c->dim, 0);
+    uint32_t slot = sparsifier_max_count(&cfg->sparsify, c->dim);
     if (!(c->model = model_new(cfg->model, EVAL_BATCH, err)) ||
         !(c->agg = aggregator_new(c->dim, cfg->agents, slot, err)) || !(c->decoder = codec_decoder_new(err)) ||
         buffer_init(&c->out, codec_model_bound(c->dim), err) != ESGD_OK)
@@ -87,7 +84,8 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     c->held_clipped = calloc(cfg->agents, sizeof(bool));
     c->excluded = malloc((size_t)cfg->agents * sizeof(round_exclusion));
     c->agent_keys = calloc(cfg->agents, sizeof *c->agent_keys);
-    if (!c->agent_keys || !c->incoming.grad.indices || !c->incoming.grad.values || !c->changed || !c->delta_values || !c->loss_history ||
+    c->announced = calloc(cfg->agents, sizeof *c->announced);
+    if (!c->agent_keys || !c->announced || !c->incoming.grad.indices || !c->incoming.grad.values || !c->changed || !c->delta_values || !c->loss_history ||
         !c->norm_scratch || !c->held_norm || !c->held_bytes || !c->held_hash || !c->held_round || !c->held_clipped || !c->excluded) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "coordinator: out of memory");
         goto fail;
@@ -116,6 +114,7 @@ void coordinator_free(esgd_coordinator *c)
     free(c->loss_history);
     free(c->norm_scratch);
     free(c->held_norm);
+    free(c->announced);
     free(c->held_bytes);
     free(c->held_hash);
     free(c->held_round);
@@ -212,6 +211,7 @@ static void model_header(const esgd_coordinator *c, model_msg *m)
     memset(m, 0, sizeof *m);
     strcpy(m->job, c->cfg.job);
     m->run = c->cfg.run;
+    m->generation = c->generation;
     m->round = c->round;
     m->base_round = c->round;
     m->lr = (float)job_lr_at_round(&c->cfg, coordinator_done(c) ? c->total_rounds - 1 : c->round);
@@ -551,6 +551,7 @@ static const size_t counter_offsets[] = {
     /* added later: older checkpoints end before these */
     offsetof(coordinator_counters, rejected_bytes),  offsetof(coordinator_counters, unused_uplink_bytes),
     offsetof(coordinator_counters, dropped_nonfinite), offsetof(coordinator_counters, conflicting),
+    offsetof(coordinator_counters, data_conflicts),  offsetof(coordinator_counters, rounds_lost),
 };
 /* Checkpoints with this many counters or fewer counted every update message in uplink_bytes. */
 #define COUNTERS_BEFORE_BYTE_SPLIT 10
@@ -585,6 +586,7 @@ esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *
     state_put_u32(&w, c->norm_count);
     for (uint32_t i = 0; i < c->norm_count; i++)
         state_put_f64(&w, c->norm_history[(c->norm_next + NORM_BOUND_WINDOW - c->norm_count + i) % NORM_BOUND_WINDOW]);
+    state_put_u32(&w, c->generation); /* added later still */
     st = state_file_write(path, STATE_KIND_COORDINATOR, &w, err);
     state_writer_destroy(&w);
     return st;
@@ -678,6 +680,10 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
                                     norms[i]);
         }
     }
+    /* The generation; older checkpoints end before it (generation 0). */
+    uint32_t generation = 0;
+    if (st == ESGD_OK && r.pos != r.size)
+        st = state_get_u32(&r, &generation, err);
     if (st == ESGD_OK && r.pos != r.size)
         st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %zu unexpected bytes after the last field", path,
                             r.size - r.pos);
@@ -709,6 +715,7 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
     c->norm_count = norm_count;
     c->norm_next = norm_count % NORM_BOUND_WINDOW;
     c->round = round;
+    c->generation = generation;
     c->delta_valid = false;
     aggregator_reset(c->agg);
 out:
@@ -716,6 +723,58 @@ out:
         c->cfg.run = own_run;
     state_reader_destroy(&r);
     return st;
+}
+
+uint32_t coordinator_generation(const esgd_coordinator *c)
+{
+    return c->generation;
+}
+
+void coordinator_set_generation(esgd_coordinator *c, uint32_t generation)
+{
+    c->generation = generation;
+    c->delta_valid = false; /* agents of another generation hold other bases */
+}
+
+status_note coordinator_note_status(esgd_coordinator *c, const status_msg *s)
+{
+    status_note note = {false, -1, false, 0};
+    if (s->agent >= c->cfg.agents || s->run != c->cfg.run)
+        return note;
+    if (s->generation > c->generation) {
+        coordinator_set_generation(c, s->generation + 1);
+        note.generation_raised = true;
+    }
+    /* An agent that says it last answered an earlier round than we took
+     * from it came back from older state (its last saves were lost). */
+    uint32_t taken = c->held_round[s->agent]; /* last accepted round + 1 */
+    if (s->state == AGENT_STATE_ONLINE && taken > 0 && s->round + 1 < taken) {
+        note.rounds_lost = taken - 1 - s->round;
+        c->counters.rounds_lost += note.rounds_lost;
+        c->held_round[s->agent] = s->round + 1;
+    }
+    status_msg *had = &c->announced[s->agent];
+    if (!s->has_data ||
+        (had->has_data && had->shard == s->shard && had->shards == s->shards && had->data_fp == s->data_fp))
+        return note;
+    /* New word of what this agent trains on: the same as another agent's,
+     * or different from what the same id said before (two agents, one id). */
+    if (had->has_data) {
+        note.overlaps_with = (int64_t)s->agent;
+    } else {
+        for (uint32_t a = 0; a < c->cfg.agents && note.overlaps_with < 0; a++) {
+            const status_msg *o = &c->announced[a];
+            if (a == s->agent || !o->has_data)
+                continue;
+            note.same_shard = o->shard == s->shard && o->shards == s->shards;
+            if (note.same_shard || o->data_fp == s->data_fp)
+                note.overlaps_with = a;
+        }
+    }
+    if (note.overlaps_with >= 0)
+        c->counters.data_conflicts++;
+    *had = *s;
+    return note;
 }
 
 const char *update_outcome_name(update_outcome o)

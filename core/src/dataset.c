@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "esgd/fingerprint.h"
+
 #define IDX_TYPE_UBYTE 0x08
 #define IDX_MAX_DIMS 3
 #define IDX_MAX_COUNT 100000000u /* examples per file */
@@ -275,4 +277,11 @@ void dataset_fill_batch(const esgd_dataset *ds, const uint32_t *idx, uint32_t n,
             xi[p] = pixels[p] / 255.0f;
         y[i] = ds->labels[idx[i]];
     }
+}
+
+uint64_t dataset_fingerprint(const esgd_dataset *d)
+{
+    size_t pixels = (size_t)d->count * d->rows * d->cols;
+    uint64_t h = fnv1a64(d->pixels, d->pixels ? pixels : 0);
+    return fnv1a64_continue(h, d->labels, d->labels ? d->count : 0);
 }

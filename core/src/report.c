@@ -177,6 +177,8 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     json_writer_uint(&w, "late", k->late);
     json_writer_uint(&w, "duplicate", k->duplicate);
     json_writer_uint(&w, "conflicting", k->conflicting);
+    json_writer_uint(&w, "data_conflicts", k->data_conflicts);
+    json_writer_uint(&w, "rounds_lost", k->rounds_lost);
     json_writer_uint(&w, "early", k->early);
     json_writer_uint(&w, "rejected", rejected);
     json_writer_uint(&w, "clipped", k->clipped);

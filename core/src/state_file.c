@@ -1,6 +1,8 @@
 /* Crash-safe state files: checksummed payload, written atomically. */
 #include "esgd/state_file.h"
 
+#include "esgd/fingerprint.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -16,13 +18,7 @@
 
 uint64_t state_checksum(const void *data, size_t n)
 {
-    const uint8_t *p = data;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
+    return fnv1a64(data, n);
 }
 
 static void put_le(uint8_t *p, uint64_t v, int bytes)

@@ -29,6 +29,11 @@ void topic_status(char out[TOPIC_MAX], const char *job, uint32_t agent)
     snprintf(out, TOPIC_MAX, "esgd/%s/status/%u", job, agent);
 }
 
+void topic_lease(char out[TOPIC_MAX], const char *job)
+{
+    snprintf(out, TOPIC_MAX, "esgd/%s/lease", job);
+}
+
 void topic_filter_round_models(char out[TOPIC_MAX], const char *job)
 {
     snprintf(out, TOPIC_MAX, "esgd/%s/round/+/model", job);
@@ -78,6 +83,8 @@ topic_info topic_parse(const char *topic, const char *job)
         info.kind = TOPIC_CONFIG;
     } else if (strcmp(rest, "model") == 0) {
         info.kind = TOPIC_LATEST_MODEL;
+    } else if (strcmp(rest, "lease") == 0) {
+        info.kind = TOPIC_LEASE;
     } else if (strncmp(rest, "status/", 7) == 0) {
         rest += 7;
         if (parse_number(&rest, &info.agent) && *rest == '\0')

@@ -16,8 +16,10 @@
 #include "esgd/cli.h"
 #include "esgd/codec.h"
 #include "esgd/envelope.h"
+#include "esgd/json_writer.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
+#include "esgd/mqtt_link_cli.h"
 #include "esgd/topics.h"
 #include "esgd/runtime.h"
 
@@ -26,7 +28,7 @@ typedef struct kind_count {
     uint64_t messages, bytes, invalid;
 } kind_count;
 
-enum { K_CONFIG, K_LATEST, K_ROUND_MODEL, K_GRAD, K_STATUS, K_OTHER, K_COUNT };
+enum { K_CONFIG, K_LATEST, K_ROUND_MODEL, K_GRAD, K_STATUS, K_LEASE, K_OTHER, K_COUNT };
 
 typedef struct watch {
     codec_decoder *decoder;
@@ -76,7 +78,8 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
     topic_info t = topic_parse(m->topic, job);
     static const int kind_of[] = {[TOPIC_UNKNOWN] = K_OTHER, [TOPIC_CONFIG] = K_CONFIG,
                                   [TOPIC_LATEST_MODEL] = K_LATEST, [TOPIC_ROUND_MODEL] = K_ROUND_MODEL,
-                                  [TOPIC_ROUND_GRAD] = K_GRAD, [TOPIC_STATUS] = K_STATUS};
+                                  [TOPIC_ROUND_GRAD] = K_GRAD, [TOPIC_STATUS] = K_STATUS,
+                                  [TOPIC_LEASE] = K_LEASE};
     kind_count *k = &w->kinds[kind_of[t.kind]];
     if (m->size == 0) {
         w->cleared++;
@@ -126,6 +129,12 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
             count_invalid(w, k, m->topic, &err);
         break;
     }
+    case TOPIC_LEASE: {
+        lease_msg l;
+        if (codec_decode_lease(w->decoder, m->data, size, &l, &err) != ESGD_OK)
+            count_invalid(w, k, m->topic, &err);
+        break;
+    }
     case TOPIC_UNKNOWN:
         break;
     }
@@ -167,7 +176,7 @@ int main(int argc, char **argv)
         log_error("%s", err.message);
         return 1;
     }
-    const char *names[K_COUNT] = {"config", "latest_model", "round_model", "update", "status", "other"};
+    const char *names[K_COUNT] = {"config", "latest_model", "round_model", "update", "status", "lease", "other"};
     for (int i = 0; i < K_COUNT; i++)
         w.kinds[i].name = names[i];
     uint32_t cap = 1u << 21; /* larger than any model this build trains */
@@ -203,20 +212,27 @@ int main(int argc, char **argv)
             observe(&w, job, &m);
     }
     uint64_t invalid = 0;
-    printf("{\"job\": \"%s\", \"done\": %s, \"last_round\": %u, \"signatures_checked\": %s", job,
-           w.done ? "true" : "false", w.last_round, keys_dir ? "true" : "false");
+    json_writer out;
+    json_writer_init(&out, stdout);
+    json_writer_object_begin(&out, NULL, JSON_WRITER_INLINE);
+    json_writer_string(&out, "job", job);
+    json_writer_bool(&out, "done", w.done);
+    json_writer_uint(&out, "last_round", w.last_round);
+    json_writer_bool(&out, "signatures_checked", keys_dir != NULL);
     for (int i = 0; i < K_COUNT; i++) {
-        printf(", \"%s\": {\"messages\": %llu, \"bytes\": %llu, \"invalid\": %llu}", w.kinds[i].name,
-               (unsigned long long)w.kinds[i].messages, (unsigned long long)w.kinds[i].bytes,
-               (unsigned long long)w.kinds[i].invalid);
+        json_writer_object_begin(&out, w.kinds[i].name, JSON_WRITER_INLINE);
+        json_writer_uint(&out, "messages", w.kinds[i].messages);
+        json_writer_uint(&out, "bytes", w.kinds[i].bytes);
+        json_writer_uint(&out, "invalid", w.kinds[i].invalid);
+        json_writer_object_end(&out);
         invalid += w.kinds[i].invalid;
     }
-    printf(", \"cleared\": %llu, \"invalid\": %llu, \"dropped\": %llu, \"first_error\": \"", (unsigned long long)w.cleared,
-           (unsigned long long)invalid, (unsigned long long)mqtt_link_get_counters(link).dropped);
-    for (const char *c = w.first_error; *c; c++)
-        if (*c != '"' && *c != '\\' && (unsigned char)*c >= 0x20)
-            putchar(*c);
-    printf("\"}\n");
+    json_writer_uint(&out, "cleared", w.cleared);
+    json_writer_uint(&out, "invalid", invalid);
+    json_writer_uint(&out, "dropped", mqtt_link_get_counters(link).dropped);
+    json_writer_string(&out, "first_error", w.first_error);
+    json_writer_object_end(&out);
+    putchar('\n');
     rc = invalid == 0 && mqtt_link_get_counters(link).dropped == 0 ? 0 : 1;
 out:
     mqtt_link_close(link);

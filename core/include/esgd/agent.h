@@ -45,6 +45,11 @@ esgd_status agent_apply_model(esgd_agent *agent, const uint8_t *data, size_t siz
 bool agent_has_model(const esgd_agent *agent);
 bool agent_job_done(const esgd_agent *agent);
 uint32_t agent_current_round(const esgd_agent *agent);
+/* The coordinator generation whose models the agent follows (see
+ * coordinator_generation); models of older ones are refused as stale and
+ * counted, so the program can tell the coordinator (in its status). */
+uint32_t agent_generation(const esgd_agent *agent);
+uint64_t agent_older_generation_models(const esgd_agent *agent);
 const float *agent_params(const esgd_agent *agent);
 
 /* Round t = the round of the last applied model: gradient on the round's

@@ -52,6 +52,7 @@ typedef enum model_form {
 typedef struct model_msg {
     char job[JOB_NAME_MAX + 1];
     uint64_t run;         /* the run that made this model */
+    uint32_t generation;  /* which start of the run's coordinator: agents follow the newest */
     uint32_t round;       /* this is x_round; agents answer with round `round` */
     uint32_t base_round;  /* delta: applies to x_base_round (== round - 1); full: == round */
     float lr;             /* learning rate that produced x_round (information) */
@@ -78,9 +79,29 @@ typedef struct status_msg {
     uint32_t agent;
     agent_state state;
     uint32_t round;  /* last round the agent answered (0 if none) */
+    uint32_t generation; /* the coordinator generation the agent follows (0: none yet) */
+    /* What the agent trains on, once it has loaded it (has_data): shard
+     * index of shards, and a fingerprint of its examples, so the
+     * coordinator can tell two agents on the same data. */
+    bool has_data;
+    uint32_t shard, shards;
+    uint64_t data_fp;
 } status_msg;
 
 const char *agent_state_name(agent_state s); /* "online", "offline", "done" */
+
+#define LEASE_HOLDER_MAX 200
+
+/* Coordinator -> everyone, retained, topic esgd/<job>/lease: which
+ * coordinator runs the job, so a second one refuses to start. "released"
+ * is the holder's Last Will. */
+typedef struct lease_msg {
+    char job[JOB_NAME_MAX + 1];
+    uint64_t run;
+    uint32_t generation;
+    bool live;                            /* false: released */
+    char holder[LEASE_HOLDER_MAX + 1];    /* "host pid state-dir", for the operator and to tell a dead holder */
+} lease_msg;
 
 /* Upper bounds on encoded size for a dimension, to size buffers once. */
 size_t codec_update_bound(uint32_t dim);
@@ -113,6 +134,8 @@ esgd_status codec_decode_config(codec_decoder *dec, const uint8_t *data, size_t 
                                 esgd_error *err);
 
 esgd_status codec_encode_status(esgd_buffer *out, const status_msg *msg, esgd_error *err);
+esgd_status codec_encode_lease(esgd_buffer *out, const lease_msg *msg, esgd_error *err);
+esgd_status codec_decode_lease(codec_decoder *dec, const uint8_t *data, size_t size, lease_msg *out, esgd_error *err);
 esgd_status codec_decode_status(codec_decoder *dec, const uint8_t *data, size_t size, status_msg *out,
                                 esgd_error *err);
 

@@ -54,6 +54,9 @@ typedef struct coordinator_counters {
                                            * have been finite; also counted in rejected[ESGD_ERR_NONFINITE] */
     uint64_t conflicting;                 /* a second, different update for an agent and round already held:
                                            * two live agents with one id (also counted in duplicate) */
+    uint64_t data_conflicts;              /* statuses announcing another agent's shard or data, or other data
+                                           * than the same id announced before (coordinator_note_status) */
+    uint64_t rounds_lost;                 /* rounds agents answered, then came back without (older state) */
 } coordinator_counters;
 
 typedef enum norm_action {
@@ -102,6 +105,24 @@ void coordinator_free(esgd_coordinator *c); /* NULL is a no-op */
 
 const esgd_job_config *coordinator_config(const esgd_coordinator *c);
 uint32_t coordinator_round(const esgd_coordinator *c); /* the open round t */
+/* Each start of a run's coordinator is a new generation, carried by every
+ * model message; agents follow the newest one of the run even to an
+ * earlier round (a restore from an older checkpoint). A checkpoint keeps
+ * the generation that wrote it (0 in older ones); the program sets the new
+ * one above everything it has seen. */
+uint32_t coordinator_generation(const esgd_coordinator *c);
+void coordinator_set_generation(esgd_coordinator *c, uint32_t generation);
+
+/* What an agent's status (verified, of this run) tells the coordinator. */
+typedef struct status_note {
+    bool generation_raised; /* the agent follows a newer generation than ours (it ignores our models):
+                             * ours is now above it; publish the model again */
+    int64_t overlaps_with;  /* -1, or the agent whose shard or data this agent announced (itself: the
+                             * same id announced other data before, two agents with one id) */
+    bool same_shard;        /* the overlap is by shard index (else by data fingerprint) */
+    uint32_t rounds_lost;   /* the agent came back behind rounds we took from it (its state was older) */
+} status_note;
+status_note coordinator_note_status(esgd_coordinator *c, const status_msg *s);
 bool coordinator_done(const esgd_coordinator *c);      /* all rounds closed */
 const float *coordinator_params(const esgd_coordinator *c);
 const coordinator_counters *coordinator_get_counters(const esgd_coordinator *c);

@@ -24,6 +24,10 @@ typedef struct esgd_dataset {
 /* Reads the labels of an IDX1 file (magic 0x00000801). *labels is malloc'd.
  * Errors: ESGD_ERR_IO (missing/unreadable), ESGD_ERR_FORMAT (bad magic),
  * ESGD_ERR_TRUNCATED (file shorter than its header says), ESGD_ERR_RANGE. */
+/* A fingerprint of the examples (pixels, then labels): agents announce it so
+ * that two on the same data are noticed. */
+uint64_t dataset_fingerprint(const esgd_dataset *d);
+
 esgd_status idx_read_labels(const char *path, uint8_t **labels, uint32_t *count, esgd_error *err);
 
 /* Loads images (IDX3, magic 0x00000803) and labels (IDX1) into ds. With

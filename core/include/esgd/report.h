@@ -47,7 +47,9 @@ esgd_status report_csv_cut(const char *path, uint32_t rounds, esgd_error *err);
  * compression (dense_uplink_bytes / uplink_bytes), downlink_bytes,
  * broadcast_bytes (model messages published once each),
  * retained_model_bytes (full models published retained), accepted (updates
- * that went into a model), late, duplicate, conflicting (a second, different update under one agent id), early, rejected (updates refused
+ * that went into a model), late, duplicate, conflicting (a second, different update under one agent id),
+ * data_conflicts (agents announcing one shard or one data set, or one id two),
+ * rounds_lost (rounds agents answered, then came back without), early, rejected (updates refused
  * for any reason, at receipt or at close), clipped, dropped_nonfinite (of
  * the rejected, held updates dropped at close because the model would not
  * have been finite), rejected_bytes (bytes of the rejected update messages),

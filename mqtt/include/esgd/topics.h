@@ -19,7 +19,8 @@ typedef enum topic_kind {
     TOPIC_LATEST_MODEL,
     TOPIC_ROUND_MODEL,
     TOPIC_ROUND_GRAD,
-    TOPIC_STATUS
+    TOPIC_STATUS,
+    TOPIC_LEASE
 } topic_kind;
 
 typedef struct topic_info {
@@ -33,6 +34,7 @@ void topic_latest_model(char out[TOPIC_MAX], const char *job);
 void topic_round_model(char out[TOPIC_MAX], const char *job, uint32_t round);
 void topic_round_grad(char out[TOPIC_MAX], const char *job, uint32_t round, uint32_t agent);
 void topic_status(char out[TOPIC_MAX], const char *job, uint32_t agent);
+void topic_lease(char out[TOPIC_MAX], const char *job); /* retained: which coordinator runs the job */
 
 /* Subscription filters: every round's model, every update, every status, everything of the job. */
 void topic_filter_round_models(char out[TOPIC_MAX], const char *job);
