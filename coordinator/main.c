@@ -42,6 +42,7 @@ typedef struct settings {
     const char *norm_action;  /* "reject" or "clip" */
     uint32_t quorum;          /* 0: majority of the expected agents */
     double round_timeout;     /* seconds */
+    double start_timeout;     /* seconds the first round of a start waits for every agent to come online */
     double republish_after;   /* seconds without a new update before the model goes out again (0: never) */
     uint32_t eval_limit;
     int json;
@@ -68,6 +69,8 @@ typedef struct run {
     report_clock clock; /* for the progress line's rate and time left */
     esgd_buffer retained, broadcast; /* the next model, full and as broadcast, between encoding and publishing */
     job_lease lease;
+    uint32_t rounds_run; /* closed by this start */
+    double came_online_at; /* monotonic time an agent last said it is online */
     bool lease_claimed; /* until then nothing is published */
     bool lease_lost;    /* another coordinator runs the job and claimed it first: stop */
 } run;
@@ -161,6 +164,8 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
         return;
     if (online)
         r->missed[agent] = 0; /* it says it is back: wait for it again */
+    if (online && r->agent_online[agent] != 2)
+        r->came_online_at = monotonic_seconds();
     if (r->agent_online[agent] != online + 1) {
         log_info("agent %u is %s (last answered round %u)", agent, agent_state_name(s.state), s.round);
         r->agent_online[agent] = (uint8_t)(online + 1);
@@ -219,6 +224,15 @@ static bool all_live_answered(const run *r)
     return true;
 }
 
+/* Every agent has said it is online (or offline) or sent an update since this start. */
+static bool all_came_online(const run *r)
+{
+    for (uint32_t a = 0; a < r->cfg.agents; a++)
+        if (r->agent_online[a] == 0 && !coordinator_has_update(r->coordinator, a))
+            return false;
+    return true;
+}
+
 /* Collects updates until every expected agent has reported, or the quorum
  * has and round_timeout has passed. False when a stop was requested. */
 static bool collect_round(run *r, uint32_t quorum)
@@ -237,7 +251,15 @@ static bool collect_round(run *r, uint32_t quorum)
                 last_progress = now - r->set.republish_after + 0.5;
             r->connects_seen = connects;
         }
-        if (have == agents || (have >= quorum && (waited >= r->set.round_timeout || all_live_answered(r))))
+        /* The first round also waits for agents still starting up (a
+         * gateway boots, loads its data): they are not late yet, and the
+         * round timeout runs from when the last of them came online. */
+        double timeout = r->set.round_timeout;
+        if (!r->rounds_run && !all_came_online(r))
+            timeout = r->set.start_timeout > timeout ? r->set.start_timeout : timeout;
+        else if (!r->rounds_run && r->came_online_at > opened)
+            waited = now - r->came_online_at;
+        if (have == agents || (have >= quorum && (waited >= timeout || all_live_answered(r))))
             return true;
         if (stop_requested() || r->lease_lost)
             return false;
@@ -391,6 +413,7 @@ static int train(run *r)
         double took = monotonic_seconds() - opened;
         metrics_round_closed(r->metrics, r->coordinator, &s, took);
         round_times_add(&r->times, took);
+        r->rounds_run++;
         int rc = after_round(r, &s);
         if (rc != EXIT_DONE)
             return rc;
@@ -557,6 +580,7 @@ int main(int argc, char **argv)
     set->metrics_address = "127.0.0.1";
     set->norm_action = "reject";
     set->round_timeout = 30;
+    set->start_timeout = 120;
     set->republish_after = 5;
     cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
     mqtt_link_cli_options(&set->link, broker_options);
@@ -564,6 +588,8 @@ int main(int argc, char **argv)
         {"data", CLI_STRING, &set->data_dir, "IDX data folder: train labels (epoch length) and t10k test set"},
         {"quorum", CLI_UINT, &set->quorum, "fewest updates that may close a round after the timeout (0: majority)"},
         {"round-timeout", CLI_DOUBLE, &set->round_timeout, "seconds to wait for all agents before a quorum suffices"},
+        {"start-timeout", CLI_DOUBLE, &set->start_timeout,
+         "seconds the first round after a start waits for agents still coming online (then --round-timeout)"},
         {"republish-after", CLI_DOUBLE, &set->republish_after,
          "seconds without a new update before the round's model is published again (0: never)"},
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the checkpoint; resumes from it on restart"},
@@ -593,8 +619,8 @@ int main(int argc, char **argv)
     int rc = cli_parse(&program, argc, argv, &r.cfg);
     if (rc != CLI_CONTINUE)
         return rc == CLI_HELP ? EXIT_DONE : EXIT_USAGE;
-    if (!(set->round_timeout >= 0) || !(set->republish_after >= 0)) {
-        fprintf(stderr, "esgd-coordinator: --round-timeout and --republish-after must be >= 0\n");
+    if (!(set->round_timeout >= 0) || !(set->start_timeout >= 0) || !(set->republish_after >= 0)) {
+        fprintf(stderr, "esgd-coordinator: --round-timeout, --start-timeout and --republish-after must be >= 0\n");
         return EXIT_USAGE;
     }
     log_set_subject("esgd-coordinator");
