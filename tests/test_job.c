@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "esgd/job.h"
+#include "esgd/sparsifier.h"
 
 static void test_defaults_match_the_paper_setup(void **state)
 {

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "esgd/model.h"      /* model_kind_num_params */
+#include "esgd/sparsifier.h" /* SPARSIFIER_CONFIG_DEFAULT */
+
 typedef enum field_kind { FIELD_U32, FIELD_U64, FIELD_F64, FIELD_F32, FIELD_ENUM, FIELD_NAME } field_kind;
 
 typedef struct option_entry {
@@ -27,7 +30,7 @@ static const char *const hinc_names[] = {"one", "absgrad", NULL};
 static const char *const value_mode_names[] = {"grad", "grad+residual", NULL};
 static const char *const tau_names[] = {"mean", "fixed", NULL};
 static const char *const partition_names[] = {"iid", "noniid", NULL};
-static const char *const format_names[] = {"f32", "f16", NULL};
+const char *const value_format_names[] = {"f32", "f16", NULL}; /* job.h: also the codec's val_fmt */
 
 #define OFF(field) offsetof(esgd_job_config, field)
 #define NUM(n, k, f, lo, hi, h) {{n, (k) == FIELD_F64 || (k) == FIELD_F32 ? JOB_OPTION_FLOAT : JOB_OPTION_UINT, h}, k, OFF(f), lo, hi, NULL}
@@ -59,7 +62,7 @@ static const option_entry options[] = {
     NUM("seed", FIELD_U64, seed, 0, 18446744073709551615.0, "random seed"),
     ENUM("partition", partition, partition_names, "shards: iid | noniid (label skew, Dirichlet(alpha))"),
     NUM("alpha", FIELD_F64, alpha, 1e-6, 1e6, "Dirichlet concentration for noniid"),
-    ENUM("values", values, format_names, "update value encoding: f32 | f16"),
+    ENUM("values", values, value_format_names, "update value encoding: f32 | f16"),
     NUM("train-samples", FIELD_U32, train_samples, 1, 4000000000.0, "training-set size (sets rounds per epoch)"),
     NUM("eval-every", FIELD_U32, eval_every, 0, 4000000000.0, "rounds between test evaluations (0: once per epoch)"),
 };
@@ -151,16 +154,19 @@ esgd_status job_config_set_float(esgd_job_config *cfg, const job_option *opt, do
     return ESGD_OK;
 }
 
-static bool valid_job_name(const char *s, size_t len)
+/* Explicit ranges rather than isalnum: a name is used in topics and by
+ * every program, so it must not depend on anyone's locale. */
+esgd_status job_name_check(const char *name, size_t len, esgd_status status, esgd_error *err)
 {
-    if (len == 0 || len > JOB_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '_' && c != '-' && c != '.')
-            return false;
+    bool ok = len > 0 && len <= JOB_NAME_MAX;
+    for (size_t i = 0; ok && i < len; i++) {
+        char c = name[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+             c == '-';
     }
-    return true;
+    if (!ok)
+        return esgd_error_set(err, status, "job name must be 1..%d of [A-Za-z0-9_.-]", JOB_NAME_MAX);
+    return ESGD_OK;
 }
 
 esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, const char *value, size_t len,
@@ -168,8 +174,9 @@ esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, c
 {
     const option_entry *e = entry_of(opt);
     if (e->kind == FIELD_NAME) {
-        if (!valid_job_name(value, len))
-            return esgd_error_set(err, ESGD_ERR_RANGE, "job name must be 1..%d of [A-Za-z0-9_.-]", JOB_NAME_MAX);
+        esgd_status st = job_name_check(value, len, ESGD_ERR_RANGE, err);
+        if (st != ESGD_OK)
+            return st;
         memcpy(cfg->job, value, len);
         cfg->job[len] = '\0';
         return ESGD_OK;
@@ -276,8 +283,9 @@ esgd_status job_config_from_env(esgd_job_config *cfg, esgd_error *err)
 
 esgd_status job_config_validate(const esgd_job_config *cfg, esgd_error *err)
 {
-    if (!valid_job_name(cfg->job, strlen(cfg->job)))
-        return esgd_error_set(err, ESGD_ERR_ARG, "job name must be 1..%d of [A-Za-z0-9_.-]", JOB_NAME_MAX);
+    esgd_status st = job_name_check(cfg->job, strlen(cfg->job), ESGD_ERR_ARG, err);
+    if (st != ESGD_OK)
+        return st;
     if (cfg->agents == 0 || cfg->agents > cfg->train_samples)
         return esgd_error_set(err, ESGD_ERR_ARG, "agents = %u must be in 1..train-samples (%u)", cfg->agents,
                               cfg->train_samples);
@@ -358,7 +366,7 @@ static const char *enum_name(const char *const *names, int value)
 
 const char *value_format_name(value_format f)
 {
-    return enum_name(format_names, (int)f);
+    return enum_name(value_format_names, (int)f);
 }
 
 const char *model_kind_name(model_kind kind)

@@ -1,8 +1,8 @@
 /* Loading one agent's shard of the training set, as the job cuts it: used by
  * the simulator for every agent and by esgd-agent for its own. */
-#include <stdlib.h>
+#include "esgd/job_data.h"
 
-#include "esgd/job.h"
+#include <stdlib.h>
 
 esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
                            esgd_dataset *out, uint32_t *train_samples, esgd_error *err)

@@ -11,11 +11,12 @@
 #ifndef ESGD_CODEC_H
 #define ESGD_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "esgd/error.h"
-#include "esgd/job.h"
+#include "esgd/job.h" /* JOB_NAME_MAX, esgd_job_config, value_format */
 #include "esgd/sparse.h"
 
 /* Version 2: every message carries the run id and travels signed
@@ -139,7 +140,7 @@ esgd_status codec_decode_lease(codec_decoder *dec, const uint8_t *data, size_t s
 esgd_status codec_decode_status(codec_decoder *dec, const uint8_t *data, size_t size, status_msg *out,
                                 esgd_error *err);
 
-/* IEEE binary16 conversions used for VALUE_FORMAT_F16. */
+/* IEEE binary16 conversions used for VALUE_FORMAT_F16 (core/src/half.c). */
 #define CODEC_F16_MAX 65504.0f /* the largest finite half */
 /* Clamps values[0..count) to [-CODEC_F16_MAX, CODEC_F16_MAX] in place (NaN
  * stays NaN) and returns how many it changed. */

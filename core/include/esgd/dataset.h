@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "esgd/error.h"
+#include "esgd/job_types.h" /* partition_kind */
 
 #define DATASET_MAX_CLASSES 256
 
@@ -52,11 +53,6 @@ void dataset_destroy(esgd_dataset *ds); /* frees and zeroes; safe on a zeroed ds
 /* Copies examples idx[0..n) as floats in [0, 1] into x (n, rows*cols) and
  * their labels into y (n). */
 void dataset_fill_batch(const esgd_dataset *ds, const uint32_t *idx, uint32_t n, float *x, uint8_t *y);
-
-typedef enum partition_kind {
-    PARTITION_IID,       /* shuffled, equal-size shards */
-    PARTITION_DIRICHLET  /* label-skewed: each class split by Dirichlet(alpha) */
-} partition_kind;
 
 /* Agent a's examples are indices[offsets[a] .. offsets[a+1]). */
 typedef struct esgd_shards {

@@ -10,17 +10,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "esgd/dataset.h"
 #include "esgd/error.h"
-#include "esgd/model.h"
-#include "esgd/sparsifier.h"
+#include "esgd/job_types.h"
 
 #define JOB_NAME_MAX 64
-
-typedef enum value_format {
-    VALUE_FORMAT_F32, /* IEEE 754 binary32, little-endian */
-    VALUE_FORMAT_F16  /* IEEE 754 binary16, little-endian, round to nearest even */
-} value_format;
 
 typedef struct esgd_job_config {
     char job[JOB_NAME_MAX + 1];  /* [A-Za-z0-9_.-], used in topic names */
@@ -87,12 +80,11 @@ double job_lr_at_round(const esgd_job_config *cfg, uint32_t round);
  * eval_every rounds (or at each epoch's end when 0) and after the last. */
 bool job_is_eval_round(const esgd_job_config *cfg, uint32_t round);
 
-/* The training examples of shard `index` of `parts`: reads DIR's training
- * labels, cuts them as the job says (partition, alpha, seed) and loads that
- * shard's images. *train_samples (may be NULL) receives the training-set
- * size. Errors: every dataset error, ESGD_ERR_ARG (index >= parts). */
-esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
-                           esgd_dataset *out, uint32_t *train_samples, esgd_error *err);
+/* ESGD_OK when name[0..len) is a job name, 1..JOB_NAME_MAX of [A-Za-z0-9_.-]
+ * (ASCII whatever the locale; name may be NULL when len is 0); otherwise
+ * `status` with that rule as the message. The one check behind --job,
+ * job_config_validate and the job field of every wire message. */
+esgd_status job_name_check(const char *name, size_t len, esgd_status status, esgd_error *err);
 
 /* Names of enum values, from the same table the options are parsed with
  * (parse them with job_config_set). */
@@ -100,5 +92,8 @@ const char *value_format_name(value_format f);       /* "f32", "f16" */
 const char *model_kind_name(model_kind kind);        /* "mlp", "lenet" */
 const char *sparsify_method_name(sparsify_method m); /* "dense", "threshold", "esgd", "topk", "randk", "dgc" */
 const char *partition_kind_name(partition_kind p);   /* "iid", "noniid" */
+/* The value_format names indexed by value and NULL-terminated: the choices
+ * of --values and of an update message's val_fmt. */
+extern const char *const value_format_names[];
 
 #endif

@@ -23,11 +23,7 @@
 
 #include "esgd/dataset.h"
 #include "esgd/error.h"
-
-typedef enum model_kind {
-    MODEL_KIND_MLP,
-    MODEL_KIND_LENET
-} model_kind;
+#include "esgd/job_types.h" /* model_kind */
 
 #define MODEL_INPUT_SIZE 784 /* 28x28, one channel */
 #define MODEL_CLASSES 10

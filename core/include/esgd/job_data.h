@@ -1,0 +1,20 @@
+/* Loading the data a job trains on: one agent's shard of the training set,
+ * cut as the job configuration says. Kept out of job.h so that the job's
+ * settings do not bring the dataset module to everyone who reads them. */
+#ifndef ESGD_JOB_DATA_H
+#define ESGD_JOB_DATA_H
+
+#include <stdint.h>
+
+#include "esgd/dataset.h"
+#include "esgd/error.h"
+#include "esgd/job.h"
+
+/* The training examples of shard `index` of `parts`: reads DIR's training
+ * labels, cuts them as the job says (partition, alpha, seed) and loads that
+ * shard's images. *train_samples (may be NULL) receives the training-set
+ * size. Errors: every dataset error, ESGD_ERR_ARG (index >= parts). */
+esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
+                           esgd_dataset *out, uint32_t *train_samples, esgd_error *err);
+
+#endif

@@ -1,0 +1,23 @@
+/* IEEE 754 binary16 ("half") for VALUE_FORMAT_F16, internal to core/src.
+ * The scalar conversions and the clamp are public (codec.h:
+ * codec_f32_to_f16, codec_f16_to_f32, codec_clamp_f16); this adds the
+ * array forms the codec writes and reads an update's "val" bin with, kept
+ * in half.c beside the conversions so that the per-value call inlines. */
+#ifndef ESGD_HALF_H
+#define ESGD_HALF_H
+
+#include <stdint.h>
+
+#include "esgd/codec.h"
+#include "esgd/error.h"
+
+/* out[2i], out[2i+1] = codec_f32_to_f16(values[i]), little-endian, for
+ * i < count. out holds 2 * count bytes. */
+void half_write_le(uint8_t *out, const float *values, uint32_t count);
+
+/* The inverse: count little-endian halves from in (2 * count bytes) into
+ * values. Errors: ESGD_ERR_NONFINITE at the first Inf or NaN ("value i is
+ * not finite"); values before it are written. */
+esgd_status half_read_le(const uint8_t *in, uint32_t count, float *values, esgd_error *err);
+
+#endif
