@@ -1,8 +1,11 @@
 /* esgd-agent: one edge gateway's side of an eSGD job over MQTT. It needs
  * only the broker, the job name, its id, its data and its shard; the rest
- * comes from the coordinator's retained job configuration. Each round it
- * takes the model, computes, sparsifies and publishes its update (the
- * core's agent.h does all of that; this file moves bytes). */
+ * comes from the coordinator's retained job configuration. This file owns
+ * the I/O: the broker link and the topics, loading the data, the state
+ * folder, logging and signals. What to do when (answer or re-send a round,
+ * fetch the retained model, publish status, join a new run, stop) is the
+ * core's agent session (agent_session.h), whose actions this file carries
+ * out; the round itself (model in, update out) is agent.h's. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,9 +15,11 @@
 #include <time.h>
 
 #include "esgd/agent.h"
+#include "esgd/agent_session.h"
 #include "esgd/cli.h"
 #include "esgd/codec.h"
 #include "esgd/envelope.h"
+#include "esgd/job_data.h"
 #include "esgd/log.h"
 #include "esgd/mqtt_link.h"
 #include "esgd/mqtt_link_cli.h"
@@ -22,7 +27,7 @@
 #include "esgd/topics.h"
 #include "esgd/runtime.h"
 
-enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
+#define AGENT_CONTINUE (-1) /* carry_out: go on with the loop (else an agent_exit) */
 
 typedef struct settings {
     mqtt_link_options link; /* broker settings; client id and Last Will set at connect */
@@ -33,54 +38,28 @@ typedef struct settings {
 typedef struct agent_run {
     settings set;
     mqtt_link *link;
-    codec_decoder *decoder;
-    esgd_job_config cfg;
-    signing_key key;       /* ours: updates and status */
-    verify_key coordinator;/* every configuration and model must carry its signature */
-    uint8_t *config_bytes; /* the configuration we run (signed), to notice a change */
-    size_t config_size;
-    uint64_t finished_run; /* a run found already finished before we took part; 0 none */
-    uint64_t clamped_seen; /* f16 clamps already reported */
-    esgd_dataset shard;
-    uint32_t shard_index, shard_parts; /* announced in our status with ... */
-    uint64_t data_fp;                  /* ... a fingerprint of the shard's examples */
-    double older_model_status_at;      /* monotonic time we last told of a model of an older generation */
-    esgd_agent *agent;
+    agent_session *session;
+    signing_key key;        /* ours: updates and status */
+    verify_key coordinator; /* every configuration and model must carry its signature */
+    esgd_dataset shard;     /* the current run's examples (the session's agent borrows them) */
     char state_path[4096];
-    char latest_topic[TOPIC_MAX];
-    bool fetching_latest;  /* subscribed to the retained full model */
-    uint64_t ignored[ESGD_STATUS_COUNT]; /* messages refused, by reason */
-    uint64_t status_connects; /* connection count when "online" was last published */
-    double last_sent_at;      /* monotonic time of our last new update, 0 before the first */
 } agent_run;
+
+static double session_clock(void *ctx)
+{
+    (void)ctx;
+    return monotonic_seconds();
+}
 
 static esgd_status publish_status(agent_run *r, agent_state state, esgd_error *err)
 {
-    uint8_t bytes[CODEC_STATUS_BOUND];
-    esgd_buffer buf = {bytes, 0, sizeof bytes};
-    status_msg s;
-    memset(&s, 0, sizeof s);
-    snprintf(s.job, sizeof s.job, "%s", r->set.job);
-    s.run = r->agent ? r->cfg.run : 0;
-    s.agent = r->set.id;
-    s.state = state;
-    uint32_t round = 0;
-    if (r->agent) {
-        agent_answered_round(r->agent, &round);
-        s.generation = agent_generation(r->agent);
-        s.has_data = true;
-        s.shard = r->shard_index;
-        s.shards = r->shard_parts;
-        s.data_fp = r->data_fp;
-    }
-    s.round = round;
+    const uint8_t *msg;
+    size_t size;
     char topic[TOPIC_MAX];
     topic_status(topic, r->set.job, r->set.id);
-    esgd_status st = codec_encode_status(&buf, &s, err);
+    esgd_status st = agent_session_status_message(r->session, state, &msg, &size, err);
     if (st == ESGD_OK)
-        st = envelope_sign(&buf, &r->key, err);
-    if (st == ESGD_OK)
-        st = mqtt_link_publish(r->link, topic, buf.data, buf.size, 1, true, err);
+        st = mqtt_link_publish(r->link, topic, msg, size, 1, true, err);
     return st;
 }
 
@@ -95,20 +74,6 @@ static void move_state_aside(agent_run *r, const char *why)
         log_warn("state %s not used (%s); moved to %s, starting afresh", r->state_path, why, aside);
     else
         log_warn("state %s not used (%s), and it cannot be moved aside: %s", r->state_path, why, strerror(errno));
-}
-
-/* Leaves the current job configuration (to take a new run of the job). */
-static void leave_job(agent_run *r)
-{
-    r->clamped_seen = 0;
-    agent_free(r->agent);
-    r->agent = NULL;
-    dataset_destroy(&r->shard);
-    memset(&r->shard, 0, sizeof r->shard);
-    free(r->config_bytes);
-    r->config_bytes = NULL;
-    r->config_size = 0;
-    r->fetching_latest = false;
 }
 
 /* "i/N": this agent trains on shard i of N (default: id/agents). */
@@ -128,292 +93,172 @@ static int parse_shard(const char *text, uint32_t *index, uint32_t *parts)
     return 0;
 }
 
-/* Waits for the retained job configuration and builds the agent from it. */
-static int start_from_config(agent_run *r, const uint8_t *data, size_t size, const esgd_job_config *cfg,
-                             esgd_error *err)
+/* AGENT_ACTION_START_RUN: loads our shard of the run's data, has the
+ * session build the agent on it, and continues from the state folder. */
+static int start_run(agent_run *r, esgd_error *err)
 {
-    r->cfg = *cfg;
-    if (r->set.id >= r->cfg.agents) {
-        esgd_error_set(err, ESGD_ERR_ARG, "agent id %u, but job %s has agents 0..%u", r->set.id, r->cfg.job,
-                       r->cfg.agents - 1);
-        return EXIT_USAGE;
-    }
-    uint32_t index = r->set.id, parts = r->cfg.agents, train_samples = 0;
+    const esgd_job_config *cfg = agent_session_config(r->session);
+    dataset_destroy(&r->shard); /* the previous run's, whose agent is gone */
+    uint32_t index = r->set.id, parts = cfg->agents, train_samples = 0;
     if (r->set.shard && parse_shard(r->set.shard, &index, &parts) != 0) {
         esgd_error_set(err, ESGD_ERR_ARG, "--shard '%s': expected i/N with i < N", r->set.shard);
-        return EXIT_USAGE;
+        return AGENT_EXIT_USAGE;
     }
-    if (job_load_shard(&r->cfg, r->set.data_dir, index, parts, &r->shard, &train_samples, err) != ESGD_OK)
-        return EXIT_RUNTIME;
-    r->shard_index = index;
-    r->shard_parts = parts;
-    r->data_fp = dataset_fingerprint(&r->shard);
-    if (train_samples != r->cfg.train_samples)
-        log_warn("local training set has %u examples, the job assumes %u", train_samples, r->cfg.train_samples);
-    if (!(r->agent = agent_new(&r->cfg, r->set.id, &r->shard, err)))
-        return EXIT_USAGE;
-    agent_set_keys(r->agent, &r->key, &r->coordinator);
-    if (!(r->config_bytes = malloc(size))) {
-        esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
-        return EXIT_RUNTIME;
-    }
-    memcpy(r->config_bytes, data, size);
-    r->config_size = size;
+    if (job_load_shard(cfg, r->set.data_dir, index, parts, &r->shard, &train_samples, err) != ESGD_OK)
+        return AGENT_EXIT_RUNTIME;
+    if (train_samples != cfg->train_samples)
+        log_warn("local training set has %u examples, the job assumes %u", train_samples, cfg->train_samples);
+    if (agent_session_join(r->session, &r->shard, index, parts, err) != ESGD_OK)
+        return AGENT_EXIT_USAGE;
+    esgd_agent *agent = agent_session_agent(r->session);
     if (r->set.state_dir) {
         if (mkdir(r->set.state_dir, 0755) != 0 && errno != EEXIST) {
             esgd_error_set(err, ESGD_ERR_IO, "cannot create state dir %s: %s", r->set.state_dir, strerror(errno));
-            return EXIT_RUNTIME;
+            return AGENT_EXIT_RUNTIME;
         }
-        snprintf(r->state_path, sizeof r->state_path, "%s/agent-%s-%u.state", r->set.state_dir, r->cfg.job,
-                 r->set.id);
+        snprintf(r->state_path, sizeof r->state_path, "%s/agent-%s-%u.state", r->set.state_dir, cfg->job, r->set.id);
         if (state_file_exists(r->state_path)) {
             uint32_t answered = 0;
-            if (agent_restore(r->agent, r->state_path, err) != ESGD_OK)
+            if (agent_restore(agent, r->state_path, err) != ESGD_OK)
                 move_state_aside(r, err->message);
-            else if (agent_answered_round(r->agent, &answered))
+            else if (agent_answered_round(agent, &answered))
                 log_info("restored eSGD state from %s (last answered round %u)", r->state_path, answered);
         }
     }
-    log_info("job %s run %016llx: %s %s drop %g, shard %u/%u with %u examples", r->cfg.job,
-             (unsigned long long)r->cfg.run, model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
-             r->cfg.sparsify.drop_ratio, index, parts, r->shard.count);
-    return EXIT_DONE;
+    log_info("job %s run %016llx: %s %s drop %g, shard %u/%u with %u examples", cfg->job,
+             (unsigned long long)cfg->run, model_kind_name(cfg->model), sparsify_method_name(cfg->sparsify.method),
+             cfg->sparsify.drop_ratio, index, parts, r->shard.count);
+    return AGENT_EXIT_DONE;
 }
 
-static esgd_status fetch_latest_model(agent_run *r, bool on, esgd_error *err)
+static void channel_topic(const agent_run *r, agent_channel channel, char out[TOPIC_MAX])
 {
-    if (r->fetching_latest == on)
-        return ESGD_OK;
-    r->fetching_latest = on;
-    return on ? mqtt_link_subscribe(r->link, r->latest_topic, err)
-              : mqtt_link_unsubscribe(r->link, r->latest_topic, err);
+    switch (channel) {
+    case AGENT_CHANNEL_CONFIG:
+        topic_config(out, r->set.job);
+        break;
+    case AGENT_CHANNEL_ROUND_MODELS:
+        topic_filter_round_models(out, r->set.job);
+        break;
+    case AGENT_CHANNEL_LATEST_MODEL:
+        topic_latest_model(out, r->set.job);
+        break;
+    }
+}
+
+static agent_message_kind message_kind(const agent_run *r, const char *topic)
+{
+    switch (topic_parse(topic, r->set.job).kind) {
+    case TOPIC_CONFIG:
+        return AGENT_MESSAGE_CONFIG;
+    case TOPIC_ROUND_MODEL:
+        return AGENT_MESSAGE_ROUND_MODEL;
+    case TOPIC_LATEST_MODEL:
+        return AGENT_MESSAGE_LATEST_MODEL;
+    default:
+        return AGENT_MESSAGE_OTHER;
+    }
 }
 
 /* Floods of forged or stale messages cost one log line per 10 s each. */
 static log_limiter model_ignored_log = LOG_LIMITER(10), config_ignored_log = LOG_LIMITER(10);
 
-/* A model arrived: apply it, then answer its round (or re-send the answer:
- * the coordinator counts a repeat once). */
-static int handle_model(agent_run *r, const mqtt_message *m, bool latest)
+static void log_line(agent_log_level level, const char *text)
 {
-    esgd_error err = {0};
-    uint64_t older = agent_older_generation_models(r->agent);
-    esgd_status st = agent_apply_model(r->agent, m->data, m->size, &err);
-    if (st == ESGD_ERR_STALE) {
-        r->ignored[st]++; /* a retained model of an earlier run, normal at a re-run */
-        /* From an older start of our coordinator: a newer one was restored
-         * to less than we have seen. Our status (with our generation) lets
-         * it move above ours; at most every 5 s. */
-        double now = monotonic_seconds();
-        if (agent_older_generation_models(r->agent) != older && now - r->older_model_status_at >= 5) {
-            log_warn("%s; telling the coordinator", err.message);
-            r->older_model_status_at = now;
-            if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
-                log_warn("%s", err.message);
+    if (level == AGENT_LOG_ERROR)
+        log_error("%s", text);
+    else if (level == AGENT_LOG_WARN)
+        log_warn("%s", text);
+    else
+        log_info("%s", text);
+}
+
+/* Carries out the session's actions in order; topic: of the message they
+ * answer (NULL for other events). AGENT_CONTINUE, or the exit status. */
+static int carry_out(agent_run *r, agent_actions todo, const char *topic)
+{
+    for (uint32_t i = 0; i < todo.count; i++) {
+        const agent_action *a = &todo.list[i];
+        esgd_error err = {0};
+        esgd_status st = ESGD_OK;
+        char name[TOPIC_MAX];
+        int rc;
+        switch (a->kind) {
+        case AGENT_ACTION_SUBSCRIBE:
+        case AGENT_ACTION_UNSUBSCRIBE:
+            channel_topic(r, a->channel, name);
+            st = a->kind == AGENT_ACTION_SUBSCRIBE ? mqtt_link_subscribe(r->link, name, &err)
+                                                   : mqtt_link_unsubscribe(r->link, name, &err);
+            break;
+        case AGENT_ACTION_START_RUN:
+            if ((rc = start_run(r, &err)) != AGENT_EXIT_DONE) {
+                log_error("%s", err.message);
+                return rc;
+            }
+            break;
+        case AGENT_ACTION_SAVE_STATE:
+            if (r->set.state_dir)
+                st = agent_save(agent_session_agent(r->session), r->state_path, &err);
+            break;
+        case AGENT_ACTION_PUBLISH_UPDATE:
+            topic_round_grad(name, r->set.job, a->round, r->set.id);
+            if (mqtt_link_publish(r->link, name, a->data, a->size, 1, false, &err) != ESGD_OK) {
+                log_error("round %u: %s", a->round, err.message);
+                return AGENT_EXIT_RUNTIME;
+            }
+            break;
+        case AGENT_ACTION_PUBLISH_STATUS:
+            st = publish_status(r, a->state, &err);
+            break;
+        case AGENT_ACTION_LOG:
+            log_line(a->level, a->text);
+            break;
+        case AGENT_ACTION_IGNORED:
+            if (a->message == AGENT_MESSAGE_CONFIG)
+                log_warn_limited(&config_ignored_log, "ignoring a configuration on %s (%s): %s", topic,
+                                 esgd_status_name(a->reason), a->text);
+            else
+                log_warn_limited(&model_ignored_log, "ignoring a model on %s (%s): %s", topic,
+                                 esgd_status_name(a->reason), a->text);
+            break;
+        case AGENT_ACTION_FINISHED:
+            log_info("job finished at round %u; peak resident set %.1f MiB", a->round, peak_resident_mib());
+            break;
+        case AGENT_ACTION_STOP:
+            return a->exit_code;
         }
-        return EXIT_DONE;
-    }
-    if (st == ESGD_ERR_MISMATCH) {
-        /* A delta for a model we do not hold: we missed a round. */
-        log_warn("%s; fetching the retained full model", err.message);
-        return fetch_latest_model(r, true, &err) == ESGD_OK ? EXIT_DONE : EXIT_RUNTIME;
-    }
-    if (st != ESGD_OK) {
-        r->ignored[st]++;
-        log_warn_limited(&model_ignored_log, "ignoring a model on %s (%s): %s", m->topic, esgd_status_name(st),
-                         err.message);
-        return EXIT_DONE;
-    }
-    if (latest && fetch_latest_model(r, false, &err) != ESGD_OK)
-        log_warn("%s", err.message);
-    if (agent_job_done(r->agent) && !agent_answered_round(r->agent, NULL)) {
-        /* The run ended before we took part in it: the retained final model
-         * of an earlier run of this job. Wait for the next run. */
-        log_info("run %016llx of job %s has already finished; waiting for a new run",
-                 (unsigned long long)r->cfg.run, r->cfg.job);
-        r->finished_run = r->cfg.run;
-        if (fetch_latest_model(r, false, &err) != ESGD_OK)
+        if (st == ESGD_OK)
+            continue;
+        if (a->on_failure == AGENT_ON_FAILURE_WARN) {
             log_warn("%s", err.message);
-        return EXIT_DONE;
+            continue;
+        }
+        if (a->on_failure == AGENT_ON_FAILURE_STOP)
+            log_error("%s", err.message);
+        return AGENT_EXIT_RUNTIME;
     }
-    if (agent_job_done(r->agent)) {
-        log_info("job finished at round %u; peak resident set %.1f MiB", agent_current_round(r->agent),
-                 peak_resident_mib());
-        if (publish_status(r, AGENT_STATE_DONE, &err) != ESGD_OK)
-            log_warn("%s", err.message);
-        return -1; /* finished */
-    }
-    if (!agent_has_model(r->agent))
-        return EXIT_DONE;
-    uint32_t round = agent_current_round(r->agent), answered = 0;
-    bool repeat = agent_answered_round(r->agent, &answered) && answered == round;
-    const uint8_t *msg;
-    size_t size;
-    double started = monotonic_seconds();
-    if (agent_compute_update(r->agent, &msg, &size, &err) != ESGD_OK) {
-        log_error("round %u: %s", round, err.message);
-        return EXIT_RUNTIME;
-    }
-    double seconds = monotonic_seconds() - started;
-    uint64_t clamped = agent_clamped_values(r->agent);
-    if (clamped != r->clamped_seen) {
-        log_warn("round %u: %llu update values over 65504 sent as the largest half (%llu in all)", round,
-                 (unsigned long long)(clamped - r->clamped_seen), (unsigned long long)clamped);
-        r->clamped_seen = clamped;
-    }
-    /* The state (with this very update in it) is durable before the update
-     * leaves: a crash at any point restarts on this round and re-sends the
-     * same bytes, so no round is answered twice or computed twice. */
-    if (!repeat && r->set.state_dir && agent_save(r->agent, r->state_path, &err) != ESGD_OK) {
-        log_error("%s", err.message);
-        return EXIT_RUNTIME;
-    }
-    char topic[TOPIC_MAX];
-    topic_round_grad(topic, r->cfg.job, round, r->set.id);
-    if (mqtt_link_publish(r->link, topic, msg, size, 1, false, &err) != ESGD_OK) {
-        log_error("round %u: %s", round, err.message);
-        return EXIT_RUNTIME;
-    }
-    if (repeat) {
-        log_info("round %u: re-sent the update (%zu bytes)", round, size);
-        return EXIT_DONE;
-    }
-    /* From our last update to this model: for the agent that reported last,
-     * that is the round's whole overhead (broker, coordinator, broker), with
-     * no compute in it; bench/broker-bench.sh takes the minimum over agents. */
-    char waited[64] = "";
-    if (r->last_sent_at > 0)
-        snprintf(waited, sizeof waited, ", model %.3f ms after our last update", (started - r->last_sent_at) * 1e3);
-    r->last_sent_at = monotonic_seconds();
-    log_info("round %u: loss %.4f, sent %u entries in %zu bytes (%.1f ms compute%s)", round,
-             (double)agent_last_loss(r->agent), agent_last_count(r->agent), size, seconds * 1e3, waited);
-    /* The status is retained and the broker replaces it with our "offline"
-     * Last Will if the connection drops, so it is published again after a
-     * reconnection, and otherwise only now and then to keep its round fresh. */
-    uint64_t connects = mqtt_link_get_counters(r->link).connects;
-    if (connects != r->status_connects || round % 50 == 0) {
-        if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
-            log_warn("%s", err.message);
-        r->status_connects = connects;
-    }
-    return EXIT_DONE;
+    return AGENT_CONTINUE;
 }
 
 static int run_loop(agent_run *r)
 {
-    esgd_error err = {0};
-    char topic[TOPIC_MAX];
-    topic_config(topic, r->set.job);
-    topic_latest_model(r->latest_topic, r->set.job);
-    /* A restart can leave the retained model's subscription in the broker's
-     * session for us (we were fetching it); we ask for it when we need it. */
-    if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK ||
-        mqtt_link_unsubscribe(r->link, r->latest_topic, &err) != ESGD_OK) {
-        log_error("%s", err.message);
-        return EXIT_RUNTIME;
-    }
-    if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
-        log_warn("%s", err.message);
-    r->status_connects = mqtt_link_get_counters(r->link).connects;
-    log_info("waiting for the configuration of job %s", r->set.job);
-    double waiting_since = monotonic_seconds(), last_notice = waiting_since;
+    int rc = carry_out(r, agent_session_start(r->session), NULL);
     uint64_t connects_seen = mqtt_link_get_counters(r->link).connects;
-    while (!stop_requested()) {
-        /* Back from a lost connection: what was published meanwhile may be
-         * gone with the broker's state, so ask for the current model (a
-         * model of the round we answered makes us send the answer again). */
+    while (rc == AGENT_CONTINUE && !stop_requested()) {
         uint64_t connects = mqtt_link_get_counters(r->link).connects;
         if (connects != connects_seen) {
             connects_seen = connects;
-            if (r->agent && agent_has_model(r->agent) && fetch_latest_model(r, true, &err) != ESGD_OK)
-                log_warn("%s", err.message);
+            if ((rc = carry_out(r, agent_session_on_reconnect(r->session), NULL)) != AGENT_CONTINUE)
+                break;
         }
         mqtt_message m;
-        if (!mqtt_link_next(r->link, 200, &m)) {
-            double now = monotonic_seconds();
-            if (!r->agent && r->set.config_timeout && now - waiting_since >= r->set.config_timeout) {
-                log_error("no configuration for job %s after %u s", r->set.job, r->set.config_timeout);
-                return EXIT_RUNTIME;
-            }
-            if (now - last_notice >= 60) {
-                /* A model can be lost on the way without our link noticing
-                 * (a broker restart between two keepalives): ask for the
-                 * retained one, which also makes us re-send our answer. */
-                if (r->agent && agent_has_model(r->agent) && fetch_latest_model(r, true, &err) != ESGD_OK)
-                    log_warn("%s", err.message);
-                if (r->agent)
-                    log_info("waiting for the model after round %u; asked for the latest one",
-                             agent_current_round(r->agent));
-                else
-                    log_info("still waiting for the configuration of job %s", r->set.job);
-                last_notice = now;
-            }
-            continue;
-        }
-        last_notice = monotonic_seconds();
-        topic_info t = topic_parse(m.topic, r->set.job);
-        if (t.kind == TOPIC_CONFIG) {
-            if (m.size == 0)
-                continue; /* retained configuration cleared */
-            if (r->agent && m.size == r->config_size && memcmp(m.data, r->config_bytes, m.size) == 0)
-                continue;
-            /* Only the coordinator's signature makes a configuration count;
-             * a forged one is ignored, never obeyed. */
-            esgd_job_config cfg;
-            size_t body = 0;
-            esgd_status st = envelope_open(m.data, m.size, &r->coordinator, &body, &err);
-            if (st == ESGD_OK)
-                st = codec_decode_config(r->decoder, m.data, body, &cfg, &err);
-            if (st == ESGD_OK && strcmp(cfg.job, r->set.job) != 0)
-                st = esgd_error_set(&err, ESGD_ERR_MISMATCH, "configuration of job '%s'", cfg.job);
-            if (st != ESGD_OK) {
-                r->ignored[st]++;
-                if (r->agent || st == ESGD_ERR_SIGNATURE || st == ESGD_ERR_MISMATCH) {
-                    log_warn_limited(&config_ignored_log, "ignoring a configuration on %s (%s): %s", m.topic,
-                                     esgd_status_name(st), err.message);
-                    continue;
-                }
-                /* Signed by our coordinator, yet unusable here: a newer
-                 * version or a setting this build lacks. */
-                log_error("job configuration on the broker is unusable: %s", err.message);
-                return EXIT_USAGE;
-            }
-            if (r->agent) {
-                if (cfg.run == r->cfg.run)
-                    continue;
-                bool unfinished = agent_answered_round(r->agent, NULL) && !agent_job_done(r->agent);
-                (unfinished ? log_warn : log_info)("job %s has a new run %016llx (was %016llx%s); joining it", r->set.job,
-                                                   (unsigned long long)cfg.run, (unsigned long long)r->cfg.run,
-                                                   unfinished ? ", unfinished" : "");
-                leave_job(r);
-            }
-            int rc = start_from_config(r, m.data, m.size, &cfg, &err);
-            if (rc != EXIT_DONE) {
-                log_error("%s", err.message);
-                return rc;
-            }
-            char filter[TOPIC_MAX];
-            topic_filter_round_models(filter, r->set.job);
-            if (mqtt_link_subscribe(r->link, filter, &err) != ESGD_OK ||
-                fetch_latest_model(r, true, &err) != ESGD_OK) {
-                log_error("%s", err.message);
-                return EXIT_RUNTIME;
-            }
-            /* Now with the run, our data and the round our state last
-             * answered, which the coordinator checks. */
-            if (publish_status(r, AGENT_STATE_ONLINE, &err) != ESGD_OK)
-                log_warn("%s", err.message);
-        } else if (r->agent && (t.kind == TOPIC_ROUND_MODEL || t.kind == TOPIC_LATEST_MODEL)) {
-            if (m.size == 0)
-                continue;
-            int rc = handle_model(r, &m, t.kind == TOPIC_LATEST_MODEL);
-            if (rc < 0)
-                return EXIT_DONE;
-            if (rc != EXIT_DONE)
-                return rc;
-        }
+        if (mqtt_link_next(r->link, 200, &m))
+            rc = carry_out(r, agent_session_on_message(r->session, message_kind(r, m.topic), m.data, m.size),
+                           m.topic);
+        else
+            rc = carry_out(r, agent_session_on_idle(r->session), NULL);
     }
-    return EXIT_INTERRUPTED;
+    return rc == AGENT_CONTINUE ? AGENT_EXIT_INTERRUPTED : rc;
 }
 
 int main(int argc, char **argv)
@@ -450,7 +295,7 @@ int main(int argc, char **argv)
     };
     int rc = cli_parse(&program, argc, argv, NULL);
     if (rc != CLI_CONTINUE)
-        return rc == CLI_HELP ? EXIT_DONE : EXIT_USAGE;
+        return rc == CLI_HELP ? AGENT_EXIT_DONE : AGENT_EXIT_USAGE;
     char subject[64];
     snprintf(subject, sizeof subject, "esgd-agent[%u]", set->id);
     log_set_subject(subject);
@@ -462,42 +307,52 @@ int main(int argc, char **argv)
     keys_agent_name(own_name, set->id);
     if (!set->keys_dir) {
         fprintf(stderr, "esgd-agent: --keys DIR is required: every message is signed (make keys with esgd-keygen)\n");
-        return EXIT_USAGE;
+        return AGENT_EXIT_USAGE;
     }
     if (envelope_init(&err) != ESGD_OK || keys_load_secret(set->keys_dir, own_name, &r.key, &err) != ESGD_OK ||
         keys_load_public(set->keys_dir, "coordinator", &r.coordinator, &err) != ESGD_OK) {
         fprintf(stderr, "esgd-agent: %s\n", err.message);
-        return EXIT_USAGE;
+        return AGENT_EXIT_USAGE;
+    }
+    const agent_session_options session_options = {
+        .job = set->job, .id = set->id, .key = &r.key, .coordinator = &r.coordinator,
+        .config_timeout = set->config_timeout, .clock = session_clock,
+    };
+    if (!(r.session = agent_session_new(&session_options, &err))) {
+        log_error("%s", err.message);
+        return AGENT_EXIT_RUNTIME;
     }
     /* The Last Will is signed now, before any run is known (run 0). */
-    uint8_t will[CODEC_STATUS_BOUND];
-    esgd_buffer will_buf = {will, 0, sizeof will};
-    status_msg offline = {.agent = set->id, .state = AGENT_STATE_OFFLINE};
-    snprintf(offline.job, sizeof offline.job, "%s", set->job);
-    if (codec_encode_status(&will_buf, &offline, &err) != ESGD_OK || envelope_sign(&will_buf, &r.key, &err) != ESGD_OK) {
+    const uint8_t *will;
+    size_t will_size;
+    if (agent_session_status_message(r.session, AGENT_STATE_OFFLINE, &will, &will_size, &err) != ESGD_OK) {
         fprintf(stderr, "esgd-agent: %s\n", err.message); /* an invalid job name */
-        return EXIT_USAGE;
+        agent_session_free(r.session);
+        return AGENT_EXIT_USAGE;
     }
+    uint8_t will_bytes[CODEC_STATUS_BOUND];
+    memcpy(will_bytes, will, will_size);
     char will_topic[TOPIC_MAX], client_id[128];
     topic_status(will_topic, set->job, set->id);
     snprintf(client_id, sizeof client_id, "esgd-agent-%s-%u", set->job, set->id);
     mqtt_link_options mo = set->link;
     mo.client_id = client_id;
     mo.will_topic = will_topic;
-    mo.will_payload = will_buf.data;
-    mo.will_size = will_buf.size;
-    if (!(r.decoder = codec_decoder_new(&err)) || !(r.link = mqtt_link_open(&mo, &err))) {
+    mo.will_payload = will_bytes;
+    mo.will_size = will_size;
+    if (!(r.link = mqtt_link_open(&mo, &err))) {
         log_error("%s", err.message);
-        codec_decoder_free(r.decoder);
-        return EXIT_RUNTIME;
+        agent_session_free(r.session);
+        return AGENT_EXIT_RUNTIME;
     }
     rc = run_loop(&r);
     char summary[512] = "";
     size_t used = 0;
+    const uint64_t *ignored = agent_session_ignored(r.session);
     for (int s = 0; s < ESGD_STATUS_COUNT; s++)
-        if (r.ignored[s] && used < sizeof summary)
+        if (ignored[s] && used < sizeof summary)
             used += (size_t)snprintf(summary + used, sizeof summary - used, " %s %llu", esgd_status_name((esgd_status)s),
-                                     (unsigned long long)r.ignored[s]);
+                                     (unsigned long long)ignored[s]);
     log_limiter_flush(&model_ignored_log, "ignored models");
     log_limiter_flush(&config_ignored_log, "ignored configurations");
     if (used)
@@ -505,16 +360,14 @@ int main(int argc, char **argv)
     mqtt_link_counters link = mqtt_link_get_counters(r.link);
     log_info("broker link: %llu reconnects, %.1f s disconnected, %llu QoS 0 messages dropped",
              (unsigned long long)link.reconnects, link.disconnected_seconds, (unsigned long long)link.dropped);
-    if (rc == EXIT_INTERRUPTED || rc == EXIT_RUNTIME) {
-        if (r.agent && r.set.state_dir)
+    if (rc == AGENT_EXIT_INTERRUPTED || rc == AGENT_EXIT_RUNTIME) {
+        if (agent_session_agent(r.session) && r.set.state_dir)
             log_info("state kept in %s", r.state_path);
         if (publish_status(&r, AGENT_STATE_OFFLINE, &err) != ESGD_OK)
             log_warn("%s", err.message);
     }
     mqtt_link_close(r.link);
-    agent_free(r.agent);
+    agent_session_free(r.session); /* the agent first: it borrows the shard */
     dataset_destroy(&r.shard);
-    codec_decoder_free(r.decoder);
-    free(r.config_bytes);
     return rc;
 }
