@@ -2,8 +2,10 @@
  * publishes the job configuration, opens each round by publishing the model,
  * collects the agents' updates, closes the round when every agent has
  * reported (or a quorum has and the deadline has passed), and checkpoints.
- * All training arithmetic is the core's (coordinator.h); this file only
- * moves bytes and keeps time. */
+ * All training arithmetic is the core's (coordinator.h); the program only
+ * moves bytes and keeps time. This file holds its options, its start-up
+ * (data, keys, checkpoint, lease, broker link), the job loop and what
+ * follows each round; a round's messages are round.c's. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -31,281 +33,22 @@
 #include "lease.h"
 #include "metrics.h"
 #include "esgd/runtime.h"
-
-enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
-
-typedef struct settings {
-    mqtt_link_options link; /* broker settings; client id set at connect */
-    const char *data_dir, *state_dir, *csv_path, *metrics_address, *keys_dir;
-    uint32_t metrics_port;    /* 0: no metrics server */
-    double max_update_norm;   /* 0: no bound */
-    const char *norm_action;  /* "reject" or "clip" */
-    uint32_t quorum;          /* 0: majority of the expected agents */
-    double round_timeout;     /* seconds */
-    double start_timeout;     /* seconds the first round of a start waits for every agent to come online */
-    double republish_after;   /* seconds without a new update before the model goes out again (0: never) */
-    uint32_t eval_limit;
-    int json;
-} settings;
-
-typedef struct run {
-    settings set;
-    esgd_job_config cfg;
-    esgd_coordinator *coordinator;
-    mqtt_link *link;
-    esgd_dataset test;
-    FILE *csv;
-    char checkpoint[4096];
-    uint8_t *agent_online;    /* (agents) last status seen + 1: 0 unknown, 1 offline or done, 2 online */
-    uint32_t *missed;         /* (agents) rounds closed in a row without its update */
-    verify_key *agent_keys;   /* (agents) their status messages must carry these signatures */
-    uint64_t status_rejected; /* status messages that failed the checks */
-    codec_decoder *status_decoder;
-    metrics *metrics;
-    float accuracy, test_loss;
-    bool resumed;       /* from a checkpoint: the same run goes on */
-    uint64_t connects_seen; /* broker connections when last checked, to republish after a reconnection */
-    round_times times;  /* open to close, for the final report */
-    report_clock clock; /* for the progress line's rate and time left */
-    esgd_buffer retained, broadcast; /* the next model, full and as broadcast, between encoding and publishing */
-    job_lease lease;
-    uint32_t rounds_run; /* closed by this start */
-    double came_online_at; /* monotonic time an agent last said it is online */
-    bool lease_claimed; /* until then nothing is published */
-    bool lease_lost;    /* another coordinator runs the job and claimed it first: stop */
-} run;
-
-static esgd_status publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained)
-{
-    esgd_error err = {0};
-    esgd_status st = mqtt_link_publish(r->link, topic, msg, size, 1, retained, &err);
-    if (st != ESGD_OK)
-        log_error("%s", err.message);
-    return st;
-}
-
-/* The model on the retained topic in full (so a late or restarted agent
- * starts at once) and on the round's topic: the broadcast that opens the
- * round, or, publishing again (`again`), the configuration first and the
- * full model on the round's topic too, for agents whose session or
- * messages the broker lost (a repeat answer is counted once). */
-static esgd_status publish_model(run *r, bool again)
-{
-    esgd_error err = {0};
-    const uint8_t *msg;
-    size_t size;
-    char topic[TOPIC_MAX];
-    uint32_t round = coordinator_round(r->coordinator);
-    esgd_status st = ESGD_OK;
-    if (again && (st = lease_publish(&r->lease, r->link, &err)) != ESGD_OK)
-        log_warn("%s", err.message); /* the job goes on without it */
-    st = ESGD_OK;
-    if (again && (st = coordinator_config_message(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
-        topic_config(topic, r->cfg.job);
-        st = publish(r, topic, msg, size, true);
-    }
-    if (st == ESGD_OK && (st = coordinator_full_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
-        topic_latest_model(topic, r->cfg.job);
-        st = publish(r, topic, msg, size, true);
-    }
-    if (st == ESGD_OK && (again || (st = coordinator_round_model(r->coordinator, &msg, &size, &err)) == ESGD_OK)) {
-        topic_round_model(topic, r->cfg.job, round);
-        st = publish(r, topic, msg, size, false);
-    }
-    if (st != ESGD_OK && err.message[0])
-        log_error("round %u: cannot publish the model%s: %s", round, again ? " again" : "", err.message);
-    return st;
-}
-
-/* Floods of bad messages cost one log line per 10 s each, with a count. */
-static log_limiter csv_write_log = LOG_LIMITER(60), data_conflict_log = LOG_LIMITER(10), status_refused_log = LOG_LIMITER(10), update_rejected_log = LOG_LIMITER(10),
-                   update_unused_log = LOG_LIMITER(10), conflict_log = LOG_LIMITER(10);
-
-static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
-{
-    esgd_error err = {0};
-    status_msg s;
-    size_t body = 0;
-    if (m->size == 0 || agent >= r->cfg.agents)
-        return; /* an empty payload clears a retained status */
-    esgd_status st = envelope_open(m->data, m->size, &r->agent_keys[agent], &body, &err);
-    if (st == ESGD_OK)
-        st = codec_decode_status(r->status_decoder, m->data, body, &s, &err);
-    if (st == ESGD_OK && s.agent != agent)
-        st = esgd_error_set(&err, ESGD_ERR_MISMATCH, "status names agent %u", s.agent);
-    if (st != ESGD_OK) {
-        r->status_rejected++;
-        log_warn_limited(&status_refused_log, "agent %u: status message refused (%s): %s", agent,
-                         esgd_status_name(st), err.message);
-        return;
-    }
-    if (s.run != 0 && s.run != r->cfg.run)
-        return; /* a retained status of an earlier run */
-    status_note note = coordinator_note_status(r->coordinator, &s);
-    if (note.overlaps_with == (int64_t)agent)
-        log_warn_limited(&data_conflict_log, "agent %u now trains on shard %u/%u (data %016llx), not what it announced "
-                         "before: two agents with one id?", agent, s.shard, s.shards, (unsigned long long)s.data_fp);
-    else if (note.overlaps_with >= 0)
-        log_warn_limited(&data_conflict_log, "agent %u trains on the same %s as agent %u (shard %u/%u, data %016llx): "
-                         "their updates count twice", agent, note.same_shard ? "shard" : "data",
-                         (unsigned)note.overlaps_with, s.shard, s.shards, (unsigned long long)s.data_fp);
-    if (note.rounds_lost)
-        log_warn("agent %u is back from older state: it last answered round %u, %u rounds after it had gone to us; "
-                 "its residuals lack them", agent, s.round, note.rounds_lost);
-    if (note.generation_raised && r->lease_claimed) {
-        log_warn("agent %u follows a newer coordinator generation than ours; this one is now generation %u",
-                 agent, coordinator_generation(r->coordinator));
-        publish_model(r, true);
-    }
-    uint8_t online = s.state == AGENT_STATE_ONLINE;
-    /* An "offline" not preceded by an "online" in this run may be an old
-     * retained Last Will: it does not mark the agent dead. */
-    if (!online && r->agent_online[agent] == 0)
-        return;
-    if (online)
-        r->missed[agent] = 0; /* it says it is back: wait for it again */
-    if (online && r->agent_online[agent] != 2)
-        r->came_online_at = monotonic_seconds();
-    if (r->agent_online[agent] != online + 1) {
-        log_info("agent %u is %s (last answered round %u)", agent, agent_state_name(s.state), s.round);
-        r->agent_online[agent] = (uint8_t)(online + 1);
-    }
-}
-
-static void handle_message(run *r, const mqtt_message *m)
-{
-    topic_info t = topic_parse(m->topic, r->cfg.job);
-    esgd_error err = {0};
-    if (t.kind == TOPIC_STATUS) {
-        handle_status(r, t.agent, m);
-        return;
-    }
-    if (t.kind == TOPIC_LEASE) {
-        if (lease_lost(&r->lease, r->link, m, &err)) {
-            log_error("%s; stopping", err.message);
-            r->lease_lost = true;
-        }
-        return;
-    }
-    if (t.kind != TOPIC_ROUND_GRAD)
-        return;
-    uint64_t conflicting = coordinator_get_counters(r->coordinator)->conflicting;
-    update_outcome outcome = coordinator_receive_update(r->coordinator, m->data, m->size, t.agent, t.round, &err);
-    if (coordinator_get_counters(r->coordinator)->conflicting != conflicting)
-        log_warn_limited(&conflict_log, "round %u: %s", coordinator_round(r->coordinator), err.message);
-    /* Any genuine update, even a late one, shows the agent is alive. */
-    if (outcome != UPDATE_REJECTED && t.agent < r->cfg.agents)
-        r->missed[t.agent] = 0;
-    if (outcome == UPDATE_ACCEPTED) {
-        const update_msg *u = coordinator_last_update(r->coordinator);
-        metrics_agent_update(r->metrics, u->agent, u->round, u->loss);
-    }
-    metrics_progress(r->metrics, r->coordinator);
-    if (outcome == UPDATE_REJECTED)
-        log_warn_limited(&update_rejected_log, "round %u: rejected update on %s (%s): %s",
-                         coordinator_round(r->coordinator), m->topic, esgd_status_name(err.status), err.message);
-    else if (outcome != UPDATE_ACCEPTED)
-        log_info_limited(&update_unused_log, "round %u: %s update on %s", coordinator_round(r->coordinator),
-                         update_outcome_name(outcome), m->topic);
-}
-
-/* Rounds an agent may miss in a row before it is no longer waited for. */
-#define DEAD_AFTER_MISSED 3
-
-/* Every agent that may still answer has: the others are offline by their
- * Last Will or missed DEAD_AFTER_MISSED rounds in a row. A dead agent is
- * waited for again as soon as an update of it arrives. */
-static bool all_live_answered(const run *r)
-{
-    for (uint32_t a = 0; a < r->cfg.agents; a++)
-        if (!coordinator_has_update(r->coordinator, a) && r->agent_online[a] != 1 &&
-            r->missed[a] < DEAD_AFTER_MISSED)
-            return false;
-    return true;
-}
-
-/* Every agent has said it is online (or offline) or sent an update since this start. */
-static bool all_came_online(const run *r)
-{
-    for (uint32_t a = 0; a < r->cfg.agents; a++)
-        if (r->agent_online[a] == 0 && !coordinator_has_update(r->coordinator, a))
-            return false;
-    return true;
-}
-
-/* Collects updates until every expected agent has reported, or the quorum
- * has and round_timeout has passed. False when a stop was requested. */
-static bool collect_round(run *r, uint32_t quorum)
-{
-    double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
-    uint32_t agents = r->cfg.agents, seen = coordinator_participants(r->coordinator);
-    for (;;) {
-        uint32_t have = coordinator_participants(r->coordinator);
-        double now = monotonic_seconds(), waited = now - opened;
-        /* Back from a lost connection: the broker may have lost everything
-         * (retained configuration and model, queued messages), so it all
-         * goes out again half a second later, once the link has settled. */
-        uint64_t connects = mqtt_link_get_counters(r->link).connects;
-        if (connects != r->connects_seen) {
-            if (r->connects_seen)
-                last_progress = now - r->set.republish_after + 0.5;
-            r->connects_seen = connects;
-        }
-        /* The first round also waits for agents still starting up (a
-         * gateway boots, loads its data): they are not late yet, and the
-         * round timeout runs from when the last of them came online. */
-        double timeout = r->set.round_timeout;
-        if (!r->rounds_run && !all_came_online(r))
-            timeout = r->set.start_timeout > timeout ? r->set.start_timeout : timeout;
-        else if (!r->rounds_run && r->came_online_at > opened)
-            waited = now - r->came_online_at;
-        if (have == agents || (have >= quorum && (waited >= timeout || all_live_answered(r))))
-            return true;
-        if (stop_requested() || r->lease_lost)
-            return false;
-        if (have != seen) {
-            seen = have;
-            last_progress = now;
-        }
-        /* Only while connected: what the link buffers offline goes out on
-         * reconnection anyway, and a stall right after it republishes. */
-        if (r->set.republish_after > 0 && now - last_progress >= r->set.republish_after &&
-            mqtt_link_connected(r->link)) {
-            log_info("round %u: no new update for %.0f s (%u of %u agents); publishing the model again",
-                     coordinator_round(r->coordinator), now - last_progress, have, agents);
-            if (publish_model(r, true) != ESGD_OK)
-                return true; /* the error is logged; the round closes with what it has */
-            last_progress = now;
-        }
-        if (monotonic_seconds() - last_notice >= 30) {
-            log_warn("round %u: %u of %u agents after %.0f s (quorum %u); waiting",
-                     coordinator_round(r->coordinator), have, agents, waited, quorum);
-            last_notice = monotonic_seconds();
-        }
-        mqtt_message m;
-        if (mqtt_link_next(r->link, 50, &m))
-            handle_message(r, &m);
-        if (r->metrics) {
-            mqtt_link_counters k = mqtt_link_get_counters(r->link);
-            metrics_link(r->metrics, &k);
-        }
-    }
-}
+#include "run.h"
 
 /* Encodes a model message with `encode` into a buffer of our own. */
 static esgd_status keep_copy(run *r, esgd_buffer *copy,
-                             esgd_status (*encode)(esgd_coordinator *, const uint8_t **, size_t *, esgd_error *))
+                             esgd_status (*encode)(esgd_coordinator *, const uint8_t **, size_t *, esgd_error *),
+                             esgd_error *err)
 {
-    esgd_error err = {0};
     const uint8_t *msg;
     size_t size;
-    esgd_status st = encode(r->coordinator, &msg, &size, &err);
+    esgd_status st = encode(r->coordinator, &msg, &size, err);
     if (st == ESGD_OK && size > copy->capacity) {
         buffer_destroy(copy);
-        st = buffer_init(copy, size, &err);
+        st = buffer_init(copy, size, err);
     }
     if (st != ESGD_OK) {
-        log_error("round %u: cannot encode the model: %s", coordinator_round(r->coordinator), err.message);
+        esgd_error_prefix(err, "round %u: cannot encode the model", coordinator_round(r->coordinator));
         return st;
     }
     memcpy(copy->data, msg, size);
@@ -313,47 +56,53 @@ static esgd_status keep_copy(run *r, esgd_buffer *copy,
     return ESGD_OK;
 }
 
-/* Evaluates, writes the round's CSV row, checkpoints, then publishes the
- * model the round produced (the final one after the last round). The model
- * is encoded before the row, whose byte counts include it; the row is on
- * disk before the checkpoint, and a restore cuts rows past the checkpoint
- * (setup), so a kill at any point leaves each round's row exactly once. */
-static int after_round(run *r, const round_summary *s)
+/* report_round's first step: the next model, encoded before the round's
+ * CSV row, whose byte counts include it. */
+static esgd_status encode_next_model(void *ctx, const round_summary *s, esgd_error *err)
 {
-    esgd_error err = {0};
-    uint32_t images;
-    if (coordinator_evaluate_round(r->coordinator, &r->test, s, r->set.eval_limit, &r->accuracy, &r->test_loss,
-                                   &images, &err) != ESGD_OK) {
-        log_error("evaluation: %s", err.message);
-        return EXIT_RUNTIME;
-    }
-    if (images)
-        metrics_evaluated(r->metrics, r->accuracy, r->test_loss);
+    (void)s;
+    run *r = ctx;
+    if (r->report.test_images)
+        metrics_evaluated(r->metrics, r->report.accuracy, r->report.test_loss);
     /* Copies: the checkpoint reuses the coordinator's output buffer. */
-    if (keep_copy(r, &r->retained, coordinator_full_model) != ESGD_OK ||
-        keep_copy(r, &r->broadcast, coordinator_round_model) != ESGD_OK)
-        return EXIT_RUNTIME;
-    float accuracy = images ? r->accuracy : NAN;
-    if (r->csv) {
-        report_csv_row(r->csv, r->coordinator, s, accuracy, images);
-        if (fflush(r->csv) != 0 || fsync(fileno(r->csv)) != 0)
-            log_warn_limited(&csv_write_log, "cannot write %s: %s", r->set.csv_path, strerror(errno));
-    }
-    /* The checkpoint is written before the next model goes out, so agents
-     * can never be ahead of what a restarted coordinator remembers. */
-    if (r->set.state_dir && coordinator_save(r->coordinator, r->checkpoint, &err) != ESGD_OK) {
-        log_error("checkpoint: %s", err.message);
-        return EXIT_RUNTIME;
+    esgd_status st = keep_copy(r, &r->retained, coordinator_full_model, err);
+    return st == ESGD_OK ? keep_copy(r, &r->broadcast, coordinator_round_model, err) : st;
+}
+
+/* Its second, once the row is on disk: the checkpoint, then the model. The
+ * checkpoint is written before the next model goes out, so agents can
+ * never be ahead of what a restarted coordinator remembers. */
+static esgd_status checkpoint_and_publish(void *ctx, const round_summary *s, esgd_error *err)
+{
+    (void)s;
+    run *r = ctx;
+    if (r->set.state_dir && coordinator_save(r->coordinator, r->checkpoint, err) != ESGD_OK) {
+        esgd_error_prefix(err, "checkpoint");
+        return err->status;
     }
     char topic[TOPIC_MAX];
     topic_latest_model(topic, r->cfg.job);
-    if (publish(r, topic, r->retained.data, r->retained.size, true) != ESGD_OK)
-        return EXIT_RUNTIME;
-    topic_round_model(topic, r->cfg.job, coordinator_round(r->coordinator));
-    if (publish(r, topic, r->broadcast.data, r->broadcast.size, false) != ESGD_OK)
-        return EXIT_RUNTIME;
-    report_progress(stderr, r->coordinator, s, accuracy, &r->clock);
-    return EXIT_DONE;
+    esgd_status st = mqtt_link_publish(r->link, topic, r->retained.data, r->retained.size, 1, true, err);
+    if (st == ESGD_OK) {
+        topic_round_model(topic, r->cfg.job, coordinator_round(r->coordinator));
+        st = mqtt_link_publish(r->link, topic, r->broadcast.data, r->broadcast.size, 1, false, err);
+    }
+    return st;
+}
+
+/* Evaluates, writes the round's CSV row, checkpoints, then publishes the
+ * model the round produced (the final one after the last round) and prints
+ * the progress line. The row is on disk before the checkpoint, and a
+ * restore cuts rows past the checkpoint (setup), so a kill at any point
+ * leaves each round's row exactly once. */
+static int after_round(run *r, const round_summary *s)
+{
+    esgd_error err = {0};
+    const report_round_steps steps = {encode_next_model, checkpoint_and_publish, r};
+    if (report_round(&r->report, r->coordinator, s, &steps, &err) == ESGD_OK)
+        return EXIT_DONE;
+    log_error("%s", err.message);
+    return EXIT_RUNTIME;
 }
 
 static int train(run *r)
@@ -376,27 +125,27 @@ static int train(run *r)
      * so nothing of it is taken for this one's. */
     if (!r->resumed) {
         topic_latest_model(topic, r->cfg.job);
-        if (publish(r, topic, (const uint8_t *)"", 0, true) != ESGD_OK)
+        if (run_publish(r, topic, (const uint8_t *)"", 0, true) != ESGD_OK)
             return EXIT_RUNTIME;
     }
     if (coordinator_config_message(r->coordinator, &msg, &size, &err) != ESGD_OK)
         goto io_error;
     topic_config(topic, r->cfg.job);
-    if (publish(r, topic, msg, size, true) != ESGD_OK)
+    if (run_publish(r, topic, msg, size, true) != ESGD_OK)
         return EXIT_RUNTIME;
     log_info("job %s run %016llx generation %u: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds "
              "from round %u", r->cfg.job, (unsigned long long)r->cfg.run, coordinator_generation(r->coordinator), model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
              r->cfg.sparsify.drop_ratio,
              r->cfg.agents, quorum, r->set.round_timeout, job_total_rounds(&r->cfg), coordinator_round(r->coordinator));
 
-    report_clock_start(&r->clock, r->coordinator);
+    report_clock_start(&r->report.clock, r->coordinator);
     /* Each round's end publishes the next round's model (after_round). */
-    if (publish_model(r, false) != ESGD_OK)
+    if (run_publish_model(r, false) != ESGD_OK)
         return EXIT_RUNTIME;
     while (!coordinator_done(r->coordinator)) {
         double opened = monotonic_seconds();
         metrics_progress(r->metrics, r->coordinator);
-        if (!collect_round(r, quorum))
+        if (!run_collect_round(r, quorum))
             return r->lease_lost ? EXIT_USAGE : EXIT_INTERRUPTED;
         for (uint32_t a = 0; a < r->cfg.agents; a++) {
             bool answered = coordinator_has_update(r->coordinator, a);
@@ -431,7 +180,7 @@ io_error:
 /* Messages that arrive while the lease is claimed are handled as usual. */
 static void on_other_message(void *ctx, const mqtt_message *m)
 {
-    handle_message(ctx, m);
+    run_handle_message(ctx, m);
 }
 
 static int setup(run *r, esgd_error *err)
@@ -467,6 +216,8 @@ static int setup(run *r, esgd_error *err)
     }
     if (dataset_load_split(&r->test, r->set.data_dir, "t10k", NULL, 0, err) != ESGD_OK)
         return EXIT_RUNTIME;
+    r->report.test = &r->test;
+    r->report.eval_limit = r->set.eval_limit;
     /* A fresh start is a new run; a resume below takes the checkpoint's.
      * The top bit keeps its encoding one size (see esgd_job_config.run). */
     randombytes_buf(&r->cfg.run, sizeof r->cfg.run);
@@ -532,12 +283,13 @@ static int setup(run *r, esgd_error *err)
         /* Rows past the checkpoint are of rounds about to be run again. */
         if (!fresh && report_csv_cut(r->set.csv_path, coordinator_round(r->coordinator), err) != ESGD_OK)
             return EXIT_RUNTIME;
-        if (!(r->csv = fopen(r->set.csv_path, fresh ? "w" : "a"))) {
+        if (!(r->report.csv = fopen(r->set.csv_path, fresh ? "w" : "a"))) {
             esgd_error_set(err, ESGD_ERR_IO, "cannot write %s: %s", r->set.csv_path, strerror(errno));
             return EXIT_RUNTIME;
         }
         if (fresh)
-            report_csv_header(r->csv);
+            report_csv_header(r->report.csv);
+        r->report.csv_path = r->set.csv_path;
     }
     if (r->set.metrics_port) {
         if (r->set.metrics_port > 65535) {
@@ -572,7 +324,7 @@ int main(int argc, char **argv)
 {
     run r;
     memset(&r, 0, sizeof r);
-    r.accuracy = r.test_loss = NAN;
+    r.report = (report_rounds){.csv_sync = true, .progress_every_round = true, .accuracy = NAN, .test_loss = NAN};
     settings *set = &r.set;
     set->link.broker_url = "tcp://127.0.0.1:1883";
     set->link.connect_timeout_seconds = 30;
@@ -608,10 +360,8 @@ int main(int argc, char **argv)
         .summary = "usage: esgd-coordinator [options] [job options]\n"
                    "Runs an eSGD job over MQTT: publishes the configuration and each round's model,\n"
                    "aggregates the agents' sparse updates and tracks the global loss.",
-        .options = options,
-        .option_count = sizeof options / sizeof options[0],
-        .shared_options = broker_options,
-        .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
+        CLI_OPTIONS(options),
+        CLI_SHARED_OPTIONS(broker_options),
         .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data, checkpoint),\n"
                     "             2 bad usage or configuration, 3 stopped by SIGINT/SIGTERM (checkpoint kept)",
     };
@@ -641,20 +391,18 @@ int main(int argc, char **argv)
         mqtt_link_counters k = mqtt_link_get_counters(r.link);
         log_info("job %s finished: %u rounds, test accuracy %.4f; broker link: %llu messages in, %llu out; "
                  "peak resident set %.1f MiB",
-                 r.cfg.job, coordinator_round(r.coordinator), r.accuracy, (unsigned long long)k.received,
+                 r.cfg.job, coordinator_round(r.coordinator), r.report.accuracy, (unsigned long long)k.received,
                  (unsigned long long)k.published, peak_resident_mib());
         if (set->json)
-            report_json(stdout, r.coordinator, r.accuracy, r.test_loss, &r.times, monotonic_seconds() - started);
+            report_json(stdout, r.coordinator, r.report.accuracy, r.report.test_loss, &r.times,
+                        monotonic_seconds() - started);
     }
-    log_limiter_flush(&status_refused_log, "refused status messages");
-    log_limiter_flush(&update_rejected_log, "rejected updates");
-    log_limiter_flush(&update_unused_log, "duplicate, late or early updates");
-    log_limiter_flush(&conflict_log, "conflicting updates");
+    run_flush_logs();
     metrics_stop(r.metrics);
     r.metrics = NULL;
     mqtt_link_close(r.link);
-    if (r.csv)
-        fclose(r.csv);
+    if (r.report.csv)
+        fclose(r.report.csv);
     coordinator_free(r.coordinator);
     dataset_destroy(&r.test);
     free(r.agent_online);

@@ -93,6 +93,20 @@ static void emit_header(text *t, const char *name, const char *type, const char 
     emit(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A metric of one unlabelled value. */
+typedef struct metric {
+    const char *name, *type, *help;
+    double value;
+} metric;
+
+static void emit_metrics(text *t, const metric *rows, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        emit_header(t, rows[i].name, rows[i].type, rows[i].help);
+        emit_value(t, rows[i].name, "", rows[i].value);
+    }
+}
+
 static void render(metrics *m, text *t)
 {
     const coordinator_counters *k = &m->counters;
@@ -101,64 +115,58 @@ static void render(metrics *m, text *t)
              model_kind_name(m->cfg.model), sparsify_method_name(m->cfg.sparsify.method));
     emit_header(t, "esgd_job_info", "gauge", "The job this coordinator runs (value 1).");
     emit_value(t, "esgd_job_info", labels, 1);
-    emit_header(t, "esgd_drop_ratio", "gauge", "Configured gradient drop ratio.");
-    emit_value(t, "esgd_drop_ratio", "", m->cfg.sparsify.drop_ratio);
-    emit_header(t, "esgd_expected_agents", "gauge", "Agents the job expects.");
-    emit_value(t, "esgd_expected_agents", "", m->cfg.agents);
-    emit_header(t, "esgd_round", "gauge", "The open round (rounds closed so far).");
-    emit_value(t, "esgd_round", "", m->open_round);
-    emit_header(t, "esgd_rounds", "gauge", "Rounds in the whole job.");
-    emit_value(t, "esgd_rounds", "", m->total_rounds);
-    emit_header(t, "esgd_training_loss", "gauge", "Global training loss L_t of the last closed round.");
-    emit_value(t, "esgd_training_loss", "", m->last_loss);
-    emit_header(t, "esgd_test_accuracy_ratio", "gauge", "Test accuracy (0..1) at the last evaluation.");
-    emit_value(t, "esgd_test_accuracy_ratio", "", m->test_accuracy);
-    emit_header(t, "esgd_test_loss", "gauge", "Test loss at the last evaluation.");
-    emit_value(t, "esgd_test_loss", "", m->test_loss);
-    emit_header(t, "esgd_round_participants", "gauge", "Agents whose update the last closed round applied.");
-    emit_value(t, "esgd_round_participants", "", m->last_participants);
-
-    emit_header(t, "esgd_uplink_bytes_total", "counter", "Bytes of the accepted update messages.");
-    emit_value(t, "esgd_uplink_bytes_total", "", (double)k->uplink_bytes);
-    emit_header(t, "esgd_mqtt_reconnects_total", "counter", "Connections to the broker made again after a loss.");
-    emit_value(t, "esgd_mqtt_reconnects_total", "", (double)m->link.reconnects);
-    emit_header(t, "esgd_mqtt_disconnects_total", "counter", "Connections to the broker lost.");
-    emit_value(t, "esgd_mqtt_disconnects_total", "", (double)m->link.disconnects);
-    emit_header(t, "esgd_mqtt_disconnected_seconds_total", "counter", "Time spent without the broker after losses.");
-    emit_value(t, "esgd_mqtt_disconnected_seconds_total", "", m->link.disconnected_seconds);
-    emit_header(t, "esgd_mqtt_dropped_messages_total", "counter", "QoS 0 messages dropped on a full receive queue.");
-    emit_value(t, "esgd_mqtt_dropped_messages_total", "", (double)m->link.dropped);
-    emit_header(t, "esgd_rejected_bytes_total", "counter", "Bytes of the update messages rejected.");
-    emit_value(t, "esgd_rejected_bytes_total", "", (double)k->rejected_bytes);
-    emit_header(t, "esgd_unused_uplink_bytes_total", "counter",
-                "Bytes of valid updates not used: duplicates, late and early ones.");
-    emit_value(t, "esgd_unused_uplink_bytes_total", "", (double)k->unused_uplink_bytes);
-    emit_header(t, "esgd_dense_uplink_bytes_total", "counter",
-                "Bytes the accepted updates would have cost as dense fp32 gradients.");
     double dense = (double)k->accepted * m->dim * 4.0;
-    emit_value(t, "esgd_dense_uplink_bytes_total", "", dense);
-    emit_header(t, "esgd_downlink_bytes_total", "counter", "Model bytes delivered: broadcasts times agents.");
-    emit_value(t, "esgd_downlink_bytes_total", "", (double)k->downlink_bytes);
-    emit_header(t, "esgd_broadcast_bytes_total", "counter", "Bytes of the model messages published.");
-    emit_value(t, "esgd_broadcast_bytes_total", "", (double)k->broadcast_bytes);
-    emit_header(t, "esgd_retained_model_bytes_total", "counter", "Bytes of the full models published retained.");
-    emit_value(t, "esgd_retained_model_bytes_total", "", (double)k->retained_bytes);
-    emit_header(t, "esgd_compression_ratio", "gauge", "Dense fp32 uplink bytes over the encoded uplink bytes.");
-    emit_value(t, "esgd_compression_ratio", "", k->accepted_uplink_bytes ? dense / (double)k->accepted_uplink_bytes : NAN);
+    const metric scalars[] = {
+        {"esgd_drop_ratio", "gauge", "Configured gradient drop ratio.", m->cfg.sparsify.drop_ratio},
+        {"esgd_expected_agents", "gauge", "Agents the job expects.", m->cfg.agents},
+        {"esgd_round", "gauge", "The open round (rounds closed so far).", m->open_round},
+        {"esgd_rounds", "gauge", "Rounds in the whole job.", m->total_rounds},
+        {"esgd_training_loss", "gauge", "Global training loss L_t of the last closed round.", m->last_loss},
+        {"esgd_test_accuracy_ratio", "gauge", "Test accuracy (0..1) at the last evaluation.", m->test_accuracy},
+        {"esgd_test_loss", "gauge", "Test loss at the last evaluation.", m->test_loss},
+        {"esgd_round_participants", "gauge", "Agents whose update the last closed round applied.",
+         m->last_participants},
+        {"esgd_uplink_bytes_total", "counter", "Bytes of the accepted update messages.", (double)k->uplink_bytes},
+        {"esgd_mqtt_reconnects_total", "counter", "Connections to the broker made again after a loss.",
+         (double)m->link.reconnects},
+        {"esgd_mqtt_disconnects_total", "counter", "Connections to the broker lost.", (double)m->link.disconnects},
+        {"esgd_mqtt_disconnected_seconds_total", "counter", "Time spent without the broker after losses.",
+         m->link.disconnected_seconds},
+        {"esgd_mqtt_dropped_messages_total", "counter", "QoS 0 messages dropped on a full receive queue.",
+         (double)m->link.dropped},
+        {"esgd_rejected_bytes_total", "counter", "Bytes of the update messages rejected.", (double)k->rejected_bytes},
+        {"esgd_unused_uplink_bytes_total", "counter",
+         "Bytes of valid updates not used: duplicates, late and early ones.",
+         (double)k->unused_uplink_bytes},
+        {"esgd_dense_uplink_bytes_total", "counter",
+         "Bytes the accepted updates would have cost as dense fp32 gradients.",
+         dense},
+        {"esgd_downlink_bytes_total", "counter", "Model bytes delivered: broadcasts times agents.",
+         (double)k->downlink_bytes},
+        {"esgd_broadcast_bytes_total", "counter", "Bytes of the model messages published.", (double)k->broadcast_bytes},
+        {"esgd_retained_model_bytes_total", "counter", "Bytes of the full models published retained.",
+         (double)k->retained_bytes},
+        {"esgd_compression_ratio", "gauge", "Dense fp32 uplink bytes over the encoded uplink bytes.",
+         k->accepted_uplink_bytes ? dense / (double)k->accepted_uplink_bytes : NAN},
+    };
+    emit_metrics(t, scalars, sizeof scalars / sizeof scalars[0]);
 
     emit_header(t, "esgd_updates_total", "counter", "Update messages by outcome.");
     emit_value(t, "esgd_updates_total", "{outcome=\"accepted\"}", (double)k->accepted);
     emit_value(t, "esgd_updates_total", "{outcome=\"duplicate\"}", (double)k->duplicate);
     emit_value(t, "esgd_updates_total", "{outcome=\"late\"}", (double)k->late);
     emit_value(t, "esgd_updates_total", "{outcome=\"early\"}", (double)k->early);
-    emit_header(t, "esgd_data_conflicts_total", "counter",
-                "Agent statuses announcing another agent's shard or data, or one id announcing two.");
-    emit_value(t, "esgd_data_conflicts_total", "", (double)k->data_conflicts);
-    emit_header(t, "esgd_agent_rounds_lost_total", "counter",
-                "Rounds agents had answered, then came back without (restored from older state).");
-    emit_value(t, "esgd_agent_rounds_lost_total", "", (double)k->rounds_lost);
-    emit_header(t, "esgd_updates_clipped_total", "counter", "Accepted updates scaled down to the norm bound.");
-    emit_value(t, "esgd_updates_clipped_total", "", (double)k->clipped);
+    const metric update_scalars[] = {
+        {"esgd_data_conflicts_total", "counter",
+         "Agent statuses announcing another agent's shard or data, or one id announcing two.",
+         (double)k->data_conflicts},
+        {"esgd_agent_rounds_lost_total", "counter",
+         "Rounds agents had answered, then came back without (restored from older state).",
+         (double)k->rounds_lost},
+        {"esgd_updates_clipped_total", "counter", "Accepted updates scaled down to the norm bound.",
+         (double)k->clipped},
+    };
+    emit_metrics(t, update_scalars, sizeof update_scalars / sizeof update_scalars[0]);
     emit_header(t, "esgd_updates_rejected_total", "counter", "Update messages refused, by reason.");
     for (int s = 1; s < ESGD_STATUS_COUNT; s++) {
         snprintf(labels, sizeof labels, "{reason=\"%s\"}", esgd_status_name((esgd_status)s));

@@ -396,7 +396,7 @@ esgd_status agent_restore(esgd_agent *a, const char *path, esgd_error *err)
     if ((st = sparsifier_load_state(a->sparsify, &r, err)) != ESGD_OK)
         goto out;
     uint32_t generation = 0;
-    if (r.pos != r.size && (st = state_get_u32(&r, &generation, err)) != ESGD_OK)
+    if (state_reader_left(&r) && (st = state_get_u32(&r, &generation, err)) != ESGD_OK)
         goto out;
     a->generation = generation;
     memcpy(a->out.data, update, update_size);

@@ -1,6 +1,7 @@
-/* The coordinator's round function shared by the simulator and the MQTT
+/* The coordinator's round functions shared by the simulator and the MQTT
  * coordinator: publishes x_t, checks and holds updates, closes rounds with
- * the aggregator and keeps the loss signal and the counters. */
+ * the aggregator and keeps the loss signal and the counters. Saving and
+ * restoring all of it is coordinator_state.c's. */
 #include "esgd/coordinator.h"
 
 #include <math.h>
@@ -8,49 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esgd/codec.h"
-#include "esgd/envelope.h"
-#include "esgd/model.h"
-#include "esgd/state_file.h"
+#include "coordinator_impl.h"
+#include "esgd/fingerprint.h"
+#include "esgd/sparsifier.h"
 
 /* Largest batch used when evaluating the test set. */
 #define EVAL_BATCH 500
-
-struct esgd_coordinator {
-    esgd_job_config cfg;
-    uint32_t dim;
-    uint32_t total_rounds;
-    uint32_t round;            /* the open round */
-    uint32_t generation;       /* this start of the run (model messages carry it) */
-    esgd_model *model;         /* params = x_t; also used for evaluation */
-    aggregator *agg;
-    codec_decoder *decoder;
-    esgd_buffer out;           /* last encoded message */
-    update_msg incoming;       /* decode target, capacity = slot capacity */
-    uint32_t *changed;         /* (dim) coordinates changed by the last close */
-    float *delta_values;       /* (dim) their new values, for the delta message */
-    uint32_t changed_count;
-    bool delta_valid;          /* changed[] describes x_round - x_{round-1} */
-    float *loss_history;       /* (total_rounds) L_t */
-    double max_norm;           /* > 0: absolute bound; 0: relative bound (default); < 0: none */
-    norm_action norm_action;
-    double norm_history[NORM_BOUND_WINDOW]; /* L2 norms of the last accepted non-empty updates, a ring */
-    uint32_t norm_count;       /* entries in norm_history */
-    uint32_t norm_next;        /* where the next one goes */
-    double *norm_scratch;      /* (max(agents, window)) for medians */
-    double *held_norm;         /* (agents) at close: norm of each held update, -1 if none */
-    uint64_t *held_hash;       /* (agents) checksum of each agent's last accepted update message and */
-    uint32_t *held_round;      /* (agents) its round, to tell a redelivery from a different update under
-                                * the same id (also after the round closed) */
-    uint64_t *held_bytes;      /* (agents) message size of each held update and whether it */
-    bool *held_clipped;        /* (agents) was clipped, to undo its counts if the round leaves it out */
-    status_msg *announced;     /* (agents) the last status that said what the agent trains on */
-    round_exclusion *excluded; /* (agents) the updates the last close left out */
-    signing_key key;           /* signs config and models */
-    verify_key *agent_keys;    /* (agents) checks each agent's updates */
-    bool has_keys;
-    coordinator_counters counters;
-};
 
 esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
 {
@@ -339,7 +303,7 @@ static esgd_status bound_norm(esgd_coordinator *c, uint32_t agent, double bound,
 static bool is_conflicting(esgd_coordinator *c, const update_msg *u, const uint8_t *data, size_t size,
                            esgd_error *err)
 {
-    if (c->held_round[u->agent] != u->round + 1 || state_checksum(data, size) == c->held_hash[u->agent])
+    if (c->held_round[u->agent] != u->round + 1 || fnv1a64(data, size) == c->held_hash[u->agent])
         return false;
     c->counters.conflicting++;
     esgd_error_set(err, ESGD_ERR_MISMATCH,
@@ -424,7 +388,7 @@ update_outcome coordinator_receive_update(esgd_coordinator *c, const uint8_t *da
     c->counters.uplink_bytes += size;
     c->counters.accepted_uplink_bytes += size;
     c->held_bytes[u->agent] = size;
-    c->held_hash[u->agent] = state_checksum(data, size);
+    c->held_hash[u->agent] = fnv1a64(data, size);
     c->held_round[u->agent] = u->round + 1; /* 0: none yet */
     c->held_clipped[u->agent] = clipped;
     return UPDATE_ACCEPTED;
@@ -538,190 +502,6 @@ esgd_status coordinator_evaluate_round(esgd_coordinator *c, const esgd_dataset *
     esgd_status st = model_evaluate(c->model, test, limit, accuracy, loss, err);
     if (st == ESGD_OK)
         *images = limit ? limit : test->count;
-    return st;
-}
-
-/* The counters in a fixed order, so the file does not depend on struct layout. */
-static const size_t counter_offsets[] = {
-    offsetof(coordinator_counters, accepted),        offsetof(coordinator_counters, duplicate),
-    offsetof(coordinator_counters, late),            offsetof(coordinator_counters, early),
-    offsetof(coordinator_counters, uplink_bytes),    offsetof(coordinator_counters, accepted_uplink_bytes),
-    offsetof(coordinator_counters, broadcast_bytes), offsetof(coordinator_counters, downlink_bytes),
-    offsetof(coordinator_counters, clipped),         offsetof(coordinator_counters, retained_bytes),
-    /* added later: older checkpoints end before these */
-    offsetof(coordinator_counters, rejected_bytes),  offsetof(coordinator_counters, unused_uplink_bytes),
-    offsetof(coordinator_counters, dropped_nonfinite), offsetof(coordinator_counters, conflicting),
-    offsetof(coordinator_counters, data_conflicts),  offsetof(coordinator_counters, rounds_lost),
-};
-/* Checkpoints with this many counters or fewer counted every update message in uplink_bytes. */
-#define COUNTERS_BEFORE_BYTE_SPLIT 10
-#define COUNTER_COUNT (sizeof counter_offsets / sizeof counter_offsets[0])
-
-static uint64_t *counter_at(coordinator_counters *k, size_t i)
-{
-    return (uint64_t *)((char *)k + counter_offsets[i]);
-}
-
-esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *err)
-{
-    /* The configuration as its unsigned body: a checkpoint outlives a key. */
-    esgd_status st = codec_encode_config(&c->out, &c->cfg, err);
-    if (st != ESGD_OK)
-        return st;
-    const uint8_t *config = c->out.data;
-    size_t config_size = c->out.size;
-    state_writer w;
-    state_writer_init(&w);
-    state_put_bytes(&w, config, config_size);
-    state_put_u32(&w, c->round);
-    state_put_bytes(&w, c->loss_history, (size_t)c->round * sizeof(float));
-    state_put_u32(&w, (uint32_t)COUNTER_COUNT);
-    for (size_t i = 0; i < COUNTER_COUNT; i++)
-        state_put_u64(&w, *counter_at(&c->counters, i));
-    state_put_u32(&w, ESGD_STATUS_COUNT);
-    for (int i = 0; i < ESGD_STATUS_COUNT; i++)
-        state_put_u64(&w, c->counters.rejected[i]);
-    state_put_bytes(&w, c->model->params, (size_t)c->dim * sizeof(float));
-    /* Added later, so it comes last: the norm history, oldest first. */
-    state_put_u32(&w, c->norm_count);
-    for (uint32_t i = 0; i < c->norm_count; i++)
-        state_put_f64(&w, c->norm_history[(c->norm_next + NORM_BOUND_WINDOW - c->norm_count + i) % NORM_BOUND_WINDOW]);
-    state_put_u32(&w, c->generation); /* added later still */
-    st = state_file_write(path, STATE_KIND_COORDINATOR, &w, err);
-    state_writer_destroy(&w);
-    return st;
-}
-
-esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_error *err)
-{
-    state_reader r;
-    esgd_status st = state_file_read(path, STATE_KIND_COORDINATOR, &r, err);
-    if (st != ESGD_OK)
-        return st;
-    const uint8_t *saved_config = NULL;
-    size_t saved_size = 0;
-    uint32_t round = 0, counter_count = 0, status_count = 0;
-    uint64_t own_run = c->cfg.run;
-    esgd_job_config saved;
-    coordinator_counters counters;
-    memset(&counters, 0, sizeof counters);
-    if ((st = state_get_bytes(&r, &saved_config, &saved_size, err)) != ESGD_OK)
-        goto out;
-    /* A resume continues the checkpoint's run: every other setting must be
-     * the same, the run id is taken from it. */
-    if ((st = codec_decode_config(c->decoder, saved_config, saved_size, &saved, err)) != ESGD_OK) {
-        esgd_error_prefix(err, "checkpoint %s: its job configuration", path);
-        goto out;
-    }
-    c->cfg.run = saved.run;
-    if ((st = codec_encode_config(&c->out, &c->cfg, err)) != ESGD_OK)
-        goto out;
-    if (saved_size != c->out.size || memcmp(saved_config, c->out.data, saved_size) != 0) {
-        st = esgd_error_set(err, ESGD_ERR_MISMATCH,
-                            "checkpoint %s was written for another job configuration (remove it or use the same "
-                            "settings)", path);
-        goto out;
-    }
-    if ((st = state_get_u32(&r, &round, err)) != ESGD_OK)
-        goto out;
-    if (round > c->total_rounds) {
-        st = esgd_error_set(err, ESGD_ERR_RANGE, "checkpoint %s: round %u beyond the job's %u", path, round,
-                            c->total_rounds);
-        goto out;
-    }
-    /* Read everything into temporaries first: a damaged file must leave the
-     * coordinator as it was. */
-    const uint8_t *losses = NULL, *params = NULL;
-    size_t losses_size = 0, params_size = 0;
-    if ((st = state_get_bytes(&r, &losses, &losses_size, err)) != ESGD_OK)
-        goto out;
-    if (losses_size != (size_t)round * sizeof(float)) {
-        st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: loss history does not match round %u", path,
-                            round);
-        goto out;
-    }
-    if ((st = state_get_u32(&r, &counter_count, err)) != ESGD_OK)
-        goto out;
-    /* Counters added later come last: an older checkpoint has fewer, and
-     * the missing ones start at zero. */
-    if (counter_count > COUNTER_COUNT) {
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u counters, at most %zu expected", path,
-                            counter_count, COUNTER_COUNT);
-        goto out;
-    }
-    for (size_t i = 0; i < counter_count && st == ESGD_OK; i++)
-        st = state_get_u64(&r, counter_at(&counters, i), err);
-    if (st == ESGD_OK)
-        st = state_get_u32(&r, &status_count, err);
-    /* Reasons added later come last, as counters do. */
-    if (st == ESGD_OK && status_count > ESGD_STATUS_COUNT)
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u rejection reasons, at most %d expected", path,
-                            status_count, ESGD_STATUS_COUNT);
-    for (uint32_t i = 0; i < status_count && st == ESGD_OK; i++)
-        st = state_get_u64(&r, &counters.rejected[i], err);
-    if (st == ESGD_OK)
-        st = state_get_bytes(&r, &params, &params_size, err);
-    if (st == ESGD_OK && params_size != (size_t)c->dim * sizeof(float))
-        st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: %zu parameter bytes, model has %u parameters",
-                            path, params_size, c->dim);
-    /* The norm history; a checkpoint written before it existed ends here,
-     * and the relative bound then starts again from the next round's updates. */
-    uint32_t norm_count = 0;
-    double norms[NORM_BOUND_WINDOW];
-    if (st == ESGD_OK && r.pos != r.size) {
-        st = state_get_u32(&r, &norm_count, err);
-        if (st == ESGD_OK && norm_count > NORM_BOUND_WINDOW)
-            st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %u update norms, at most %d expected", path,
-                                norm_count, NORM_BOUND_WINDOW);
-        for (uint32_t i = 0; i < norm_count && st == ESGD_OK; i++) {
-            st = state_get_f64(&r, &norms[i], err);
-            if (st == ESGD_OK && !(isfinite(norms[i]) && norms[i] > 0))
-                st = esgd_error_set(err, ESGD_ERR_RANGE, "checkpoint %s: update norm %g is not finite and > 0", path,
-                                    norms[i]);
-        }
-    }
-    /* The generation; older checkpoints end before it (generation 0). */
-    uint32_t generation = 0;
-    if (st == ESGD_OK && r.pos != r.size)
-        st = state_get_u32(&r, &generation, err);
-    if (st == ESGD_OK && r.pos != r.size)
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %zu unexpected bytes after the last field", path,
-                            r.size - r.pos);
-    /* A checksum only says the file is what was written: the values must
-     * still be a usable model (a round with no update has a NaN loss). */
-    for (uint32_t i = 0; st == ESGD_OK && i < c->dim; i++) {
-        float v;
-        memcpy(&v, params + (size_t)i * sizeof v, sizeof v);
-        if (!isfinite(v))
-            st = esgd_error_set(err, ESGD_ERR_NONFINITE, "checkpoint %s: parameter %u is not finite", path, i);
-    }
-    for (uint32_t i = 0; st == ESGD_OK && i < round; i++) {
-        float v;
-        memcpy(&v, losses + (size_t)i * sizeof v, sizeof v);
-        if (isinf(v) || v < 0)
-            st = esgd_error_set(err, ESGD_ERR_RANGE, "checkpoint %s: loss of round %u is %g", path, i, (double)v);
-    }
-    if (st != ESGD_OK)
-        goto out;
-    memcpy(c->loss_history, losses, losses_size);
-    memcpy(c->model->params, params, params_size);
-    if (counter_count <= COUNTERS_BEFORE_BYTE_SPLIT && counters.uplink_bytes >= counters.accepted_uplink_bytes) {
-        /* Which of the unaccepted bytes were rejected was not recorded. */
-        counters.unused_uplink_bytes = counters.uplink_bytes - counters.accepted_uplink_bytes;
-        counters.uplink_bytes = counters.accepted_uplink_bytes;
-    }
-    c->counters = counters;
-    memcpy(c->norm_history, norms, (size_t)norm_count * sizeof(double));
-    c->norm_count = norm_count;
-    c->norm_next = norm_count % NORM_BOUND_WINDOW;
-    c->round = round;
-    c->generation = generation;
-    c->delta_valid = false;
-    aggregator_reset(c->agg);
-out:
-    if (st != ESGD_OK)
-        c->cfg.run = own_run;
-    state_reader_destroy(&r);
     return st;
 }
 

@@ -11,7 +11,7 @@
  *
  * SIMD_KERNEL_FMA: an AVX2/FMA clone that may fuse a*b+c (GCC in ISO C mode
  * does not unless told to), for kernels whose results need not match any
- * other code path, such as model.c's direct convolution. */
+ * other code path, such as model_layers.c's direct convolution. */
 #ifndef ESGD_SIMD_H
 #define ESGD_SIMD_H
 

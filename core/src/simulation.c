@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "esgd/envelope.h"
+#include "esgd/job_data.h"
 
 struct esgd_simulation {
     esgd_dataset test;
@@ -129,9 +130,14 @@ esgd_status simulation_round(esgd_simulation *s, round_summary *summary, esgd_er
             break;
         update_outcome outcome =
             coordinator_receive_update(s->coordinator, msg, size, a, coordinator_round(s->coordinator), err);
-        if (outcome != UPDATE_ACCEPTED)
-            st = esgd_error_set(err, ESGD_ERR_MISMATCH, "agent %u update %s: %s", a, update_outcome_name(outcome),
-                                err ? err->message : "");
+        if (outcome != UPDATE_ACCEPTED) {
+            /* The coordinator's reason stays, with ours put before it:
+             * formatting err->message into itself would overlap. */
+            st = ESGD_ERR_MISMATCH;
+            if (err)
+                err->status = st;
+            esgd_error_prefix(err, "agent %u update %s", a, update_outcome_name(outcome));
+        }
     }
     if (st != ESGD_OK)
         return st;

@@ -202,6 +202,11 @@ void state_reader_destroy(state_reader *r)
     memset(r, 0, sizeof *r);
 }
 
+size_t state_reader_left(const state_reader *r)
+{
+    return r->size - r->pos;
+}
+
 static esgd_status take(state_reader *r, size_t n, const uint8_t **p, esgd_error *err)
 {
     if (r->size - r->pos < n)

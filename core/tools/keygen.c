@@ -41,8 +41,7 @@ int main(int argc, char **argv)
                    "Writes the job's Ed25519 key pairs: DIR/coordinator.key/.pub and DIR/agent-<id>.key/.pub.\n"
                    "Give each gateway its own agent-<id>.key and coordinator.pub, and the coordinator its\n"
                    "coordinator.key and every agent-<id>.pub (esgd-agent and esgd-coordinator --keys DIR).",
-        .options = options,
-        .option_count = sizeof options / sizeof options[0],
+        CLI_OPTIONS(options),
         .epilogue = "exit status: 0 done (existing pairs are kept), 1 cannot write, 2 bad usage",
     };
     int rc = cli_parse(&program, argc, argv, NULL);

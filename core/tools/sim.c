@@ -29,8 +29,7 @@ int main(int argc, char **argv)
         .summary = "usage: esgd-sim [options] [job options]\n"
                    "Runs N eSGD agents and the coordinator in one process on MNIST-format IDX data,\n"
                    "exchanging the same encoded messages the MQTT programs exchange.",
-        .options = options,
-        .option_count = sizeof options / sizeof options[0],
+        CLI_OPTIONS(options),
         .epilogue = "exit status: 0 done, 1 runtime error (data, training), 2 bad usage",
     };
     esgd_job_config cfg;
@@ -57,15 +56,21 @@ int main(int argc, char **argv)
         }
         report_csv_header(csv);
     }
+    /* Rows unsynced, and progress only with a test accuracy: a simulation
+     * is rerun rather than resumed, and its rounds are fast. */
+    report_rounds report = {.test = simulation_test_set(sim),
+                            .eval_limit = eval_limit,
+                            .csv = csv,
+                            .csv_path = loss_csv,
+                            .accuracy = NAN,
+                            .test_loss = NAN};
 
     uint32_t total = job_total_rounds(&cfg), per_epoch = job_rounds_per_epoch(&cfg);
     fprintf(stderr, "esgd-sim: %s %s drop %g, %u agents (%s), batch %u, %u rounds (%u per epoch), d = %u\n",
             model_kind_name(cfg.model), sparsify_method_name(cfg.sparsify.method), cfg.sparsify.drop_ratio,
             cfg.agents, partition_kind_name(cfg.partition), cfg.batch, total, per_epoch, job_dimension(&cfg));
-    float accuracy = NAN, test_loss = NAN;
     round_times times = {0};
-    report_clock clock;
-    report_clock_start(&clock, coordinator);
+    report_clock_start(&report.clock, coordinator);
     while (!coordinator_done(coordinator)) {
         round_summary summary;
         double opened = monotonic_seconds();
@@ -76,22 +81,16 @@ int main(int argc, char **argv)
             rc = 1;
             break;
         }
-        uint32_t images;
-        if (coordinator_evaluate_round(coordinator, simulation_test_set(sim), &summary, eval_limit, &accuracy,
-                                       &test_loss, &images, &err) != ESGD_OK) {
-            fprintf(stderr, "esgd-sim: evaluation: %s\n", err.message);
+        if (report_round(&report, coordinator, &summary, NULL, &err) != ESGD_OK) {
+            fprintf(stderr, "esgd-sim: %s\n", err.message);
             rc = 1;
             break;
         }
-        if (images)
-            report_progress(stderr, coordinator, &summary, accuracy, &clock);
-        if (csv)
-            report_csv_row(csv, coordinator, &summary, images ? accuracy : NAN, images);
     }
     if (csv)
         fclose(csv);
     if (rc == 0 && json)
-        report_json(stdout, coordinator, accuracy, test_loss, &times, monotonic_seconds() - started);
+        report_json(stdout, coordinator, report.accuracy, report.test_loss, &times, monotonic_seconds() - started);
     round_times_destroy(&times);
     simulation_free(sim);
     return rc;

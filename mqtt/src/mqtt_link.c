@@ -1,7 +1,9 @@
-/* The broker connection: Paho's asynchronous client underneath, a queue of
- * arrived messages on top. Paho runs callbacks on its own threads; they only
- * copy what arrived into the queue and record connection events, so the
- * program's state is only ever touched by its own thread.
+/* The broker link's connection: Paho's asynchronous client underneath,
+ * opened with the program's options, connected again after every loss, and
+ * closed. Paho runs callbacks on its own threads; the ones here only record
+ * connection events, under the link's lock, for the program's thread and the
+ * reconnecting one. What goes over the connection (the queue of arrived
+ * messages, publishing, topic filters) is mqtt_link_messages.c's.
  *
  * The link reconnects by itself (reconnect_loop) instead of using Paho's
  * automatic reconnect, which in Paho 1.3 reports neither why an attempt
@@ -11,22 +13,17 @@
  * its response to SIGTERM. */
 #include "esgd/mqtt_link.h"
 
-#include <MQTTAsync.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <errno.h>
-#include <pthread.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "esgd/log.h"
 #include "esgd/runtime.h"
+#include "mqtt_link_impl.h"
 
-#define MAX_FILTERS 32
-#define FILTER_MAX 256
 #define CONNECT_WAIT_MS 6000    /* Paho gives up on a connect after co.connectTimeout = 5 s */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 16000
@@ -39,74 +36,9 @@
 #define QUICK_LOSS_S 5.0
 #define QUICK_LOSSES_MAX 2
 
-typedef struct queued_message {
-    struct queued_message *next;
-    size_t size;
-    bool retained;
-    char *topic;    /* points into the same allocation, after the payload */
-    uint8_t data[]; /* payload, then the NUL-terminated topic */
-} queued_message;
-
-typedef struct link_filter {
-    char name[FILTER_MAX];
-    bool wanted;    /* false: removed, UNSUBSCRIBE sent again on every connection */
-} link_filter;
-
-struct mqtt_link {
-    /* Paho's client. The reconnecting thread may replace it (reset_client),
-     * so every other use holds client_lock for reading. client_lock is never
-     * taken in a Paho callback, nor with l->lock held: a thread holding it
-     * may be waiting for Paho's lock, held by a callback waiting for
-     * l->lock. */
-    MQTTAsync client;
-    pthread_rwlock_t client_lock;
-    char *client_id;
-    MQTTAsync_createOptions cro;
-    /* What each connection attempt needs, owned here because the link
-     * connects again after every loss (Paho copies it on each connect). */
-    char *url, *username, *password, *will_topic, *ca_file, *cert_file, *key_file;
-    void *will_payload;
-    MQTTAsync_connectOptions co;
-    MQTTAsync_willOptions will;
-    MQTTAsync_SSLOptions ssl;
-
-    pthread_mutex_t lock;       /* everything below up to the filters */
-    pthread_cond_t arrived;     /* the queue grew */
-    pthread_cond_t state;       /* a connect finished, the connection was lost, closing began */
-
-    queued_message *head, *tail;
-    size_t queued_bytes, max_queued_bytes;
-    queued_message *current;    /* handed out by mqtt_link_next, freed on the next call */
-
-    bool connected;             /* and the subscriptions sent again */
-    bool closing;
-    int connect_result;         /* of the attempt in progress: 0 pending, 1 ok, -1 failed */
-    char connect_failure[200];
-    double up_since, down_since; /* monotonic seconds */
-    double connack_at;          /* monotonic seconds of the last CONNACK */
-    unsigned quick_losses;      /* connections lost within QUICK_LOSS_S of their CONNACK, in a row */
-    bool disconnected;          /* mqtt_link_close: disconnect finished */
-    mqtt_link_counters counters;
-    pthread_t reconnector;
-    bool reconnector_started;
-    log_limiter reconnect_failures;
-
-    /* The subscriptions. Wanted filters are subscribed again on every
-     * connection (the broker may have lost the session); removed ones are
-     * unsubscribed again, because the session is persistent: an UNSUBSCRIBE
-     * made while the link was down never reached the broker, which would go
-     * on sending. sub_lock orders the program's changes against that
-     * re-sending; it is only taken on the program's and the reconnecting
-     * thread, never in a Paho callback, which runs holding Paho's lock and
-     * would deadlock against a thread calling Paho with sub_lock held. */
-    pthread_mutex_t sub_lock;
-    link_filter filters[MAX_FILTERS];
-    int filter_count;
-};
-
 /* ---- time ---- */
 
-static struct timespec deadline_after(long ms)
+struct timespec link_deadline_after(long ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -181,62 +113,6 @@ static void on_connection_lost(void *context, char *cause)
              cause && *cause ? cause : "the MQTT library gives no reason");
 }
 
-static int on_message(void *context, char *topic, int topic_len, MQTTAsync_message *m)
-{
-    mqtt_link *l = context;
-    size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
-    size_t size = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-    pthread_mutex_lock(&l->lock);
-    bool full = l->queued_bytes + size > l->max_queued_bytes;
-    /* Paho has already sent the PUBACK for a QoS 1 message when it calls
-     * this, so one not queued here is lost for good. Returning 0 would not
-     * help: Paho only parks the message at the head of its own queue, goes
-     * on reading (so memory is not bounded either) and offers it again when
-     * the next packet arrives, up to a keepalive interval later on a quiet
-     * link. Nor does waiting here for room: this runs holding Paho's lock,
-     * so every QoS 1 publish of the program stalls until it returns. So
-     * only QoS 0 messages are dropped on a full queue. */
-    if (full && m->qos == 0) {
-        l->counters.received++;
-        l->counters.received_bytes += size;
-        l->counters.dropped++;
-        pthread_mutex_unlock(&l->lock);
-        MQTTAsync_freeMessage(&m);
-        MQTTAsync_free(topic);
-        return 1;
-    }
-    queued_message *q = malloc(sizeof *q + size + tlen + 1);
-    if (!q) {
-        /* Out of memory: this is what returning 0 is for; Paho keeps the
-         * message and offers it again later. */
-        pthread_mutex_unlock(&l->lock);
-        return 0;
-    }
-    q->next = NULL;
-    q->size = size;
-    q->retained = m->retained != 0;
-    if (size)
-        memcpy(q->data, m->payload, size);
-    q->topic = (char *)q->data + size;
-    memcpy(q->topic, topic, tlen);
-    q->topic[tlen] = '\0';
-    if (l->tail)
-        l->tail->next = q;
-    else
-        l->head = q;
-    l->tail = q;
-    l->queued_bytes += size;
-    l->counters.received++;
-    l->counters.received_bytes += size;
-    if (full)
-        l->counters.over_limit++;
-    pthread_cond_broadcast(&l->arrived);
-    pthread_mutex_unlock(&l->lock);
-    MQTTAsync_freeMessage(&m);
-    MQTTAsync_free(topic);
-    return 1;
-}
-
 static void on_connect_success(void *context, MQTTAsync_successData *response)
 {
     (void)response;
@@ -307,7 +183,7 @@ static bool try_connect(mqtt_link *l)
                  MQTTAsync_strerror(rc), rc);
         l->connect_result = -1;
     }
-    struct timespec until = deadline_after(CONNECT_WAIT_MS);
+    struct timespec until = link_deadline_after(CONNECT_WAIT_MS);
     while (l->connect_result == 0 && !l->closing)
         if (pthread_cond_timedwait(&l->state, &l->lock, &until) != 0)
             break;
@@ -321,30 +197,10 @@ static bool try_connect(mqtt_link *l)
     return ok;
 }
 
-/* Sends the filter's SUBSCRIBE or UNSUBSCRIBE. While the link is down Paho
- * refuses it (MQTTASYNC_DISCONNECTED) and the reconnection sends it. */
-static int send_filter(mqtt_link *l, const link_filter *f)
-{
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    pthread_rwlock_rdlock(&l->client_lock);
-    int rc = f->wanted ? MQTTAsync_subscribe(l->client, f->name, 1, &ro)
-                       : MQTTAsync_unsubscribe(l->client, f->name, &ro);
-    pthread_rwlock_unlock(&l->client_lock);
-    return rc;
-}
-
-static void resend_filters(mqtt_link *l)
-{
-    pthread_mutex_lock(&l->sub_lock);
-    for (int i = 0; i < l->filter_count; i++)
-        send_filter(l, &l->filters[i]);
-    pthread_mutex_unlock(&l->sub_lock);
-}
-
 /* Waits up to ms unless the link is closing; returns with l->lock held. */
 static void wait_unless_closing(mqtt_link *l, long ms)
 {
-    struct timespec until = deadline_after(ms);
+    struct timespec until = link_deadline_after(ms);
     while (!l->closing)
         if (pthread_cond_timedwait(&l->state, &l->lock, &until) != 0)
             break;
@@ -362,7 +218,7 @@ static bool connect_and_resubscribe(mqtt_link *l, double *down)
     pthread_mutex_unlock(&l->lock);
     if (!try_connect(l))
         return false;
-    resend_filters(l);
+    link_resend_filters(l);
     pthread_mutex_lock(&l->lock);
     bool ok = l->counters.disconnects == losses;
     if (ok) {
@@ -399,7 +255,7 @@ static void reset_client(mqtt_link *l, unsigned losses)
         log_warn("mqtt: cannot make a fresh MQTT client for %s (code %d); keeping the old one", l->url, rc);
         return;
     }
-    MQTTAsync_setCallbacks(fresh, l, on_connection_lost, on_message, NULL);
+    MQTTAsync_setCallbacks(fresh, l, on_connection_lost, link_on_message, NULL);
     pthread_rwlock_wrlock(&l->client_lock);
     MQTTAsync old = l->client;
     l->client = fresh;
@@ -500,12 +356,7 @@ static char *copy(const char *s, bool *failed)
 /* Frees the link after its client, if any, was destroyed or never made. */
 static void link_free(mqtt_link *l)
 {
-    free(l->current);
-    for (queued_message *q = l->head; q;) {
-        queued_message *next = q->next;
-        free(q);
-        q = next;
-    }
+    link_queue_free(l);
     if (l->password)
         memset(l->password, 0, strlen(l->password));
     free(l->url);
@@ -596,7 +447,7 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
         link_free(l);
         return NULL;
     }
-    MQTTAsync_setCallbacks(l->client, l, on_connection_lost, on_message, NULL);
+    MQTTAsync_setCallbacks(l->client, l, on_connection_lost, link_on_message, NULL);
 
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
     co.keepAliveInterval = o->keepalive_seconds > 0 ? o->keepalive_seconds : 20;
@@ -699,7 +550,7 @@ void mqtt_link_close(mqtt_link *l)
     dopts.onFailure = on_disconnect_failed;
     dopts.context = l;
     if (MQTTAsync_disconnect(l->client, &dopts) == MQTTASYNC_SUCCESS) {
-        struct timespec until = deadline_after(3000);
+        struct timespec until = link_deadline_after(3000);
         pthread_mutex_lock(&l->lock);
         while (!l->disconnected)
             if (pthread_cond_timedwait(&l->state, &l->lock, &until) != 0)
@@ -708,99 +559,6 @@ void mqtt_link_close(mqtt_link *l)
     }
     MQTTAsync_destroy(&l->client);
     link_free(l);
-}
-
-/* ---- subscriptions, publishing, receiving (the program's thread) ---- */
-
-static esgd_status set_filter(mqtt_link *l, const char *name, bool wanted, esgd_error *err)
-{
-    const char *verb = wanted ? "subscribe" : "unsubscribe";
-    if (strlen(name) >= FILTER_MAX)
-        return esgd_error_set(err, ESGD_ERR_ARG, "mqtt: cannot %s: topic filter of %zu bytes (at most %d): %s", verb,
-                              strlen(name), FILTER_MAX - 1, name);
-    pthread_mutex_lock(&l->sub_lock);
-    int i = 0;
-    while (i < l->filter_count && strcmp(l->filters[i].name, name) != 0)
-        i++;
-    if (i == MAX_FILTERS) {
-        pthread_mutex_unlock(&l->sub_lock);
-        return esgd_error_set(err, ESGD_ERR_TOO_LARGE, "mqtt: cannot %s %s: the link keeps at most %d topic filters",
-                              verb, name, MAX_FILTERS);
-    }
-    if (i == l->filter_count) {
-        snprintf(l->filters[i].name, FILTER_MAX, "%s", name);
-        l->filter_count++;
-    }
-    l->filters[i].wanted = wanted;
-    int rc = send_filter(l, &l->filters[i]);
-    pthread_mutex_unlock(&l->sub_lock);
-    if (rc != MQTTASYNC_SUCCESS && rc != MQTTASYNC_DISCONNECTED)
-        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: %s %s failed: %s (code %d)", verb, name,
-                              MQTTAsync_strerror(rc), rc);
-    return ESGD_OK;
-}
-
-esgd_status mqtt_link_subscribe(mqtt_link *l, const char *filter, esgd_error *err)
-{
-    return set_filter(l, filter, true, err);
-}
-
-esgd_status mqtt_link_unsubscribe(mqtt_link *l, const char *filter, esgd_error *err)
-{
-    return set_filter(l, filter, false, err);
-}
-
-esgd_status mqtt_link_publish(mqtt_link *l, const char *topic, const void *data, size_t size, int qos,
-                              bool retained, esgd_error *err)
-{
-    if (size > (size_t)256 << 20)
-        return esgd_error_set(err, ESGD_ERR_TOO_LARGE, "mqtt: payload of %zu bytes for %s is over 256 MiB", size,
-                              topic);
-    MQTTAsync_message m = MQTTAsync_message_initializer;
-    m.payload = (void *)data;
-    m.payloadlen = (int)size;
-    m.qos = qos;
-    m.retained = retained ? 1 : 0;
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    pthread_rwlock_rdlock(&l->client_lock);
-    int rc = MQTTAsync_sendMessage(l->client, topic, &m, &ro);
-    pthread_rwlock_unlock(&l->client_lock);
-    if (rc != MQTTASYNC_SUCCESS)
-        return esgd_error_set(err, ESGD_ERR_IO, "mqtt: publish to %s failed: %s (code %d%s)", topic,
-                              MQTTAsync_strerror(rc), rc,
-                              rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? ", offline buffer full" : "");
-    pthread_mutex_lock(&l->lock);
-    l->counters.published++;
-    l->counters.published_bytes += size;
-    pthread_mutex_unlock(&l->lock);
-    return ESGD_OK;
-}
-
-bool mqtt_link_next(mqtt_link *l, int timeout_ms, mqtt_message *msg)
-{
-    free(l->current);
-    l->current = NULL;
-    struct timespec until = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
-    pthread_mutex_lock(&l->lock);
-    while (!l->head && timeout_ms > 0)
-        if (pthread_cond_timedwait(&l->arrived, &l->lock, &until) != 0)
-            break;
-    queued_message *q = l->head;
-    if (q) {
-        l->head = q->next;
-        if (!l->head)
-            l->tail = NULL;
-        l->queued_bytes -= q->size;
-    }
-    pthread_mutex_unlock(&l->lock);
-    if (!q)
-        return false;
-    l->current = q;
-    msg->topic = q->topic;
-    msg->data = q->data;
-    msg->size = q->size;
-    msg->retained = q->retained;
-    return true;
 }
 
 bool mqtt_link_connected(mqtt_link *l)

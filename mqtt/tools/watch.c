@@ -157,10 +157,8 @@ int main(int argc, char **argv)
         .name = "esgd-watch",
         .summary = "usage: esgd-watch [--broker URL] [--job NAME] [--timeout S]\n"
                    "Decodes every message of a job on the broker and prints counts as JSON.",
-        .options = options,
-        .option_count = sizeof options / sizeof options[0],
-        .shared_options = broker_options,
-        .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
+        CLI_OPTIONS(options),
+        CLI_SHARED_OPTIONS(broker_options),
         .epilogue = "exit status: 0 every message decoded, 1 some did not or the broker failed, 2 bad usage",
     };
     int rc = cli_parse(&program, argc, argv, NULL);
@@ -201,11 +199,9 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    double start = monotonic_seconds();
     while (!stop_requested() && !w.done) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (timeout > 0 && (double)(now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) * 1e-9 >= timeout)
+        if (timeout > 0 && monotonic_seconds() - start >= timeout)
             break;
         mqtt_message m;
         if (mqtt_link_next(link, 100, &m))

@@ -1,7 +1,8 @@
-/* Shared by the libFuzzer harnesses: the entry points' prototypes, an
- * invariant check that traps (so libFuzzer records the input as a crash),
- * the state and envelope fuzzers' job, its run and keys, and per-process
- * temporary files for the readers that take a path. */
+/* Shared by the libFuzzer harnesses and make_seeds (fuzz_common.c): the
+ * entry points' prototypes, an invariant check that traps (so libFuzzer
+ * records the input as a crash), the codec harnesses' decoder and checks,
+ * the state and envelope fuzzers' job with its keys, agents and coordinator,
+ * and per-process temporary files for the readers that take a path. */
 #ifndef ESGD_FUZZ_COMMON_H
 #define ESGD_FUZZ_COMMON_H
 
@@ -10,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "esgd/agent.h"
+#include "esgd/codec.h"
+#include "esgd/coordinator.h"
 #include "esgd/dataset.h"
 #include "esgd/envelope.h"
 #include "esgd/job.h"
@@ -31,24 +34,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                    \
     } while (0)
 
+/* ---- the codec harnesses ---- */
+
+/* A decoder, and a buffer to encode an accepted message again. */
+typedef struct fuzz_codec {
+    codec_decoder *decoder;
+    esgd_buffer encoded;
+} fuzz_codec;
+
+/* The process's one fuzz_codec, made on the first call with an encode
+ * buffer of encode_bound bytes (later calls return it as it is). */
+fuzz_codec *fuzz_codec_once(size_t encode_bound);
+
+/* A reader's outcome: the status it returned is the one in err, and a
+ * refusal says why. */
+void fuzz_check_outcome(esgd_status st, const esgd_error *err);
+
+/* An empty vector of capacity FUZZ_DIM on storage of its own: slot 0 or 1,
+ * so a message and its re-decoding can be held side by side. */
+sparse_vector fuzz_sparse_slot(int slot);
+
+/* A name decoders accept: 1..JOB_NAME_MAX of [A-Za-z0-9_.-]. */
+int fuzz_job_name_ok(const char *job);
+
+/* ---- the state and envelope fuzzers' job ---- */
+
 /* The run id and key seed of that job; FUZZ_AGENTS is its agent count
  * (job_config_defaults). */
 #define FUZZ_RUN 0x80000000f0220001ull
 #define FUZZ_KEY_SEED 1234u
 #define FUZZ_AGENTS 4u
-
-/* The job fuzz_state.c restores into, fuzz_envelope.c receives for and
- * make_seeds makes their seeds with:
- * the MLP, whose hidden layer the fuzz build narrows to one unit
- * (CMakeLists.txt), so a whole agent state is 10 KB instead of LeNet's
- * 800 KB and the readers' every path is cheap to reach. */
-static inline void fuzz_state_config(esgd_job_config *cfg)
-{
-    job_config_defaults(cfg);
-    cfg->model = MODEL_KIND_MLP;
-    cfg->rounds = 20;
-    cfg->run = FUZZ_RUN;
-}
 
 /* Its keys, derived as esgd-sim derives them (envelope.h), so the harnesses
  * and make_seeds sign and check with the same ones. */
@@ -59,60 +74,32 @@ typedef struct fuzz_keys {
     verify_key agent_public[FUZZ_AGENTS];
 } fuzz_keys;
 
-static inline void fuzz_make_keys(fuzz_keys *k)
-{
-    FUZZ_CHECK(envelope_init(NULL) == ESGD_OK);
-    keys_derive(FUZZ_KEY_SEED, "coordinator", &k->coordinator, &k->coordinator_public);
-    for (uint32_t a = 0; a < FUZZ_AGENTS; a++) {
-        char name[KEY_NAME_MAX];
-        keys_agent_name(name, a);
-        keys_derive(FUZZ_KEY_SEED, name, &k->agent[a], &k->agent_public[a]);
-    }
-}
+/* The job fuzz_state.c restores into, fuzz_envelope.c receives for and
+ * make_seeds makes their seeds with: the MLP, whose hidden layer the fuzz
+ * build narrows to one unit (CMakeLists.txt), so a whole agent state is
+ * 10 KB instead of LeNet's 800 KB and the readers' every path is cheap to
+ * reach; its keys; and a shard of four synthetic examples, enough to
+ * compute real updates (agents borrow it). */
+typedef struct fuzz_job {
+    esgd_job_config config;
+    fuzz_keys keys;
+    esgd_dataset shard;
+} fuzz_job;
 
-/* A shard of four synthetic examples: agent_new borrows it, and it is
- * enough to compute real updates. */
-static inline void fuzz_shard(esgd_dataset *shard)
-{
-    *shard = (esgd_dataset){.count = 4, .rows = 28, .cols = 28};
-    shard->pixels = calloc((size_t)shard->count * 28 * 28, 1);
-    shard->labels = calloc(shard->count, 1);
-    FUZZ_CHECK(shard->pixels && shard->labels);
-    for (uint32_t i = 0; i < shard->count * 28 * 28; i++)
-        shard->pixels[i] = (uint8_t)(i * 37);
-    for (uint32_t i = 0; i < shard->count; i++)
-        shard->labels[i] = (uint8_t)i;
-}
+void fuzz_job_init(fuzz_job *job);
+void fuzz_job_destroy(fuzz_job *job);
+/* Agent `id` of the job, and its coordinator, each holding the job's keys
+ * as the programs do. */
+esgd_agent *fuzz_job_agent(const fuzz_job *job, uint32_t id);
+esgd_coordinator *fuzz_job_coordinator(const fuzz_job *job);
 
-/* A name decoders accept: 1..JOB_NAME_MAX of [A-Za-z0-9_.-]. */
-static inline int fuzz_job_name_ok(const char *job)
-{
-    size_t n = strnlen(job, JOB_NAME_MAX + 1);
-    if (n == 0 || n > JOB_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = job[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-              c == '.' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
+/* ---- files ---- */
 
-/* /dev/shm keeps the per-input file writes off the disk; the pid keeps
- * parallel fuzzers (-jobs, -fork) apart. */
-static inline void fuzz_temp_path(char *out, size_t out_size, const char *name)
-{
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(out, out_size, "%s/esgd-fuzz-%ld-%s", dir, (long)getpid(), name);
-}
-
-static inline void fuzz_write_file(const char *path, const uint8_t *data, size_t size)
-{
-    FILE *f = fopen(path, "wb");
-    FUZZ_CHECK(f != NULL);
-    FUZZ_CHECK(size == 0 || fwrite(data, 1, size, f) == size);
-    FUZZ_CHECK(fclose(f) == 0);
-}
+/* A per-process temporary file for the readers that take a path: on
+ * /dev/shm, which keeps the per-input writes off the disk, named with the
+ * pid, which keeps parallel fuzzers (-jobs, -fork) apart, and removed at
+ * exit. Up to four per process. */
+void fuzz_temp_file(char *path, size_t path_size, const char *name);
+void fuzz_write_file(const char *path, const uint8_t *data, size_t size);
 
 #endif

@@ -1,22 +1,7 @@
 /* codec_decode_config on arbitrary bytes: the retained job configuration
  * every agent starts from. An accepted config must pass job_config_validate
  * (the agent sizes its buffers from it) and re-encode to the same config. */
-#include "esgd/codec.h"
 #include "fuzz_common.h"
-
-static codec_decoder *decoder;
-static esgd_buffer encoded;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    esgd_error err;
-    decoder = codec_decoder_new(&err);
-    FUZZ_CHECK(decoder != NULL);
-    FUZZ_CHECK(buffer_init(&encoded, CODEC_CONFIG_BOUND, &err) == ESGD_OK);
-    return 0;
-}
 
 /* Field by field through the option table, so struct padding and the
  * unused tail of the job name do not count. */
@@ -42,19 +27,18 @@ static void check_same(const esgd_job_config *a, const esgd_job_config *b)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fuzz_codec *codec = fuzz_codec_once(CODEC_CONFIG_BOUND);
     esgd_job_config first, again;
     esgd_error err = {0};
-    esgd_status st = codec_decode_config(decoder, data, size, &first, &err);
-    FUZZ_CHECK(st == err.status);
-    if (st != ESGD_OK) {
-        FUZZ_CHECK(err.message[0] != '\0');
+    esgd_status st = codec_decode_config(codec->decoder, data, size, &first, &err);
+    fuzz_check_outcome(st, &err);
+    if (st != ESGD_OK)
         return 0;
-    }
     FUZZ_CHECK(fuzz_job_name_ok(first.job));
     FUZZ_CHECK(job_config_validate(&first, &err) == ESGD_OK);
 
-    FUZZ_CHECK(codec_encode_config(&encoded, &first, &err) == ESGD_OK);
-    FUZZ_CHECK(codec_decode_config(decoder, encoded.data, encoded.size, &again, &err) == ESGD_OK);
+    FUZZ_CHECK(codec_encode_config(&codec->encoded, &first, &err) == ESGD_OK);
+    FUZZ_CHECK(codec_decode_config(codec->decoder, codec->encoded.data, codec->encoded.size, &again, &err) == ESGD_OK);
     check_same(&first, &again);
     FUZZ_CHECK(first.run == again.run); /* not an option: carried beside them */
     return 0;

@@ -27,9 +27,7 @@
 #include "esgd/sparsifier.h"
 #include "fuzz_signed.h"
 
-static esgd_job_config config;
-static fuzz_keys keys;
-static esgd_dataset shard;
+static fuzz_job job;
 static fuzz_signed_set known;
 static esgd_coordinator *coordinator;
 static esgd_agent *agent;
@@ -43,20 +41,15 @@ static esgd_buffer signing;  /* a body and its signature */
 
 static void reset_coordinator(void)
 {
-    esgd_error err = {0};
     coordinator_free(coordinator);
-    coordinator = coordinator_new(&config, &err);
-    FUZZ_CHECK(coordinator != NULL);
-    coordinator_set_keys(coordinator, &keys.coordinator, keys.agent_public);
+    coordinator = fuzz_job_coordinator(&job);
 }
 
 static void reset_agent(void)
 {
     esgd_error err = {0};
     agent_free(agent);
-    agent = agent_new(&config, 0, &shard, &err);
-    FUZZ_CHECK(agent != NULL);
-    agent_set_keys(agent, &keys.agent[0], &keys.coordinator_public);
+    agent = fuzz_job_agent(&job, 0);
     const fuzz_signed_message *round0 = &known.message[1];
     FUZZ_CHECK(round0->model && round0->round == 0);
     FUZZ_CHECK(agent_apply_model(agent, round0->data, round0->size, &err) == ESGD_OK);
@@ -67,14 +60,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     esgd_error err = {0};
-    fuzz_state_config(&config);
-    FUZZ_CHECK(config.agents <= FUZZ_AGENTS);
-    fuzz_make_keys(&keys);
-    fuzz_shard(&shard);
-    fuzz_signed_messages(&known, &keys, &shard);
-    dim = job_dimension(&config);
-    FUZZ_CHECK(config.sparsify.method == SPARSIFY_ESGD); /* coordinator_new's rule for its decode capacity */
-    slot = sparsifier_keep_count(dim, config.sparsify.drop_ratio);
+    fuzz_job_init(&job);
+    fuzz_signed_messages(&known, &job);
+    dim = job_dimension(&job.config);
+    FUZZ_CHECK(job.config.sparsify.method == SPARSIFY_ESGD); /* coordinator_new's rule for its decode capacity */
+    slot = sparsifier_keep_count(dim, job.config.sparsify.drop_ratio);
     reset_coordinator();
     reset_agent();
     baseline = malloc((size_t)dim * sizeof(float));
@@ -114,7 +104,7 @@ static void check_coordinator_unchanged(void)
 
 static void check_open(const uint8_t *msg, size_t size, uint32_t topic_agent)
 {
-    const verify_key *keys_tried[2] = {&keys.coordinator_public, &keys.agent_public[topic_agent % FUZZ_AGENTS]};
+    const verify_key *keys_tried[2] = {&job.keys.coordinator_public, &job.keys.agent_public[topic_agent % FUZZ_AGENTS]};
     const uint32_t signers[2] = {FUZZ_BY_COORDINATOR, topic_agent % FUZZ_AGENTS};
     for (int i = 0; i < 2; i++) {
         size_t body = SIZE_MAX;
@@ -144,14 +134,14 @@ static update_outcome receive(const uint8_t *msg, size_t size, uint32_t topic_ag
     }
     /* Past the signature and every check: the topic agent's message. */
     const update_msg *u = coordinator_last_update(coordinator);
-    FUZZ_CHECK(topic_agent < config.agents);
+    FUZZ_CHECK(topic_agent < job.config.agents);
     FUZZ_CHECK(u->agent == topic_agent && u->round == topic_round);
-    FUZZ_CHECK(u->run == FUZZ_RUN && strcmp(u->job, config.job) == 0);
+    FUZZ_CHECK(u->run == FUZZ_RUN && strcmp(u->job, job.config.job) == 0);
     if (outcome == UPDATE_ACCEPTED) {
         FUZZ_CHECK(topic_round == 0);
         FUZZ_CHECK(after->accepted == before.accepted + 1);
         FUZZ_CHECK(coordinator_has_update(coordinator, topic_agent) && coordinator_participants(coordinator) == 1);
-        FUZZ_CHECK(u->samples == config.batch && isfinite(u->loss));
+        FUZZ_CHECK(u->samples == job.config.batch && isfinite(u->loss));
         round_summary summary;
         coordinator_close_round(coordinator, &summary);
         const float *x = coordinator_params(coordinator);
@@ -169,11 +159,11 @@ static void check_update(const uint8_t *msg, size_t size, uint32_t topic_agent, 
 {
     esgd_error err;
     update_outcome outcome = receive(msg, size, topic_agent, topic_round, &err);
-    const fuzz_signed_message *k = topic_agent < config.agents ? find_known(msg, size, topic_agent) : NULL;
+    const fuzz_signed_message *k = topic_agent < job.config.agents ? find_known(msg, size, topic_agent) : NULL;
     if (!k) {
         FUZZ_CHECK(outcome == UPDATE_REJECTED);
         FUZZ_CHECK(err.status == ESGD_ERR_SIGNATURE || err.status == ESGD_ERR_TOO_LARGE ||
-                   (err.status == ESGD_ERR_RANGE && topic_agent >= config.agents));
+                   (err.status == ESGD_ERR_RANGE && topic_agent >= job.config.agents));
     } else if (k->round != topic_round) {
         FUZZ_CHECK(outcome == UPDATE_REJECTED && err.status == ESGD_ERR_MISMATCH);
     } else {
@@ -192,7 +182,7 @@ static esgd_status apply(const uint8_t *msg, size_t size)
         check_agent_unchanged();
         return st;
     }
-    FUZZ_CHECK(agent_current_round(agent) <= job_total_rounds(&config));
+    FUZZ_CHECK(agent_current_round(agent) <= job_total_rounds(&job.config));
     const float *x = agent_params(agent);
     for (uint32_t j = 0; j < dim; j++)
         FUZZ_CHECK(isfinite(x[j]));
@@ -224,19 +214,19 @@ static bool sign(const uint8_t *body, size_t size, const signing_key *key)
 
 static void check_signed_update(const uint8_t *body, size_t size, uint32_t topic_agent, uint32_t topic_round)
 {
-    bool in_job = topic_agent < config.agents;
+    bool in_job = topic_agent < job.config.agents;
     uint32_t signer = in_job ? topic_agent : 0;
     esgd_error err;
     /* Another agent's signature, or the coordinator's, is no signature. */
-    if (!sign(body, size, &keys.agent[(signer + 1) % config.agents]))
+    if (!sign(body, size, &job.keys.agent[(signer + 1) % job.config.agents]))
         return;
     FUZZ_CHECK(receive(signing.data, signing.size, topic_agent, topic_round, &err) == UPDATE_REJECTED);
     FUZZ_CHECK(err.status == ESGD_ERR_SIGNATURE || err.status == ESGD_ERR_TOO_LARGE || !in_job);
-    sign(body, size, &keys.coordinator);
+    sign(body, size, &job.keys.coordinator);
     FUZZ_CHECK(receive(signing.data, signing.size, topic_agent, topic_round, &err) == UPDATE_REJECTED);
     FUZZ_CHECK(err.status == ESGD_ERR_SIGNATURE || err.status == ESGD_ERR_TOO_LARGE || !in_job);
 
-    sign(body, size, &keys.agent[signer]);
+    sign(body, size, &job.keys.agent[signer]);
     update_outcome outcome = receive(signing.data, signing.size, topic_agent, topic_round, &err);
     if (signing.size > codec_update_bound(dim)) {
         FUZZ_CHECK(outcome == UPDATE_REJECTED && err.status == ESGD_ERR_TOO_LARGE);
@@ -254,7 +244,7 @@ static void check_signed_update(const uint8_t *body, size_t size, uint32_t topic
     update_msg u = {.grad = {.capacity = slot, .indices = scratch_indices, .values = scratch_values}};
     esgd_error decoded = {0};
     esgd_status st = codec_decode_update(decoder, body, size, dim, &u, &decoded);
-    if (st == ESGD_OK && strcmp(u.job, config.job) != 0)
+    if (st == ESGD_OK && strcmp(u.job, job.config.job) != 0)
         st = ESGD_ERR_MISMATCH;
     else if (st == ESGD_OK && (u.agent != topic_agent || u.round != topic_round))
         st = ESGD_ERR_MISMATCH;
@@ -273,20 +263,20 @@ static void check_signed_update(const uint8_t *body, size_t size, uint32_t topic
 static void check_signed_model(const uint8_t *body, size_t size)
 {
     /* An agent's signature is not the coordinator's. */
-    if (!sign(body, size, &keys.agent[0]))
+    if (!sign(body, size, &job.keys.agent[0]))
         return;
     FUZZ_CHECK(apply(signing.data, signing.size) == ESGD_ERR_SIGNATURE);
 
-    sign(body, size, &keys.coordinator);
+    sign(body, size, &job.keys.coordinator);
     esgd_status st = apply(signing.data, signing.size);
     model_msg m = {.params = {.capacity = dim, .indices = scratch_indices, .values = scratch_values}};
     esgd_error decoded = {0};
     esgd_status want = codec_decode_model(decoder, body, size, dim, &m, &decoded);
-    if (want == ESGD_OK && strcmp(m.job, config.job) != 0)
+    if (want == ESGD_OK && strcmp(m.job, job.config.job) != 0)
         want = ESGD_ERR_MISMATCH;
     else if (want == ESGD_OK && m.run != FUZZ_RUN)
         want = ESGD_ERR_STALE;
-    else if (want == ESGD_OK && m.round > job_total_rounds(&config))
+    else if (want == ESGD_OK && m.round > job_total_rounds(&job.config))
         want = ESGD_ERR_RANGE;
     if (size == 0) /* a signature alone is no message */
         FUZZ_CHECK(st == ESGD_ERR_SIGNATURE);

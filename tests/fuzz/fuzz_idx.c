@@ -2,24 +2,16 @@
  * files. Input: [n][n x u16 LE subset][u16 LE L][labels file, L bytes]
  * [images file, the rest]; n % 5 == 0 loads everything, else the subset of
  * n % 5 rows (indices may be out of range on purpose). */
-#include "esgd/dataset.h"
 #include "fuzz_common.h"
 
 static char labels_path[256], images_path[256];
-
-static void remove_temp(void)
-{
-    remove(labels_path);
-    remove(images_path);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    fuzz_temp_path(labels_path, sizeof labels_path, "labels");
-    fuzz_temp_path(images_path, sizeof images_path, "images");
-    atexit(remove_temp);
+    fuzz_temp_file(labels_path, sizeof labels_path, "labels");
+    fuzz_temp_file(images_path, sizeof images_path, "images");
     return 0;
 }
 

@@ -4,36 +4,17 @@
  * sorted in-range indices on the previous round. */
 #include <math.h>
 
-#include "esgd/codec.h"
 #include "fuzz_common.h"
 
-static codec_decoder *decoder;
-static esgd_buffer encoded;
-static uint32_t indices[2][FUZZ_DIM];
-static float values[2][FUZZ_DIM];
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    esgd_error err;
-    decoder = codec_decoder_new(&err);
-    FUZZ_CHECK(decoder != NULL);
-    FUZZ_CHECK(buffer_init(&encoded, codec_model_bound(FUZZ_DIM), &err) == ESGD_OK);
-    return 0;
-}
-
-static esgd_status decode(const uint8_t *data, size_t size, uint32_t expected_dim, int slot, model_msg *out)
+static esgd_status decode(codec_decoder *decoder, const uint8_t *data, size_t size, uint32_t expected_dim, int slot,
+                          model_msg *out)
 {
     memset(out, 0, sizeof *out);
-    out->params = (sparse_vector){.capacity = FUZZ_DIM, .indices = indices[slot], .values = values[slot]};
+    out->params = fuzz_sparse_slot(slot);
     esgd_error err = {0};
     esgd_status st = codec_decode_model(decoder, data, size, expected_dim, out, &err);
-    FUZZ_CHECK(st == err.status);
-    if (st != ESGD_OK) {
-        FUZZ_CHECK(out->params.count == 0);
-        FUZZ_CHECK(err.message[0] != '\0');
-    }
+    fuzz_check_outcome(st, &err);
+    FUZZ_CHECK(st == ESGD_OK || out->params.count == 0);
     return st;
 }
 
@@ -79,9 +60,10 @@ static void check_same(const model_msg *a, const model_msg *b)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fuzz_codec *codec = fuzz_codec_once(codec_model_bound(FUZZ_DIM));
     model_msg first, again;
-    esgd_status st = decode(data, size, 0, 0, &first);
-    esgd_status st_job = decode(data, size, FUZZ_DIM, 1, &again);
+    esgd_status st = decode(codec->decoder, data, size, 0, 0, &first);
+    esgd_status st_job = decode(codec->decoder, data, size, FUZZ_DIM, 1, &again);
     if (st != ESGD_OK) {
         FUZZ_CHECK(st_job != ESGD_OK);
         return 0;
@@ -92,8 +74,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_same(&first, &again);
 
     esgd_error err = {0};
-    FUZZ_CHECK(codec_encode_model(&encoded, &first, &err) == ESGD_OK);
-    FUZZ_CHECK(decode(encoded.data, encoded.size, first.params.dim, 1, &again) == ESGD_OK);
+    esgd_buffer *encoded = &codec->encoded;
+    FUZZ_CHECK(codec_encode_model(encoded, &first, &err) == ESGD_OK);
+    FUZZ_CHECK(decode(codec->decoder, encoded->data, encoded->size, first.params.dim, 1, &again) == ESGD_OK);
     check_same(&first, &again);
     return 0;
 }

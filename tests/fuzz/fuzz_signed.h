@@ -11,8 +11,6 @@
 
 #include <stdbool.h>
 
-#include "esgd/agent.h"
-#include "esgd/coordinator.h"
 #include "fuzz_common.h"
 
 /* fuzz_envelope's inputs: [mode][topic agent][topic round][message]. */
@@ -56,20 +54,13 @@ static inline void fuzz_signed_keep(fuzz_signed_set *set, const uint8_t *data, s
     m->model = model;
 }
 
-static inline void fuzz_signed_messages(fuzz_signed_set *set, const fuzz_keys *keys, const esgd_dataset *shard)
+static inline void fuzz_signed_messages(fuzz_signed_set *set, const fuzz_job *job)
 {
-    esgd_job_config cfg;
-    fuzz_state_config(&cfg);
     esgd_error err = {0};
-    esgd_coordinator *c = coordinator_new(&cfg, &err);
-    FUZZ_CHECK(c != NULL);
-    coordinator_set_keys(c, &keys->coordinator, keys->agent_public);
+    esgd_coordinator *c = fuzz_job_coordinator(job);
     esgd_agent *agents[2];
-    for (uint32_t a = 0; a < 2; a++) {
-        agents[a] = agent_new(&cfg, a, shard, &err);
-        FUZZ_CHECK(agents[a] != NULL);
-        agent_set_keys(agents[a], &keys->agent[a], &keys->coordinator_public);
-    }
+    for (uint32_t a = 0; a < 2; a++)
+        agents[a] = fuzz_job_agent(job, a);
     set->count = 0;
     const uint8_t *msg;
     size_t size;

@@ -11,43 +11,25 @@
  * A reader that fails must leave its object as it was. The agent and the
  * coordinator hold the job's keys (fuzz_common.h), as the programs do, so
  * the agent can check the signed update a state file stores. */
-#include "esgd/agent.h"
-#include "esgd/coordinator.h"
 #include "esgd/state_file.h"
 #include "fuzz_common.h"
 
 enum { MODE_RAW, MODE_AGENT, MODE_COORDINATOR, MODE_GETTERS, MODE_COUNT };
 
 static char path[256];
-static esgd_job_config config;
-static esgd_dataset shard;
+static fuzz_job job;
 static esgd_agent *agent;
 static esgd_coordinator *coordinator;
-
-static void remove_temp(void)
-{
-    remove(path);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    esgd_error err;
-    fuzz_temp_path(path, sizeof path, "state");
-    atexit(remove_temp);
-    fuzz_state_config(&config);
-    FUZZ_CHECK(config.agents <= FUZZ_AGENTS);
-    static fuzz_keys keys;
-    fuzz_make_keys(&keys);
-    /* agent_new only borrows the shard; restore never reads it. */
-    fuzz_shard(&shard);
-    agent = agent_new(&config, 0, &shard, &err);
-    FUZZ_CHECK(agent != NULL);
-    agent_set_keys(agent, &keys.agent[0], &keys.coordinator_public);
-    coordinator = coordinator_new(&config, &err);
-    FUZZ_CHECK(coordinator != NULL);
-    coordinator_set_keys(coordinator, &keys.coordinator, keys.agent_public);
+    fuzz_temp_file(path, sizeof path, "state");
+    /* The agent only borrows the job's shard; restore never reads it. */
+    fuzz_job_init(&job);
+    agent = fuzz_job_agent(&job, 0);
+    coordinator = fuzz_job_coordinator(&job);
     return 0;
 }
 
@@ -84,12 +66,12 @@ static void check_read(uint32_t kind)
         FUZZ_CHECK(r.data == NULL && r.size == 0);
         return;
     }
-    FUZZ_CHECK(r.pos == 0);
+    FUZZ_CHECK(state_reader_left(&r) == r.size);
     const uint8_t *block;
     size_t block_size;
     while (state_get_bytes(&r, &block, &block_size, &err) == ESGD_OK)
-        FUZZ_CHECK(block >= r.data && block + block_size <= r.data + r.size && r.pos <= r.size);
-    FUZZ_CHECK(r.pos <= r.size);
+        FUZZ_CHECK(block >= r.data && block + block_size <= r.data + r.size && state_reader_left(&r) <= r.size);
+    FUZZ_CHECK(state_reader_left(&r) <= r.size);
     state_reader_destroy(&r);
 }
 
@@ -122,7 +104,7 @@ static int same_floats(const float *copy, const float *now, size_t count)
 static void check_agent_restore(void)
 {
     sparsifier *s = agent_sparsifier(agent);
-    uint32_t d = job_dimension(&config);
+    uint32_t d = job_dimension(&job.config);
     copy_floats(&saved.importance, sparsifier_importance(s), d);
     copy_floats(&saved.residual, sparsifier_residual(s), d);
     saved.agent_round = 0;
@@ -140,7 +122,7 @@ static void check_agent_restore(void)
 
 static void check_coordinator_restore(void)
 {
-    uint32_t d = job_dimension(&config), total = job_total_rounds(&config);
+    uint32_t d = job_dimension(&job.config), total = job_total_rounds(&job.config);
     saved.coordinator_round = coordinator_round(coordinator);
     copy_floats(&saved.params, coordinator_params(coordinator), d);
     copy_floats(&saved.losses, coordinator_loss_history(coordinator), total);
@@ -181,7 +163,7 @@ static void check_getters(const uint8_t *ops, size_t nops)
         default: st = state_get_exact(&r, exact, ops[i] >> 2, &err); break;
         }
         FUZZ_CHECK(st == ESGD_OK || st == err.status);
-        FUZZ_CHECK(r.pos <= r.size);
+        FUZZ_CHECK(state_reader_left(&r) <= r.size);
     }
     state_reader_destroy(&r);
 }

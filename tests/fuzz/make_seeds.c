@@ -161,19 +161,11 @@ static void status_seeds(esgd_buffer *buf)
 /* The same configuration the state fuzzer restores into, after one real
  * round: the agent answered a model and the coordinator closed the round.
  * Both hold the job's keys, so the stored update is signed. */
-static void state_seeds(const fuzz_keys *keys)
+static void state_seeds(const fuzz_job *job)
 {
     esgd_error err;
-    esgd_job_config cfg;
-    fuzz_state_config(&cfg);
-    esgd_dataset shard;
-    fuzz_shard(&shard);
-    esgd_agent *agent = agent_new(&cfg, 0, &shard, &err);
-    esgd_coordinator *c = coordinator_new(&cfg, &err);
-    if (!agent || !c)
-        die("creating an agent and a coordinator", &err);
-    agent_set_keys(agent, &keys->agent[0], &keys->coordinator_public);
-    coordinator_set_keys(c, &keys->coordinator, keys->agent_public);
+    esgd_agent *agent = fuzz_job_agent(job, 0);
+    esgd_coordinator *c = fuzz_job_coordinator(job);
     const uint8_t *msg;
     size_t size;
     round_summary summary;
@@ -216,19 +208,15 @@ static void state_seeds(const fuzz_keys *keys)
     free(coordinator_file);
     agent_free(agent);
     coordinator_free(c);
-    free(shard.pixels);
-    free(shard.labels);
 }
 
 /* fuzz_envelope.c: [mode][topic agent][topic round][message]. Every signed
  * message whole (to open, or to receive on its topic), each body to be
  * signed by the harness, and a few on the wrong topic. */
-static void envelope_seeds(const fuzz_keys *keys)
+static void envelope_seeds(const fuzz_job *job)
 {
-    esgd_dataset shard;
-    fuzz_shard(&shard);
     fuzz_signed_set set;
-    fuzz_signed_messages(&set, keys, &shard);
+    fuzz_signed_messages(&set, job);
     for (int i = 0; i < set.count; i++) {
         const fuzz_signed_message *m = &set.message[i];
         size_t body = m->size - ENVELOPE_SIGNATURE_BYTES;
@@ -257,8 +245,6 @@ static void envelope_seeds(const fuzz_keys *keys)
         }
     }
     fuzz_signed_free(&set);
-    free(shard.pixels);
-    free(shard.labels);
 }
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -318,10 +304,11 @@ int main(int argc, char **argv)
     config_seeds(&buf);
     status_seeds(&buf);
     buffer_destroy(&buf);
-    fuzz_keys keys;
-    fuzz_make_keys(&keys);
-    state_seeds(&keys);
-    envelope_seeds(&keys);
+    fuzz_job job;
+    fuzz_job_init(&job);
+    state_seeds(&job);
+    envelope_seeds(&job);
+    fuzz_job_destroy(&job);
     static const uint16_t subset[] = {2, 0, 2, 1};
     idx_seed(1, 1, 1, NULL, 0);
     idx_seed(3, 4, 5, NULL, 0);

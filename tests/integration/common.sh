@@ -68,6 +68,19 @@ start_broker() {
     broker_start "$work/broker"
 }
 
+# check_env_options FILE WHERE PROGRAMS HELP...: every ESGD_ variable FILE
+# sets, or shows commented out (a YAML "ESGD_X:" or an env file's
+# "ESGD_X="), is an option of PROGRAMS: ESGD_X_Y is --x-y in one of the
+# --help outputs saved in the HELP files. WHERE names FILE in the failure.
+check_env_options() {
+    local file=$1 where=$2 programs=$3 var option
+    shift 3
+    for var in $(grep -oE '^ *#? *ESGD_[A-Z_]+' "$file" | tr -d ' #' | sort -u); do
+        option=$(echo "${var#ESGD_}" | tr 'A-Z_' 'a-z-')
+        grep -qE -- "--$option( |$)" "$@" || fail "$var in $where is not an option of $programs"
+    done
+}
+
 # start_watch JOB: esgd-watch in the background, output in $work/watch.json
 start_watch() {
     "$watch_bin" --broker "$BROKER_URL" --job "$1" --timeout 600 >"$work/watch.json" 2>"$work/watch.log" &

@@ -34,14 +34,7 @@ grep -q "ssl://broker:$(awk '$1 == "listener" && NF == 2 { print $2 }' "$root/de
 # Environment: every ESGD_ variable is an option of the agent or the coordinator.
 "$agent_bin" --help >"$work/help.txt" 2>&1
 "$coordinator_bin" --help >>"$work/help.txt" 2>&1
-for var in $(grep -oE '^ *#? *ESGD_[A-Z_]+:' "$compose" | tr -d ' #:' | sort -u); do
-    option=$(echo "${var#ESGD_}" | tr 'A-Z_' 'a-z-')
-    grep -qE -- "--$option( |$)" "$work/help.txt" && continue
-    case $option in
-    password-file|cert-file|key-file|metrics-port|metrics-address) echo "note: no --$option yet" ;;
-    *) fail "$var in the compose file is not an option of esgd-agent or esgd-coordinator" ;;
-    esac
-done
+check_env_options "$compose" "the compose file" "esgd-agent or esgd-coordinator" "$work/help.txt"
 
 # Relative host paths (credentials aside) exist, relative to deploy/compose.
 for path in $(grep -oE '(\.\./)+[A-Za-z0-9._/-]+' "$compose" | sort -u); do

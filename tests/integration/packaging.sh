@@ -76,12 +76,8 @@ done
 # Each ESGD_ variable in the examples names a real option of its program
 # (ESGD_X_Y is --x-y in --help).
 for pair in agent:esgd-agent coordinator:esgd-coordinator; do
-    example=$rootfs/usr/share/doc/esgd/examples/${pair%%:*}.env.example
-    help=$work/${pair#*:}-help.log
-    for var in $(grep -oE '^#?ESGD_[A-Z_]+' "$example" | tr -d '#' | sort -u); do
-        option=$(echo "${var#ESGD_}" | tr 'A-Z_' 'a-z-')
-        grep -qE -- "--$option( |$)" "$help" || fail "$var in ${pair%%:*}.env.example is not an option of ${pair#*:}"
-    done
+    check_env_options "$rootfs/usr/share/doc/esgd/examples/${pair%%:*}.env.example" "${pair%%:*}.env.example" \
+        "${pair#*:}" "$work/${pair#*:}-help.log"
 done
 echo "the units keep their hardening; the example variables are real options"
 

@@ -1,5 +1,6 @@
 /* The progress line, CSV row and result object shared by the simulator and
- * the MQTT coordinator, so both report the same numbers the same way. */
+ * the MQTT coordinator, and the order they come in after a round, so both
+ * report the same numbers the same way. */
 #include "esgd/report.h"
 
 #include <cblas.h>
@@ -9,9 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "esgd/fingerprint.h"
 #include "esgd/json_writer.h"
+#include "esgd/log.h"
 #include "esgd/runtime.h"
-#include "esgd/state_file.h"
 
 double report_mean_tail(const float *values, uint32_t n, uint32_t tail)
 {
@@ -139,6 +141,33 @@ esgd_status report_csv_cut(const char *path, uint32_t rounds, esgd_error *err)
     return st;
 }
 
+/* A full disk or a lost mount fails every row: one line a minute says so. */
+static log_limiter csv_sync_log = LOG_LIMITER(60);
+
+esgd_status report_round(report_rounds *r, esgd_coordinator *c, const round_summary *s,
+                         const report_round_steps *steps, esgd_error *err)
+{
+    esgd_status st = coordinator_evaluate_round(c, r->test, s, r->eval_limit, &r->accuracy, &r->test_loss,
+                                                &r->test_images, err);
+    if (st != ESGD_OK) {
+        esgd_error_prefix(err, "evaluation");
+        return st;
+    }
+    if (steps && steps->after_evaluation && (st = steps->after_evaluation(steps->ctx, s, err)) != ESGD_OK)
+        return st;
+    float accuracy = r->test_images ? r->accuracy : NAN;
+    if (r->csv) {
+        report_csv_row(r->csv, c, s, accuracy, r->test_images);
+        if (r->csv_sync && (fflush(r->csv) != 0 || fsync(fileno(r->csv)) != 0))
+            log_warn_limited(&csv_sync_log, "cannot write %s: %s", r->csv_path, strerror(errno));
+    }
+    if (steps && steps->after_row && (st = steps->after_row(steps->ctx, s, err)) != ESGD_OK)
+        return st;
+    if (r->test_images || r->progress_every_round)
+        report_progress(stderr, c, s, accuracy, &r->clock);
+    return ESGD_OK;
+}
+
 void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
                  double seconds)
 {
@@ -187,7 +216,7 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     json_writer_uint(&w, "unused_uplink_bytes", k->unused_uplink_bytes);
     char fingerprint[17];
     snprintf(fingerprint, sizeof fingerprint, "%016llx",
-             (unsigned long long)state_checksum(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)));
+             (unsigned long long)fnv1a64(coordinator_params(c), (size_t)job_dimension(cfg) * sizeof(float)));
     json_writer_string(&w, "model_fnv1a64", fingerprint);
     /* One flat key per rejection reason, so a line-oriented reader finds it. */
     for (int i = 1; i < ESGD_STATUS_COUNT; i++) {

@@ -34,14 +34,14 @@ void state_put_f64(state_writer *w, double v);
 /* u64 length, then the bytes */
 void state_put_bytes(state_writer *w, const void *data, size_t size);
 
-/* FNV-1a 64 of bytes: the files' checksum, also the model fingerprint in reports. */
+/* The files' checksum: FNV-1a 64 of the payload (fnv1a64, fingerprint.h). */
 uint64_t state_checksum(const void *data, size_t size);
 
 esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err);
 
 typedef struct state_reader {
     uint8_t *data; /* owned; freed by state_reader_destroy */
-    size_t size, pos;
+    size_t size, pos; /* read through state_get_* and state_reader_left */
 } state_reader;
 
 /* Errors: ESGD_ERR_IO (missing: check with state_file_exists first),
@@ -50,6 +50,10 @@ typedef struct state_reader {
 esgd_status state_file_read(const char *path, uint32_t kind, state_reader *r, esgd_error *err);
 bool state_file_exists(const char *path);
 void state_reader_destroy(state_reader *r);
+/* Payload bytes not read yet (0 once every field is). A format that grew
+ * fields at its end reads them only while some are left, so an older file
+ * still loads; and a reader ends by checking that none are. */
+size_t state_reader_left(const state_reader *r);
 
 esgd_status state_get_u32(state_reader *r, uint32_t *v, esgd_error *err);
 esgd_status state_get_u64(state_reader *r, uint64_t *v, esgd_error *err);

@@ -4,8 +4,7 @@
  *
  *   cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
  *   mqtt_link_cli_options(&link_options, broker_options);
- *   cli_program program = {..., .shared_options = broker_options,
- *                          .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT};
+ *   cli_program program = {..., CLI_SHARED_OPTIONS(broker_options)};
  */
 #ifndef ESGD_MQTT_LINK_CLI_H
 #define ESGD_MQTT_LINK_CLI_H

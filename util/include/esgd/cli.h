@@ -7,6 +7,7 @@
  * the environment. -h is --help; anything else not an option is an error.
  *
  *   cli_option opts[] = {{"broker", CLI_STRING, &broker, "broker URL"}, ...};
+ *   cli_program program = {.name = "esgd-x", .summary = "usage: ...", CLI_OPTIONS(opts)};
  *   int rc = cli_parse(&program, argc, argv, &cfg);
  *   if (rc != CLI_CONTINUE) return rc == CLI_HELP ? 0 : 2;
  */
@@ -36,12 +37,19 @@ typedef struct cli_option {
 typedef struct cli_program {
     const char *name;        /* "esgd-agent", prefix of every message */
     const char *summary;     /* usage line(s) printed first by --help */
-    const cli_option *options;
+    const cli_option *options; /* set both with CLI_OPTIONS(array) */
     size_t option_count;
-    const cli_option *shared_options; /* a second table, e.g. the broker settings; may be NULL */
+    const cli_option *shared_options; /* a second table, e.g. the broker settings; may be NULL;
+                                       * set both with CLI_SHARED_OPTIONS(array) */
     size_t shared_option_count;
     const char *epilogue;    /* printed last by --help (exit codes), may be NULL */
 } cli_program;
+
+/* A cli_program's tables with their counts, from arrays of cli_option:
+ *   const cli_program program = {.name = "esgd-sim", CLI_OPTIONS(options), ...}; */
+#define CLI_OPTIONS(table) .options = (table), .option_count = sizeof(table) / sizeof((table)[0])
+#define CLI_SHARED_OPTIONS(table) \
+    .shared_options = (table), .shared_option_count = sizeof(table) / sizeof((table)[0])
 
 enum { CLI_CONTINUE = 0, CLI_HELP = 1, CLI_USAGE_ERROR = 2 };
 

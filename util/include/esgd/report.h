@@ -1,11 +1,15 @@
 /* What a run reports, in one format for esgd-sim and esgd-coordinator: the
- * progress line, the per-round CSV and the final JSON object. */
+ * progress line, the per-round CSV and the final JSON object, and the
+ * after-round sequence of evaluation, CSV row and progress line that both
+ * programs run (report_round). */
 #ifndef ESGD_REPORT_H
 #define ESGD_REPORT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "esgd/coordinator.h"
+#include "esgd/dataset.h"
 #include "esgd/round_times.h"
 
 /* Mean of the last `tail` values of values[0..n) (NaN values skipped; NaN if none). */
@@ -39,6 +43,42 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
  * (a resume runs the later ones again); rewrites it only when something is
  * cut. A missing file is fine. */
 esgd_status report_csv_cut(const char *path, uint32_t rounds, esgd_error *err);
+
+/* What a program reports after each round, and how. */
+typedef struct report_rounds {
+    const esgd_dataset *test;  /* the test set evaluation rounds use */
+    uint32_t eval_limit;       /* its examples per periodic evaluation (0: all; the last round uses all) */
+    FILE *csv;                 /* NULL: no CSV */
+    const char *csv_path;      /* names the CSV when a row cannot be synced */
+    bool csv_sync;             /* flush and fsync every row (a kill leaves each row whole on disk) */
+    bool progress_every_round; /* else the progress line only after evaluated rounds */
+    report_clock clock;        /* report_clock_start before the first round */
+    float accuracy, test_loss; /* of the last evaluation; set them to NaN before the first */
+    uint32_t test_images;      /* examples the last reported round was evaluated on, 0 if none */
+} report_rounds;
+
+/* A program's own step between two of report_round's: ESGD_OK to go on,
+ * else a status and err's message (the report stops there). */
+typedef esgd_status (*report_step)(void *ctx, const round_summary *s, esgd_error *err);
+
+typedef struct report_round_steps {
+    report_step after_evaluation; /* NULL: none. The coordinator encodes the next model here, so
+                                   * that the row's byte counts include it */
+    report_step after_row;        /* NULL: none. The coordinator checkpoints and publishes here:
+                                   * the row is on disk before the checkpoint, and the progress
+                                   * line comes once the round's model is out */
+    void *ctx;
+} report_round_steps;
+
+/* After round s closed, in this order: evaluates the model on r->test when
+ * s is an evaluation round (job_is_eval_round), into r->accuracy,
+ * r->test_loss and r->test_images; runs steps->after_evaluation; writes the
+ * CSV row (synced if asked; a failed sync is a warning, not an error); runs
+ * steps->after_row; prints the progress line on stderr. steps may be NULL.
+ * Errors: the evaluation's, its message prefixed "evaluation", or the
+ * failing step's. */
+esgd_status report_round(report_rounds *r, esgd_coordinator *c, const round_summary *s,
+                         const report_round_steps *steps, esgd_error *err);
 
 /* One JSON object and a newline: method, drop, model, agents, partition,
  * epochs, rounds, batch, lr, seed, values, test_accuracy, test_loss,

@@ -1,6 +1,11 @@
 /* Process-level helpers the programs share: a monotonic clock, a
  * SIGINT/SIGTERM flag, so a long run can stop at a clean point, and the peak
- * resident set, which a gateway operator sizes the device by. */
+ * resident set, which a gateway operator sizes the device by.
+ *
+ * monotonic_seconds is the one clock durations are measured with. The core
+ * reads no clock (what needs time gets it from its caller); the MQTT link's
+ * only other use of CLOCK_MONOTONIC is an absolute deadline for its
+ * condition variables' timed waits (link_deadline_after). */
 #ifndef ESGD_RUNTIME_H
 #define ESGD_RUNTIME_H
 
