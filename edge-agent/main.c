@@ -286,10 +286,8 @@ int main(int argc, char **argv)
         .summary = "usage: esgd-agent --id N [options]\n"
                    "Trains on this gateway's shard and sends eSGD sparse updates over MQTT; every\n"
                    "training setting comes from the coordinator's retained job configuration.",
-        .options = options,
-        .option_count = sizeof options / sizeof options[0],
-        .shared_options = broker_options,
-        .shared_option_count = MQTT_LINK_CLI_OPTION_COUNT,
+        CLI_OPTIONS(options),
+        CLI_SHARED_OPTIONS(broker_options),
         .epilogue = "exit status: 0 job finished, 1 runtime error (broker, data), 2 bad usage, keys or job\n"
                     "             configuration (restarting cannot help), 3 stopped by SIGINT/SIGTERM",
     };
