@@ -83,7 +83,8 @@ asan_build() {
 step "setup and build" "$root/scripts/setup.sh" "$root/build-ci" -DESGD_WERROR=ON
 tests "tests" "$root/build-ci"
 step "ASan+UBSan build" asan_build
-tests "tests under ASan+UBSan" "$root/build-asan" ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+tests "tests under ASan+UBSan" "$root/build-asan" ASAN_OPTIONS=detect_leaks=1:suppressions=$root/tests/asan.supp \
+    UBSAN_OPTIONS=print_stacktrace=1
 fuzz
 
 banner "summary"
