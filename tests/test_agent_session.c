@@ -17,26 +17,10 @@
 #include "esgd/envelope.h"
 #include "esgd/rng.h"
 
-/* Keys derived from a fixed seed, as in test_rounds.c; the jobs run TEST_RUN. */
-#define TEST_KEY_SEED 20240611u
-#define TEST_RUN 0x8000000000c0ffeeull
+/* Signed with the test keys (test_keys.h); the jobs run TEST_RUN. */
 #define TEST_AGENTS 2
-static signing_key coordinator_secret, agent_secret[TEST_AGENTS];
-static verify_key coordinator_public, agent_public[TEST_AGENTS];
-
-static int setup_keys(void **state)
-{
-    (void)state;
-    if (envelope_init(NULL) != ESGD_OK)
-        return -1;
-    keys_derive(TEST_KEY_SEED, "coordinator", &coordinator_secret, &coordinator_public);
-    for (uint32_t a = 0; a < TEST_AGENTS; a++) {
-        char name[KEY_NAME_MAX];
-        keys_agent_name(name, a);
-        keys_derive(TEST_KEY_SEED, name, &agent_secret[a], &agent_public[a]);
-    }
-    return 0;
-}
+#define TEST_KEY_AGENTS TEST_AGENTS
+#include "test_keys.h"
 
 /* Agent 0 of a tiny MLP job on synthetic 28x28 images, a coordinator for
  * it, and a clock the test moves by hand. */

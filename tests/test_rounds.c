@@ -22,27 +22,10 @@
 #include "esgd/state_file.h"
 #include <msgpack.h>
 
-/* Every message is signed, with keys derived from a fixed seed as esgd-sim
- * does; the jobs here run TEST_RUN. */
-#define TEST_KEY_SEED 20240611u
-#define TEST_RUN 0x8000000000c0ffeeull
+/* Every message is signed, with the test keys (test_keys.h). */
 #define MAX_TEST_AGENTS 8
-static signing_key coordinator_secret, agent_secret[MAX_TEST_AGENTS];
-static verify_key coordinator_public, agent_public[MAX_TEST_AGENTS];
-
-static int setup_keys(void **state)
-{
-    (void)state;
-    if (envelope_init(NULL) != ESGD_OK)
-        return -1;
-    keys_derive(TEST_KEY_SEED, "coordinator", &coordinator_secret, &coordinator_public);
-    for (uint32_t a = 0; a < MAX_TEST_AGENTS; a++) {
-        char name[KEY_NAME_MAX];
-        keys_agent_name(name, a);
-        keys_derive(TEST_KEY_SEED, name, &agent_secret[a], &agent_public[a]);
-    }
-    return 0;
-}
+#define TEST_KEY_AGENTS MAX_TEST_AGENTS
+#include "test_keys.h"
 
 /* Encodes u (f32 values) and signs the body with signer's key. */
 static void encode_signed_update(esgd_buffer *buf, const update_msg *u, const signing_key *signer)
