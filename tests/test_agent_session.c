@@ -21,6 +21,7 @@
 #define TEST_AGENTS 2
 #define TEST_KEY_AGENTS TEST_AGENTS
 #include "test_keys.h"
+#include "test_shard.h"
 
 /* Agent 0 of a tiny MLP job on synthetic 28x28 images, a coordinator for
  * it, and a clock the test moves by hand. */
@@ -37,20 +38,6 @@ static double fixture_clock(void *ctx)
     return ((fixture *)ctx)->now;
 }
 
-static void make_shard(esgd_dataset *ds, uint32_t count, uint64_t seed)
-{
-    esgd_rng rng;
-    rng_seed(&rng, seed, 0);
-    ds->count = count;
-    ds->rows = ds->cols = 28;
-    ds->pixels = malloc((size_t)count * 784);
-    ds->labels = malloc(count);
-    for (uint32_t i = 0; i < count; i++) {
-        ds->labels[i] = (uint8_t)(i % 10);
-        for (uint32_t p = 0; p < 784; p++)
-            ds->pixels[(size_t)i * 784 + p] = (uint8_t)((p / 78 == ds->labels[i] ? 200 : 0) + rng_below(&rng, 50));
-    }
-}
 
 static agent_session *new_session(fixture *f, uint32_t id, uint32_t config_timeout)
 {

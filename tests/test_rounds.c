@@ -26,6 +26,7 @@
 #define MAX_TEST_AGENTS 8
 #define TEST_KEY_AGENTS MAX_TEST_AGENTS
 #include "test_keys.h"
+#include "test_shard.h"
 
 /* Encodes u (f32 values) and signs the body with signer's key. */
 static void encode_signed_update(esgd_buffer *buf, const update_msg *u, const signing_key *signer)
@@ -150,21 +151,6 @@ typedef struct fixture {
     esgd_coordinator *coordinator;
 } fixture;
 
-static void make_shard(esgd_dataset *ds, uint32_t count, uint64_t seed)
-{
-    esgd_rng rng;
-    rng_seed(&rng, seed, 0);
-    ds->count = count;
-    ds->rows = ds->cols = 28;
-    ds->pixels = malloc((size_t)count * 784);
-    ds->labels = malloc(count);
-    for (uint32_t i = 0; i < count; i++) {
-        ds->labels[i] = (uint8_t)(i % 10);
-        for (uint32_t p = 0; p < 784; p++) /* a class-dependent band makes the task learnable */
-            ds->pixels[(size_t)i * 784 + p] =
-                (uint8_t)((p / 78 == ds->labels[i] ? 200 : 0) + rng_below(&rng, 50));
-    }
-}
 
 static int setup_job(void **state)
 {
