@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Load: 64 agents, each its own esgd-agent process, through one mosquitto for
 # 120 rounds at QoS 1 (every topic of the job is QoS 1). Checks that every
-# update is accepted exactly once (accepted = agents x rounds, nothing late,
-# early or rejected), that every round closes with all agents and none waits,
-# and that every agent exits 0. Duplicates are counted but allowed: an agent
-# re-sends the same bytes when it sees the model of a round it has answered
-# again (its retained first model and the round's own copy), and the
-# coordinator counts those once; their number is printed and bounded.
+# update is accepted exactly once (accepted = agents x rounds, nothing early
+# or rejected), that every round closes with all agents and none waits, and
+# that every agent exits 0. Repeats are counted but allowed: an agent re-sends
+# the same bytes when it sees the model of a round it has answered again (its
+# retained first model and the round's own copy, or the model published again
+# after 5 s without a new update while slow agents start), and the
+# coordinator counts each once, as a duplicate, or as late when the round
+# closed meanwhile; their number is printed and bounded.
 #
 # The model is the small MLP with batch 8 and eSGD drop 0.99, so the run is
 # about the messages, not the arithmetic. ESGD_LOAD_AGENTS and
@@ -42,7 +44,7 @@ for key in rounds accepted duplicate late early rejected; do
 done
 [ "$(json_get rounds "$json")" = "$rounds" ] || fail "ran $(json_get rounds "$json") rounds, expected $rounds"
 [ "$(json_get accepted "$json")" = "$expected" ] || fail "accepted $(json_get accepted "$json"), expected $expected"
-for key in late early rejected; do
+for key in early rejected; do
     [ "$(json_get "$key" "$json")" = 0 ] || fail "$key updates: $(json_get "$key" "$json")"
 done
 
@@ -56,25 +58,30 @@ closed=$(grep -c "^round [0-9]*/$rounds .* participants $agents " "$log" || true
 ! grep -l "warning:\|error:" "$work"/agent-*.log >/dev/null ||
     fail "agent warnings: $(grep -h -m 1 "warning:\|error:" "$work"/agent-*.log | head -n 3)"
 
-# Duplicates: an agent re-sends its update when the model of a round it has
-# answered reaches it again, which happens only around its first round (the
+# Repeats: an agent re-sends its update when the model of a round it has
+# answered reaches it again, which happens around its first round (the
 # retained model and the round's own copy can both arrive while it fetches
-# the retained one). Nothing is late, so every re-send the agents logged must
-# be one duplicate the coordinator counted and ignored, and the broker added
-# none of its own (QoS 1 redelivery would show as more duplicates than
-# re-sends); at most one per agent.
+# the retained one), or when the coordinator publishes the model again after
+# a round made no progress for 5 s (slow starts on a loaded machine). Every
+# re-send the agents logged must be one repeat the coordinator counted and
+# ignored (duplicate, or late if the round had closed), and the broker added
+# none of its own (QoS 1 redelivery would show as more repeats than re-sends).
 duplicates=$(json_get duplicate "$json")
+late=$(json_get late "$json")
+repeats=$((duplicates + late))
 resent=$(cat "$work"/agent-*.log | grep -c "re-sent the update" || true)
-echo "agents re-sent $resent updates, the coordinator counted $duplicates duplicates"
-[ "$resent" = "$duplicates" ] || fail "$resent re-sent updates but $duplicates duplicates"
+echo "agents re-sent $resent updates, the coordinator counted $duplicates duplicate and $late late"
+[ "$resent" = "$repeats" ] || fail "$resent re-sent updates but $duplicates duplicate + $late late"
 # Repeats are logged once per 10 s each, with a count of the ones left out
 # ("and N more like it", and a last "N more duplicate, late or early
-# updates"): lines plus counts must add up to the duplicates.
-logged=$(awk '/duplicate update on/ { n++ } match($0, /and [0-9]+ more like it/) { split(substr($0, RSTART, RLENGTH), w, " "); n += w[2] }
+# updates"): lines plus counts must add up to the repeats.
+logged=$(awk '/(duplicate|late) update on/ { n++ } match($0, /and [0-9]+ more like it/) { split(substr($0, RSTART, RLENGTH), w, " "); n += w[2] }
     match($0, /[0-9]+ more duplicate, late or early updates/) { split(substr($0, RSTART, RLENGTH), w, " "); n += w[1] }
     END { print n + 0 }' "$log")
-[ "$logged" = "$duplicates" ] || fail "$logged duplicates logged (lines and counts), $duplicates counted"
-[ "$duplicates" -le "$agents" ] || fail "$duplicates duplicates, more than one per agent"
+[ "$logged" = "$repeats" ] || fail "$logged repeats logged (lines and counts), $repeats counted"
+republished=$(grep -c "publishing the model again" "$log" || true)
+[ "$repeats" -le $((agents * (1 + republished))) ] ||
+    fail "$repeats repeats, more than one per agent and model published again ($republished)"
 if [ "$duplicates" -gt 0 ]; then
     echo "duplicates by round: $(grep -o "duplicate update on esgd/$job/round/[0-9]*" "$log" |
         sed 's|.*/round/||' | sort -n | uniq -c | awk '{printf "round %s: %s; ", $2, $1}')"
