@@ -282,8 +282,10 @@ static void check_signed_model(const uint8_t *body, size_t size)
         FUZZ_CHECK(st == ESGD_ERR_SIGNATURE);
     else if (want != ESGD_OK)
         FUZZ_CHECK(st == want);
-    else /* a delta on another round than 0 is a mismatch */
-        FUZZ_CHECK(st == ESGD_OK || (st == ESGD_ERR_MISMATCH && m.form == MODEL_FORM_DELTA && m.base_round != 0));
+    else /* a delta on another round than 0, or from a newer coordinator generation than the agent's 0, is a
+          * mismatch (only a full model may switch generation) */
+        FUZZ_CHECK(st == ESGD_OK || (st == ESGD_ERR_MISMATCH && m.form == MODEL_FORM_DELTA &&
+                                     (m.base_round != 0 || m.generation > 0)));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
