@@ -117,15 +117,9 @@ esgd_status import_table_read(import_table *t, const char *path, const char *lab
     char **header = NULL;
     size_t ncols = 0, label_col = 0, cap = 0;
     bool got;
-    esgd_status st = csv_reader_open(&r, path, err);
+    esgd_status st = csv_reader_open_header(&r, path, err);
     if (st != ESGD_OK)
         return st;
-    if ((st = csv_reader_next(&r, &got, err)) != ESGD_OK)
-        goto err;
-    if (!got) {
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "%s: empty file (no header row)", path);
-        goto err;
-    }
     if ((st = find_label(&r, label, &label_col, err)) != ESGD_OK)
         goto err;
     ncols = r.count;
@@ -253,15 +247,9 @@ esgd_status import_norm_read(import_norm *n, const char *path, esgd_error *err)
     csv_reader r;
     bool got;
     uint32_t cap = 0;
-    esgd_status st = csv_reader_open(&r, path, err);
+    esgd_status st = csv_reader_open_header(&r, path, err);
     if (st != ESGD_OK)
         return st;
-    if ((st = csv_reader_next(&r, &got, err)) != ESGD_OK)
-        goto err;
-    if (!got) {
-        st = esgd_error_set(err, ESGD_ERR_FORMAT, "%s: empty file (no header row)", path);
-        goto err;
-    }
     if (r.count != 3 || strcmp(r.fields[0], "feature") || strcmp(r.fields[1], "mean") || strcmp(r.fields[2], "std")) {
         st = esgd_error_set(err, ESGD_ERR_FORMAT, "%s:%lu: header is not feature,mean,std", path, r.line);
         goto err;

@@ -130,3 +130,16 @@ bool csv_parse_number(const char *s, double *v)
     return true;
 }
 
+esgd_status csv_reader_open_header(csv_reader *r, const char *path, esgd_error *err)
+{
+    bool got = false;
+    esgd_status st = csv_reader_open(r, path, err);
+    if (st != ESGD_OK)
+        return st;
+    if ((st = csv_reader_next(r, &got, err)) == ESGD_OK && !got)
+        st = esgd_error_set(err, ESGD_ERR_FORMAT, "%s: empty file (no header row)", path);
+    if (st != ESGD_OK)
+        csv_reader_close(r);
+    return st;
+}
+

@@ -26,6 +26,9 @@ typedef struct csv_reader {
 
 esgd_status csv_reader_open(csv_reader *r, const char *path, esgd_error *err);
 void csv_reader_close(csv_reader *r);
+/* Opens path and reads its header row into r->fields; an empty file is an
+ * error, and on any error the reader is closed. */
+esgd_status csv_reader_open_header(csv_reader *r, const char *path, esgd_error *err);
 /* The next non-blank line's fields in r->fields[0..r->count); *got false at the end. */
 esgd_status csv_reader_next(csv_reader *r, bool *got, esgd_error *err);
 /* A finite number that is the whole field. */
