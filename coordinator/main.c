@@ -276,7 +276,8 @@ static int setup(run *r, esgd_error *err)
     /* This start's generation: above the checkpoint's, and the start time
      * in seconds keeps it above any earlier start's even when restored from
      * an older checkpoint (agents tell us if not: handle_status). */
-    uint32_t generation = coordinator_generation(r->coordinator) + 1, now = (uint32_t)time(NULL);
+    uint32_t saved = coordinator_generation(r->coordinator), now = (uint32_t)time(NULL);
+    uint32_t generation = saved < UINT32_MAX ? saved + 1 : saved;
     coordinator_set_generation(r->coordinator, now > generation ? now : generation);
     if (r->set.csv_path) {
         bool fresh = coordinator_round(r->coordinator) == 0;

@@ -4,6 +4,7 @@
  * every live agent has answered, or a quorum has and the timeout passed,
  * publishing the model again when the round stalls or the broker came back. */
 #include <string.h>
+#include <time.h>
 
 #include "esgd/log.h"
 #include "esgd/runtime.h"
@@ -52,6 +53,8 @@ static log_limiter data_conflict_log = LOG_LIMITER(10), status_refused_log = LOG
                    update_rejected_log = LOG_LIMITER(10), update_unused_log = LOG_LIMITER(10),
                    conflict_log = LOG_LIMITER(10);
 
+#define GENERATION_SLACK_SECONDS 86400
+
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 {
     esgd_error err = {0};
@@ -64,6 +67,15 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
         st = codec_decode_status(r->status_decoder, m->data, body, &s, &err);
     if (st == ESGD_OK && s.agent != agent)
         st = esgd_error_set(&err, ESGD_ERR_MISMATCH, "status names agent %u", s.agent);
+    /* A generation is a coordinator start's time in seconds (or one above
+     * its checkpoint's): one far beyond both ours and now was never made by
+     * a coordinator, and following it would let one agent push ours to the
+     * top of its range. A day of slack covers clocks of other hosts. */
+    uint64_t newest = (uint64_t)time(NULL) > coordinator_generation(r->coordinator) ? (uint64_t)time(NULL)
+                                                                                     : coordinator_generation(r->coordinator);
+    if (st == ESGD_OK && s.generation > newest + GENERATION_SLACK_SECONDS)
+        st = esgd_error_set(&err, ESGD_ERR_RANGE, "generation %u is beyond any coordinator start (newest %llu)",
+                            s.generation, (unsigned long long)newest);
     if (st != ESGD_OK) {
         r->status_rejected++;
         log_warn_limited(&status_refused_log, "agent %u: status message refused (%s): %s", agent,

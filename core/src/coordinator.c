@@ -521,7 +521,7 @@ status_note coordinator_note_status(esgd_coordinator *c, const status_msg *s)
     status_note note = {false, -1, false, 0};
     if (s->agent >= c->cfg.agents || s->run != c->cfg.run)
         return note;
-    if (s->generation > c->generation) {
+    if (s->generation > c->generation && s->generation < UINT32_MAX) {
         coordinator_set_generation(c, s->generation + 1);
         note.generation_raised = true;
     }

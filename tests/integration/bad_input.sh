@@ -38,6 +38,9 @@ while IFS=$'\t' read -r name topic expect; do
     sent=$((sent + 1))
 done <"$work/corpus/cases.tsv"
 echo "published $sent hostile messages"
+mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "esgd/$job/status/1" -f "$work/corpus/status_beyond_generation.bin" ||
+    fail "could not publish the status with a generation beyond any start"
+wait_for_line "generation 4294967295 is beyond any coordinator start" "$work/coordinator.log" 30
 # A flood: 20,000 status messages for agent 1 (mosquitto_pub -l sends a line each).
 log_lines() { grep -vc '^round ' "$work/coordinator.log"; } # all but the progress lines
 lines_before=$(log_lines)

@@ -182,6 +182,12 @@ def main():
             with open(os.path.join(out, name + ".bin"), "wb") as f:
                 f.write(payload)
             tsv.write(f"{name}\t{topic}\t{expect}\n")
+    # A status of agent 1's own, claiming a coordinator generation no start
+    # ever made: followed, it would push the coordinator's to the top.
+    beyond = pack({"v": 2, "type": "status", "job": job, "run": RUN, "agent": 1, "state": "online", "round": rnd,
+                   "gen": 0xFFFFFFFF})
+    with open(os.path.join(out, "status_beyond_generation.bin"), "wb") as f:
+        f.write(signed(rogue, beyond))
 
 
 if __name__ == "__main__":
