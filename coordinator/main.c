@@ -25,6 +25,7 @@
 #include "esgd/coordinator.h"
 #include "esgd/envelope.h"
 #include "esgd/log.h"
+#include "esgd/model_file.h"
 #include "esgd/mqtt_link.h"
 #include "esgd/mqtt_link_cli.h"
 #include "esgd/report.h"
@@ -134,7 +135,7 @@ static int train(run *r)
     if (run_publish(r, topic, msg, size, true) != ESGD_OK)
         return EXIT_RUNTIME;
     log_info("job %s run %016llx generation %u: %s %s drop %g, %u agents (quorum %u, round timeout %g s), %u rounds "
-             "from round %u", r->cfg.job, (unsigned long long)r->cfg.run, coordinator_generation(r->coordinator), model_kind_name(r->cfg.model), sparsify_method_name(r->cfg.sparsify.method),
+             "from round %u", r->cfg.job, (unsigned long long)r->cfg.run, coordinator_generation(r->coordinator), r->cfg.model, sparsify_method_name(r->cfg.sparsify.method),
              r->cfg.sparsify.drop_ratio,
              r->cfg.agents, quorum, r->set.round_timeout, job_total_rounds(&r->cfg), coordinator_round(r->coordinator));
 
@@ -177,10 +178,84 @@ io_error:
     return EXIT_RUNTIME;
 }
 
+/* --export and --normalisation: where the trained model is written at the
+ * end of the job, and the input normalisation stored with it. */
+typedef struct model_export {
+    const char *path; /* NULL: not written */
+    const char *norm_path;
+    char default_path[4200];
+    float *norm; /* (norm_count, 2) mean, std */
+    uint32_t norm_count;
+} model_export;
+
+/* Before training: the default path, and the normalisation read and checked
+ * against the network now rather than at the end of the job. */
+static int export_setup(const run *r, model_export *ex, esgd_error *err)
+{
+    if (!ex->path && r->set.state_dir) {
+        snprintf(ex->default_path, sizeof ex->default_path, "%s/model-%s.esgd", r->set.state_dir, r->cfg.job);
+        ex->path = ex->default_path;
+    }
+    if (!ex->norm_path)
+        return EXIT_DONE;
+    if (!ex->path) {
+        esgd_error_set(err, ESGD_ERR_ARG, "--normalisation is stored in the exported model: give --export or --state-dir");
+        return EXIT_USAGE;
+    }
+    model_spec spec;
+    if (job_model_spec(&r->cfg, &spec, err) != ESGD_OK ||
+        model_file_read_normalisation(ex->norm_path, &spec, &ex->norm, &ex->norm_count, err) != ESGD_OK)
+        return EXIT_USAGE;
+    return EXIT_DONE;
+}
+
+/* After the final evaluation: the model of the last closed round with the
+ * final test accuracy (NaN, stored as nil, when there was none). */
+static esgd_status export_model(const run *r, const model_export *ex, esgd_error *err)
+{
+    const esgd_job_config *cfg = coordinator_config(r->coordinator);
+    model_file f = {.run = cfg->run,
+                    .round = coordinator_round(r->coordinator) - 1,
+                    .classes = cfg->classes,
+                    .num_params = job_dimension(cfg),
+                    .params = (float *)coordinator_params(r->coordinator),
+                    .test_accuracy = r->report.accuracy,
+                    .norm_count = ex->norm_count,
+                    .norm = ex->norm};
+    snprintf(f.job, sizeof f.job, "%s", cfg->job);
+    snprintf(f.model, sizeof f.model, "%s", cfg->model);
+    snprintf(f.input, sizeof f.input, "%s", cfg->input);
+    return model_file_write(ex->path, &f, err);
+}
+
 /* Messages that arrive while the lease is claimed are handled as usual. */
 static void on_other_message(void *ctx, const mqtt_message *m)
 {
     run_handle_message(ctx, m);
+}
+
+/* The test set must fit the job's network: its example shape and labels. */
+static esgd_status check_test_set(const esgd_job_config *cfg, const esgd_dataset *test, esgd_error *err)
+{
+    uint32_t dims[3], rank;
+    esgd_status st = job_input_dims(cfg, dims, &rank, err);
+    if (st != ESGD_OK)
+        return st;
+    bool same = rank == test->rank;
+    for (uint32_t i = 0; same && i < rank; i++)
+        same = dims[i] == test->dims[i];
+    if (!same) {
+        char shape[48] = "";
+        for (uint32_t i = 0; i < test->rank; i++)
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%u", i ? "x" : "", test->dims[i]);
+        return esgd_error_set(err, ESGD_ERR_DIMENSION, "the test set's examples are %s, not --input %s (set --input %s)",
+                              shape, cfg->input, shape);
+    }
+    for (uint32_t i = 0; i < test->count; i++)
+        if (test->labels[i] >= cfg->classes)
+            return esgd_error_set(err, ESGD_ERR_RANGE, "test example %u has label %u; --classes is %u", i,
+                                  test->labels[i], cfg->classes);
+    return ESGD_OK;
 }
 
 static int setup(run *r, esgd_error *err)
@@ -188,13 +263,16 @@ static int setup(run *r, esgd_error *err)
     char path[4096];
     uint8_t *labels = NULL;
     uint32_t count = 0;
-    /* The training-set size fixes the rounds per epoch; read it from the
-     * data the agents train on, as the simulator does. */
-    dataset_labels_path(path, sizeof path, r->set.data_dir, "train");
-    if (idx_read_labels(path, &labels, &count, err) != ESGD_OK)
-        return EXIT_RUNTIME;
-    free(labels);
-    r->cfg.train_samples = count;
+    /* The training-set size fixes the rounds per epoch: read from the data
+     * the agents are cut from when --data holds a train split, as the
+     * simulator does; on agents' own data --train-samples says it. */
+    if (dataset_split_exists(r->set.data_dir, "train")) {
+        dataset_labels_path(path, sizeof path, r->set.data_dir, "train");
+        if (idx_read_labels(path, &labels, &count, err) != ESGD_OK)
+            return EXIT_RUNTIME;
+        free(labels);
+        r->cfg.train_samples = count;
+    }
     if (job_config_validate(&r->cfg, err) != ESGD_OK)
         return EXIT_USAGE;
     if (!r->set.keys_dir) {
@@ -214,9 +292,19 @@ static int setup(run *r, esgd_error *err)
         if (keys_load_public(r->set.keys_dir, name, &r->agent_keys[a], err) != ESGD_OK)
             return EXIT_USAGE;
     }
-    if (dataset_load_split(&r->test, r->set.data_dir, "t10k", NULL, 0, err) != ESGD_OK)
-        return EXIT_RUNTIME;
-    r->report.test = &r->test;
+    const char *test_split = dataset_split_exists(r->set.data_dir, "t10k")   ? "t10k"
+                             : dataset_split_exists(r->set.data_dir, "test") ? "test"
+                                                                             : NULL;
+    if (test_split) {
+        if (dataset_load_split(&r->test, r->set.data_dir, test_split, NULL, 0, err) != ESGD_OK)
+            return EXIT_RUNTIME;
+        if (check_test_set(&r->cfg, &r->test, err) != ESGD_OK)
+            return EXIT_USAGE;
+        r->report.test = &r->test;
+    } else {
+        log_warn("no test split (t10k or test) in %s: no test accuracy, only the agents' training loss is reported",
+                 r->set.data_dir);
+    }
     r->report.eval_limit = r->set.eval_limit;
     /* A fresh start is a new run; a resume below takes the checkpoint's.
      * The top bit keeps its encoding one size (see esgd_job_config.run). */
@@ -327,6 +415,7 @@ int main(int argc, char **argv)
     memset(&r, 0, sizeof r);
     r.report = (report_rounds){.csv_sync = true, .progress_every_round = true, .accuracy = NAN, .test_loss = NAN};
     settings *set = &r.set;
+    model_export ex = {0};
     set->link.broker_url = "tcp://127.0.0.1:1883";
     set->link.connect_timeout_seconds = 30;
     set->data_dir = "data/mnist";
@@ -338,7 +427,7 @@ int main(int argc, char **argv)
     cli_option broker_options[MQTT_LINK_CLI_OPTION_COUNT];
     mqtt_link_cli_options(&set->link, broker_options);
     const cli_option options[] = {
-        {"data", CLI_STRING, &set->data_dir, "IDX data folder: train labels (epoch length) and t10k test set"},
+        {"data", CLI_STRING, &set->data_dir, "IDX data folder: train labels (epoch length, when present) and the t10k or test split"},
         {"quorum", CLI_UINT, &set->quorum, "fewest updates that may close a round after the timeout (0: majority)"},
         {"round-timeout", CLI_DOUBLE, &set->round_timeout, "seconds to wait for all agents before a quorum suffices"},
         {"start-timeout", CLI_DOUBLE, &set->start_timeout,
@@ -355,6 +444,9 @@ int main(int argc, char **argv)
         {"keys", CLI_STRING, &set->keys_dir, "folder with coordinator.key (ours) and agent-<id>.pub (esgd-keygen)"},
         {"norm-action", CLI_STRING, &set->norm_action, "what to do with an update over the bound: reject | clip"},
         {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
+        {"export", CLI_STRING, &ex.path,
+         "write the trained model file here at the end (default: STATE-DIR/model-JOB.esgd with --state-dir, else none)"},
+        {"normalisation", CLI_STRING, &ex.norm_path, "normalisation.csv (esgd-import) to store in the exported model"},
     };
     const cli_program program = {
         .name = "esgd-coordinator",
@@ -381,6 +473,8 @@ int main(int argc, char **argv)
     esgd_error err = {0};
     double started = monotonic_seconds();
     rc = setup(&r, &err);
+    if (rc == EXIT_DONE)
+        rc = export_setup(&r, &ex, &err);
     if (rc != EXIT_DONE)
         log_error("%s", err.message);
     else
@@ -388,11 +482,16 @@ int main(int argc, char **argv)
     if (rc == EXIT_INTERRUPTED)
         log_info("stopped at round %u%s", coordinator_round(r.coordinator),
                  r.set.state_dir ? "; the checkpoint holds the last closed round" : "");
+    if (rc == EXIT_DONE && ex.path && export_model(&r, &ex, &err) != ESGD_OK) {
+        log_error("%s", err.message);
+        rc = EXIT_RUNTIME;
+    }
     if (rc == EXIT_DONE) {
         mqtt_link_counters k = mqtt_link_get_counters(r.link);
-        log_info("job %s finished: %u rounds, test accuracy %.4f; broker link: %llu messages in, %llu out; "
+        log_info("job %s finished: %u rounds, test accuracy %.4f; model %s; broker link: %llu messages in, %llu out; "
                  "peak resident set %.1f MiB",
-                 r.cfg.job, coordinator_round(r.coordinator), r.report.accuracy, (unsigned long long)k.received,
+                 r.cfg.job, coordinator_round(r.coordinator), r.report.accuracy, ex.path ? ex.path : "not exported",
+                 (unsigned long long)k.received,
                  (unsigned long long)k.published, peak_resident_mib());
         if (set->json)
             report_json(stdout, r.coordinator, r.report.accuracy, r.report.test_loss, &r.times,
@@ -415,5 +514,6 @@ int main(int argc, char **argv)
     codec_decoder_free(r.status_decoder);
     metrics_stop(r.metrics);
     round_times_destroy(&r.times);
+    free(ex.norm);
     return rc;
 }

@@ -111,8 +111,9 @@ static void render(metrics *m, text *t)
 {
     const coordinator_counters *k = &m->counters;
     char labels[160];
-    snprintf(labels, sizeof labels, "{job=\"%s\",model=\"%s\",method=\"%s\"}", m->cfg.job,
-             model_kind_name(m->cfg.model), sparsify_method_name(m->cfg.sparsify.method));
+    /* A layer list is free text: the label names only presets. */
+    snprintf(labels, sizeof labels, "{job=\"%s\",model=\"%.16s\",method=\"%s\"}", m->cfg.job,
+             model_spec_preset(m->cfg.model) ? m->cfg.model : "custom", sparsify_method_name(m->cfg.sparsify.method));
     emit_header(t, "esgd_job_info", "gauge", "The job this coordinator runs (value 1).");
     emit_value(t, "esgd_job_info", labels, 1);
     double dense = (double)k->accepted * m->dim * 4.0;

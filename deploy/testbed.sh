@@ -18,13 +18,18 @@
 #
 # usage: deploy/testbed.sh [--agents N] [--method M] [--drop R] [--epochs E] [--rounds T]
 #          [--partition iid|noniid] [--seed S] [--model lenet|mlp] [--results DIR]
-#          [--build DIR] [--data DIR] [-- more coordinator options]
+#          [--build DIR] [--dataset mnist|fashion] [--data DIR] [-- more coordinator options]
+# --dataset names the data set (default mnist) in result.json ("dataset"),
+# the plot title and, when not mnist, the results folder
+# (results/runs/<time>-<dataset>-<method>-<drop>-<N>a); its default --data is
+# data/mnist, data/fashion-mnist (scripts/setup.sh --dataset fashion) or
+# data/<dataset>.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$root/deploy/lib/broker.sh"
 
 agents=4 method=esgd drop=0.875 epochs=2 rounds=0 partition=iid seed=1 model=lenet
-build="$root/build" data="$root/data/mnist" results=""
+build="$root/build" dataset=mnist data="" results=""
 extra=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -38,13 +43,25 @@ while [ $# -gt 0 ]; do
     --model) model=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --dataset) dataset=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --help|-h) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "testbed: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ -n "$results" ] || results="$root/results/runs/$(date -u +%Y%m%dT%H%M%SZ)-$method-$drop-${agents}a"
+[[ $dataset =~ ^[A-Za-z0-9_.-]+$ ]] || { echo "testbed: bad --dataset '$dataset' (letters, digits, _ . -)" >&2; exit 2; }
+if [ -z "$data" ]; then
+    case $dataset in
+    fashion) data="$root/data/fashion-mnist" ;;
+    *) data="$root/data/$dataset" ;;
+    esac
+fi
+if [ -z "$results" ]; then
+    label=$method-$drop-${agents}a
+    [ "$dataset" = mnist ] || label=$dataset-$label
+    results="$root/results/runs/$(date -u +%Y%m%dT%H%M%SZ)-$label"
+fi
 for bin in coordinator/esgd-coordinator edge-agent/esgd-agent core/esgd-keygen; do
     [ -x "$build/$bin" ] || { echo "testbed: ${bin#*/} not built in $build (run scripts/setup.sh)" >&2; exit 1; }
 done
@@ -72,7 +89,7 @@ record_failure() {
         rm -rf "$results"
         echo "testbed: no round completed; removed $results" >&2
     else
-        printf '{"status": "failed", "reason": "%s", "rounds_done": %s}\n' \
+        printf '{"status": "failed", "dataset": "%s", "reason": "%s", "rounds_done": %s}\n' "$dataset" \
             "$(sed 's/\\/\\\\/g; s/"/\\"/g' <<<"$reason")" \
             "$(tail -n 1 "$results/rounds.csv" | cut -d, -f1)" >"$results/result.json"
         echo "testbed: failed; logs, rounds.csv and result.json (status failed) in $results" >&2
@@ -94,7 +111,7 @@ keys=$(mktemp -d "${TMPDIR:-/tmp}/esgd-testbed-keys.XXXXXX")
     { echo "testbed: esgd-keygen failed" >&2; exit 1; }
 broker_start "$results/logs/broker"
 job="testbed-$$"
-echo "testbed: mosquitto on $BROKER_URL (pid $BROKER_PID); job $job; results in $results" >&2
+echo "testbed: mosquitto on $BROKER_URL (pid $BROKER_PID); job $job; data set $dataset ($data); results in $results" >&2
 
 "$coordinator_bin" --broker "$BROKER_URL" --job "$job" --data "$data" --model "$model" --agents "$agents" \
     --method "$method" --drop "$drop" --epochs "$epochs" --rounds "$rounds" --partition "$partition" \
@@ -118,7 +135,7 @@ if [ "$status" -ne 0 ]; then
     echo "testbed: $reason" >&2
     exit "$status"
 fi
-sed 's/^{/{"status": "finished", /' "$results/logs/coordinator.json" >"$results/result.json"
+sed "s/^{/{\"status\": \"finished\", \"dataset\": \"$dataset\", /" "$results/logs/coordinator.json" >"$results/result.json"
 finished=1
 # Agents stop by themselves on the final model; give them a moment.
 for pid in "${pids[@]:1}"; do
@@ -138,7 +155,7 @@ set terminal pngcairo size 1100,800 noenhanced
 set output "$results/loss.png"
 set datafile separator ","
 set datafile missing ""
-set multiplot layout 2,1 title "$model, $agents agents, $method drop $drop ($partition), seed $seed"
+set multiplot layout 2,1 title "$dataset, $model, $agents agents, $method drop $drop ($partition), seed $seed"
 set key outside right top
 set grid
 set xlabel "round"

@@ -100,14 +100,22 @@ static int start_run(agent_run *r, esgd_error *err)
     const esgd_job_config *cfg = agent_session_config(r->session);
     dataset_destroy(&r->shard); /* the previous run's, whose agent is gone */
     uint32_t index = r->set.id, parts = cfg->agents, train_samples = 0;
-    if (r->set.shard && parse_shard(r->set.shard, &index, &parts) != 0) {
-        esgd_error_set(err, ESGD_ERR_ARG, "--shard '%s': expected i/N with i < N", r->set.shard);
+    /* Own data announces our id as the shard, so only the data's
+     * fingerprint can match another agent's. */
+    bool own = r->set.shard && strcmp(r->set.shard, "all") == 0;
+    if (r->set.shard && !own && parse_shard(r->set.shard, &index, &parts) != 0) {
+        esgd_error_set(err, ESGD_ERR_ARG, "--shard '%s': expected i/N with i < N, or all", r->set.shard);
         return AGENT_EXIT_USAGE;
     }
-    if (job_load_shard(cfg, r->set.data_dir, index, parts, &r->shard, &train_samples, err) != ESGD_OK)
-        return AGENT_EXIT_RUNTIME;
-    if (train_samples != cfg->train_samples)
-        log_warn("local training set has %u examples, the job assumes %u", train_samples, cfg->train_samples);
+    if (own) {
+        if (job_load_own(cfg, r->set.data_dir, &r->shard, err) != ESGD_OK)
+            return AGENT_EXIT_RUNTIME;
+    } else {
+        if (job_load_shard(cfg, r->set.data_dir, index, parts, &r->shard, &train_samples, err) != ESGD_OK)
+            return AGENT_EXIT_RUNTIME;
+        if (train_samples != cfg->train_samples)
+            log_warn("local training set has %u examples, the job assumes %u", train_samples, cfg->train_samples);
+    }
     if (agent_session_join(r->session, &r->shard, index, parts, err) != ESGD_OK)
         return AGENT_EXIT_USAGE;
     esgd_agent *agent = agent_session_agent(r->session);
@@ -125,9 +133,9 @@ static int start_run(agent_run *r, esgd_error *err)
                 log_info("restored eSGD state from %s (last answered round %u)", r->state_path, answered);
         }
     }
-    log_info("job %s run %016llx: %s %s drop %g, shard %u/%u with %u examples", cfg->job,
-             (unsigned long long)cfg->run, model_kind_name(cfg->model), sparsify_method_name(cfg->sparsify.method),
-             cfg->sparsify.drop_ratio, index, parts, r->shard.count);
+    log_info("job %s run %016llx: %s %s drop %g, %s %u/%u with %u examples", cfg->job,
+             (unsigned long long)cfg->run, cfg->model, sparsify_method_name(cfg->sparsify.method),
+             cfg->sparsify.drop_ratio, own ? "own data, id" : "shard", index, parts, r->shard.count);
     return AGENT_EXIT_DONE;
 }
 
@@ -275,8 +283,9 @@ int main(int argc, char **argv)
     const cli_option options[] = {
         {"job", CLI_STRING, &set->job, "job name (the coordinator's --job)"},
         {"id", CLI_UINT, &set->id, "this agent's id, 0..agents-1"},
-        {"data", CLI_STRING, &set->data_dir, "IDX data folder with train-images/labels"},
-        {"shard", CLI_STRING, &set->shard, "train on shard i of N, as i/N (default: id/agents)"},
+        {"data", CLI_STRING, &set->data_dir, "IDX data folder with the train split (MNIST or esgd-import names)"},
+        {"shard", CLI_STRING, &set->shard, "train on shard i of N, as i/N (default: id/agents); all: every example "
+                                           "in --data, this gateway's own data"},
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the eSGD state; a restart continues from it"},
         {"config-timeout", CLI_UINT, &set->config_timeout, "seconds to wait for the job configuration (0: forever)"},
         {"keys", CLI_STRING, &set->keys_dir, "folder with agent-<id>.key (ours) and coordinator.pub (esgd-keygen)"},

@@ -431,7 +431,9 @@ def decode_lease(f, _expected_dim):
 # (name, "str" | "uint" | "float" | tuple of allowed names, min, max).
 CONFIG_OPTIONS = [
     ("job", "str", None, None),
-    ("model", ("mlp", "lenet"), None, None),
+    ("model", "text", 1, 1024),
+    ("input", "text", 1, 31),
+    ("classes", "uint", 2, 256),
     ("method", ("dense", "threshold", "esgd", "topk", "randk", "dgc"), None, None),
     ("drop", "float", 0.0, 0.999999),
     ("threshold", "float", 0.0, 1e30),
@@ -449,6 +451,8 @@ CONFIG_OPTIONS = [
     ("batch", "uint", 1, 4096),
     ("lr", "float", 1e-12, 1e6),
     ("lr-decay", "float", 1e-12, 1.0),
+    ("lr-schedule", ("step", "constant", "cosine"), None, None),
+    ("warmup-rounds", "uint", 0, 4000000000),
     ("epochs", "uint", 0, 100000),
     ("rounds", "uint", 0, 4000000000),
     ("seed", "uint", 0, 2**64 - 1),
@@ -458,7 +462,79 @@ CONFIG_OPTIONS = [
     ("train-samples", "uint", 1, 4000000000),
     ("eval-every", "uint", 0, 4000000000),
 ]
-MODEL_DIM = {"mlp": 101770, "lenet": 61706}
+MODEL_PRESETS = {
+    "lenet": "conv 6 5 same, relu, maxpool 2, conv 16 5, relu, maxpool 2, flatten, dense 120, relu, dense 84, relu, "
+             "dense 10",
+    "mlp": "dense 128, relu, dense 10",
+}
+
+
+def spec_params(spec, input_text, classes):
+    """d of a model spec (messages.md, section 6) for an input shape, written
+    from the document alone; a spec that does not build is `argument`."""
+    try:
+        dims = [int(x) for x in input_text.split("x")]
+    except ValueError:
+        raise WireError("argument", f"input '{show(input_text)}' is not sizes joined by x")
+    if not 1 <= len(dims) <= 3 or min(dims) < 1:
+        raise WireError("argument", f"input '{show(input_text)}' needs 1 to 3 positive sizes")
+    layers = [l.split() for l in MODEL_PRESETS.get(spec, spec).lower().split(",")]
+    signal = any(l and l[0] == "conv1d" for l in layers)
+    if signal:
+        if len(dims) == 3:
+            raise WireError("argument", "conv1d needs an input of rank 1 or 2")
+        shape = (dims[0] if len(dims) == 2 else 1, 1, dims[-1], 1)
+    elif len(dims) == 1:
+        shape = (dims[0], 1, 1, 0)
+    else:
+        shape = (dims[0] if len(dims) == 3 else 1, dims[-2], dims[-1], 2)
+    total = 0
+    for words in layers:
+        if not words:
+            raise WireError("argument", "empty layer in the model spec")
+        name, args = words[0], words[1:]
+        nums = [int(a) for a in args if a.isdigit()]
+        c, h, w, spatial = shape
+        if name == "dense" and len(args) == 1 and len(nums) == 1:
+            total += c * h * w * nums[0] + nums[0]
+            shape = (nums[0], 1, 1, 0)
+        elif name in ("conv", "conv2d", "conv1d") and len(nums) == 2 and (len(args) == 2 or args[2:] in (["same"], ["valid"])):
+            f, k = nums
+            kh = 1 if name == "conv1d" else k
+            if spatial != (1 if name == "conv1d" else 2):
+                raise WireError("argument", f"{name} does not fit its input")
+            if args[2:] != ["same"]:
+                h, w = h - kh + 1, w - k + 1
+                if h < 1 or w < 1:
+                    raise WireError("argument", f"{name} kernel larger than its input")
+            total += f * c * kh * k + f
+            shape = (f, h, w, spatial)
+        elif name == "maxpool" and len(args) == 1 and len(nums) == 1:
+            k = nums[0]
+            if spatial == 0:
+                raise WireError("argument", "maxpool on a vector")
+            kh = k if spatial == 2 else 1
+            if h // kh < 1 or w // k < 1:
+                raise WireError("argument", "maxpool window larger than its input")
+            shape = (c, h // kh, w // k, spatial)
+        elif name == "flatten" and not args:
+            shape = (c * h * w, 1, 1, 0)
+        elif name in ("relu", "tanh") and not args:
+            pass
+        else:
+            raise WireError("argument", f"model spec layer '{show(' '.join(words))}' is not understood")
+    if shape[3] != 0 or shape[0] != classes:
+        raise WireError("argument", f"the network does not end in {classes} values")
+    return total
+
+
+def total_rounds(cfg):
+    """job_total_rounds: rounds, or epochs times ceil(train-samples / (agents x batch)), capped at 2^32-1."""
+    if cfg["rounds"] > 0:
+        return cfg["rounds"]
+    per_round = cfg["agents"] * cfg["batch"]
+    per_epoch = max(1, (cfg["train-samples"] + per_round - 1) // per_round)
+    return min(cfg["epochs"] * per_epoch, 2**32 - 1)
 
 
 def decode_config(f, _expected_dim):
@@ -467,6 +543,11 @@ def decode_config(f, _expected_dim):
     for name, kind, lo, hi in CONFIG_OPTIONS:
         if kind == "str":
             msg[name] = f.job()
+        elif kind == "text":
+            v = f.str(name)
+            if not lo <= len(v.encode("utf-8", "surrogateescape")) <= hi or any(not 0x20 <= ord(ch) <= 0x7E for ch in v):
+                raise WireError("range", f"option {name}: 1..{hi} bytes of printable ASCII")
+            msg[name] = v
         elif kind == "uint":
             v = f.get(name)
             if not is_int(v):
@@ -491,8 +572,11 @@ def decode_config(f, _expected_dim):
         raise WireError("argument", "agents must be <= train-samples")
     if msg["epochs"] == 0 and msg["rounds"] == 0:
         raise WireError("argument", "epochs or rounds must be > 0")
-    if msg["dim"] != MODEL_DIM[msg["model"]]:
-        raise WireError("dimension", f"config dim {msg['dim']}, model {msg['model']} has {MODEL_DIM[msg['model']]}")
+    d = spec_params(msg["model"], msg["input"], msg["classes"])
+    if msg["warmup-rounds"] > 0 and msg["warmup-rounds"] >= total_rounds(msg):
+        raise WireError("argument", f"warmup-rounds must be less than the job's {total_rounds(msg)} rounds")
+    if msg["dim"] != d:
+        raise WireError("dimension", f"config dim {msg['dim']}, model {show(msg['model'])} has {d}")
     return msg
 
 

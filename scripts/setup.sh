@@ -1,14 +1,31 @@
 #!/usr/bin/env bash
 # Brings a fresh Debian machine to a working state: installs the Debian
 # packages that are missing (apt-get, as root, with apt's own progress),
-# fetches MNIST and builds. A second run finds everything in place and says
-# so in one line per step.
-# Usage: scripts/setup.sh [BUILD_DIR [extra cmake args...]]
+# fetches the data set and builds. A second run finds everything in place
+# and says so in one line per step.
+# Usage: scripts/setup.sh [--dataset mnist|fashion] [BUILD_DIR [extra cmake args...]]
+# The data set (also ESGD_DATASET; default mnist): MNIST into data/mnist
+# (scripts/fetch-mnist.sh), or Fashion-MNIST from the Debian package
+# dataset-fashion-mnist into data/fashion-mnist under MNIST's file names
+# (scripts/fetch-fashion.sh).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+say() { echo "setup: $*" >&2; }
+dataset=${ESGD_DATASET:-mnist}
+while [ $# -gt 0 ]; do
+    case $1 in
+    --dataset) [ $# -ge 2 ] || { say "error: --dataset needs a value (mnist or fashion)"; exit 2; }
+        dataset=$2; shift 2 ;;
+    --dataset=*) dataset=${1#--dataset=}; shift ;;
+    *) break ;;
+    esac
+done
+case $dataset in
+mnist | fashion) ;;
+*) say "error: unknown data set '$dataset' (mnist or fashion)"; exit 2 ;;
+esac
 build_dir=${1:-$root/build}
 shift || true
-say() { echo "setup: $*" >&2; }
 
 # Why each package is needed is in README.md ("Dependencies"); keep the two
 # lists in step.
@@ -22,6 +39,8 @@ command -v npm >/dev/null 2>&1 || packages+=(npm)
 # test (file for CPack's dependency scan, systemd for systemd-analyze
 # verify), and the libFuzzer harnesses (clang).
 packages+=(mosquitto-clients openssl prometheus python3 python3-nacl curl file systemd clang-14 libclang-rt-14-dev)
+# Fashion-MNIST only when asked for.
+if [ "$dataset" = fashion ]; then packages+=(dataset-fashion-mnist); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -43,7 +62,11 @@ else
     say "all ${#packages[@]} Debian packages already installed"
 fi
 
-"$root/scripts/fetch-mnist.sh" "$root/data/mnist"
+if [ "$dataset" = fashion ]; then
+    "$root/scripts/fetch-fashion.sh" "$root/data/fashion-mnist"
+else
+    "$root/scripts/fetch-mnist.sh" "$root/data/mnist"
+fi
 
 # The build: its full output only when something was compiled or failed.
 log=$(mktemp)

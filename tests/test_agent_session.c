@@ -67,7 +67,7 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     job_config_defaults(&f->cfg);
     strcpy(f->cfg.job, "unit");
-    f->cfg.model = MODEL_KIND_MLP;
+    strcpy(f->cfg.model, "mlp");
     f->cfg.agents = TEST_AGENTS;
     f->cfg.batch = 8;
     f->cfg.train_samples = 64;

@@ -555,6 +555,7 @@ static void test_config_round_trips(void **state)
         {"threshold", "0.003"}, {"beta", "0.3"},      {"agents", "16"},   {"batch", "64"},
         {"lr", "0.0125"},       {"rounds", "5000"},   {"seed", "18446744073709551615"},
         {"partition", "noniid"}, {"alpha", "0.1"},    {"values", "f16"},  {"eval-every", "25"},
+        {"lr-schedule", "cosine"}, {"warmup-rounds", "50"},
     };
     for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++)
         assert_int_equal(job_config_set(&cfg, changes[i][0], changes[i][1], &err), ESGD_OK);
@@ -568,10 +569,12 @@ static void test_config_round_trips(void **state)
         assert_string_equal(job_config_get_string(&got, opt), job_config_get_string(&cfg, opt));
     }
     assert_string_equal(got.job, "lab-7.run_2");
-    assert_int_equal(got.model, MODEL_KIND_MLP);
+    assert_string_equal(got.model, "mlp");
     assert_true(got.seed == UINT64_MAX);
     assert_true(got.run == 0x8000000000000001ull);
     assert_true(got.sparsify.threshold == 0.003f);
+    assert_int_equal(got.lr_schedule, LR_SCHEDULE_COSINE);
+    assert_int_equal(got.warmup_rounds, 50);
 
     cfg.batch = 0; /* the encoder validates too */
     assert_int_equal(codec_encode_config(&buf, &cfg, &err), ESGD_ERR_ARG);
@@ -1119,7 +1122,12 @@ static const bad_case bad_cases[] = {
     {"float option as int", MSG_CONFIG, SET("lr", {.type = F_UINT, .u = 1}), 0, ESGD_ERR_TYPE},
     {"float option NaN", MSG_CONFIG, SET("lr", {.type = F_F64, .f = NAN}), 0, ESGD_ERR_NONFINITE},
     {"uint option as float", MSG_CONFIG, SET("agents", {.type = F_F64, .f = 4}), 0, ESGD_ERR_TYPE},
-    {"unknown enum name", MSG_CONFIG, SET("model", {.type = F_STR, .s = "resnet"}), 0, ESGD_ERR_RANGE},
+    {"unknown enum name", MSG_CONFIG, SET("method", {.type = F_STR, .s = "adam"}), 0, ESGD_ERR_RANGE},
+    {"unbuildable model spec", MSG_CONFIG, SET("model", {.type = F_STR, .s = "resnet"}), 0, ESGD_ERR_ARG},
+    {"model spec shape mismatch", MSG_CONFIG, SET("model", {.type = F_STR, .s = "dense 7"}), 0, ESGD_ERR_ARG},
+    {"model spec with a control character", MSG_CONFIG, SET("model", {.type = F_STR, .s = "dense 10\n"}), 0,
+     ESGD_ERR_RANGE},
+    {"bad input shape", MSG_CONFIG, SET("input", {.type = F_STR, .s = "28by28"}), 0, ESGD_ERR_ARG},
     {"bad config job", MSG_CONFIG, SET("job", {.type = F_STR, .s = "a b"}), 0, ESGD_ERR_RANGE},
     {"config dim mismatch", MSG_CONFIG, SET("dim", {.type = F_UINT, .u = 101770}), 0, ESGD_ERR_DIMENSION},
     {"invalid combination", MSG_CONFIG, SET("agents", {.type = F_UINT, .u = 70000}), 0, ESGD_ERR_ARG},

@@ -1,5 +1,6 @@
-/* IDX loading (whole file, subsets, every malformed-file error), batch
- * scaling, the IID and Dirichlet partitions, and, when $ESGD_DATA_DIR holds
+/* IDX loading (whole file, subsets, every malformed-file error; u8 and f32
+ * examples of rank 1 to 3; both namings of a split), batch scaling,
+ * fingerprints, the IID and Dirichlet partitions, and, when $ESGD_DATA_DIR holds
  * it, the real MNIST files. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "esgd/dataset.h"
+#include "esgd/fingerprint.h"
 #include "esgd/rng.h"
 
 /* ---- IDX files in a temporary directory ---- */
@@ -32,9 +34,9 @@ typedef struct idx_spec {
     int missing;        /* do not write the file at all */
     int empty;          /* write a file of 0 bytes */
     uint8_t byte0;      /* first magic byte, 0 in a valid file */
-    uint8_t type;       /* element type, 0x08 */
+    uint8_t type;       /* element type, 0x08 (u8 data is written whatever it says) */
     uint8_t ndims;
-    uint32_t dims[3];
+    uint32_t dims[4];
     long data_delta;    /* bytes added to (> 0) or cut from (< 0) the data */
     size_t header_only; /* when non-zero, write only this many header bytes */
 } idx_spec;
@@ -70,8 +72,8 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* Writes the file spec describes (data: labels for 1 dim, pixels for 3) and
- * returns its path. */
+/* Writes the file spec describes (data: labels for 1 dim, test_pixel bytes
+ * for more) and returns its path. */
 static const char *write_idx(const char *name, const idx_spec *spec)
 {
     const char *path = tmp_path(name);
@@ -84,10 +86,10 @@ static const char *write_idx(const char *name, const idx_spec *spec)
         assert_int_equal(fclose(f), 0);
         return path;
     }
-    uint8_t header[16] = {spec->byte0, 0, spec->type, spec->ndims};
+    uint8_t header[20] = {spec->byte0, 0, spec->type, spec->ndims};
     size_t header_bytes = 4;
     size_t data_bytes = 1;
-    for (unsigned i = 0; i < spec->ndims && i < 3; i++) {
+    for (unsigned i = 0; i < spec->ndims && i < 4; i++) {
         put_be32(header + header_bytes, spec->dims[i]);
         header_bytes += 4;
         data_bytes *= spec->dims[i];
@@ -100,7 +102,9 @@ static const char *write_idx(const char *name, const idx_spec *spec)
         return path;
     }
     assert_int_equal(fwrite(header, 1, header_bytes, f), header_bytes);
-    size_t row_bytes = spec->ndims == 3 ? (size_t)spec->dims[1] * spec->dims[2] : 1;
+    size_t row_bytes = 1;
+    for (unsigned i = 1; i < spec->ndims && i < 4; i++)
+        row_bytes *= spec->dims[i];
     long total = (long)data_bytes + spec->data_delta;
     for (long b = 0; b < total; b++) {
         uint32_t i = (uint32_t)((size_t)b / row_bytes), p = (uint32_t)((size_t)b % row_bytes);
@@ -139,10 +143,24 @@ static int remove_tmp_dir(void **state)
 static void assert_dataset_empty(const esgd_dataset *ds)
 {
     assert_int_equal(ds->count, 0);
-    assert_int_equal(ds->rows, 0);
-    assert_int_equal(ds->cols, 0);
-    assert_null(ds->pixels);
+    assert_int_equal(ds->rank, 0);
+    assert_int_equal(ds->example_size, 0);
+    assert_null(ds->u8);
+    assert_null(ds->f32);
     assert_null(ds->labels);
+}
+
+/* u8 examples of rank 2, rows x cols, as MNIST's. */
+static void assert_mnist_like(const esgd_dataset *ds, uint32_t rows, uint32_t cols)
+{
+    assert_int_equal(ds->type, DATASET_U8);
+    assert_int_equal(ds->rank, 2);
+    assert_int_equal(ds->dims[0], rows);
+    assert_int_equal(ds->dims[1], cols);
+    assert_int_equal(ds->dims[2], 0);
+    assert_int_equal(ds->example_size, rows * cols);
+    assert_non_null(ds->u8);
+    assert_null(ds->f32);
 }
 
 /* ---- loading ---- */
@@ -157,12 +175,11 @@ static void test_load_whole_file(void **state)
     esgd_error err = {0};
     assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, NULL, 0, &err), ESGD_OK);
     assert_int_equal(ds.count, TEST_COUNT);
-    assert_int_equal(ds.rows, TEST_ROWS);
-    assert_int_equal(ds.cols, TEST_COLS);
+    assert_mnist_like(&ds, TEST_ROWS, TEST_COLS);
     for (uint32_t i = 0; i < TEST_COUNT; i++) {
         assert_int_equal(ds.labels[i], test_labels[i]);
         for (uint32_t p = 0; p < TEST_DIM; p++)
-            assert_int_equal(ds.pixels[i * TEST_DIM + p], test_pixel(i, p));
+            assert_int_equal(ds.u8[i * TEST_DIM + p], test_pixel(i, p));
     }
     dataset_destroy(&ds);
     assert_dataset_empty(&ds);
@@ -182,12 +199,11 @@ static void test_load_subset_keeps_the_given_order(void **state)
     esgd_error err = {0};
     assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, subset, n, &err), ESGD_OK);
     assert_int_equal(ds.count, n);
-    assert_int_equal(ds.rows, TEST_ROWS);
-    assert_int_equal(ds.cols, TEST_COLS);
+    assert_mnist_like(&ds, TEST_ROWS, TEST_COLS);
     for (uint32_t k = 0; k < n; k++) {
         assert_int_equal(ds.labels[k], test_labels[subset[k]]);
         for (uint32_t p = 0; p < TEST_DIM; p++)
-            assert_int_equal(ds.pixels[k * TEST_DIM + p], test_pixel(subset[k], p));
+            assert_int_equal(ds.u8[k * TEST_DIM + p], test_pixel(subset[k], p));
     }
     dataset_destroy(&ds);
 }
@@ -219,6 +235,7 @@ static void test_load_split_and_labels_path(void **state)
 
     assert_int_equal(dataset_load_split(&ds, tmp_dir, "t10k", NULL, 0, &err), ESGD_ERR_IO);
     assert_non_null(strstr(err.message, "t10k-images-idx3-ubyte"));
+    assert_non_null(strstr(err.message, "t10k-features.idx"));
     assert_dataset_empty(&ds);
 }
 
@@ -265,12 +282,19 @@ static const load_case load_cases[] = {
     {"missing labels", IMAGES_SPEC, {.missing = 1}, NULL, 0, ESGD_ERR_IO, "labels"},
     {"bad magic", {.byte0 = 1, .type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}, LABELS_SPEC,
      NULL, 0, ESGD_ERR_FORMAT, "magic 0x01000803"},
-    {"float element type", {.type = 0x0d, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}, LABELS_SPEC, NULL,
-     0, ESGD_ERR_FORMAT, "0x0d"},
+    {"short element type", {.type = 0x0b, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}, LABELS_SPEC, NULL,
+     0, ESGD_ERR_FORMAT, "0x0b"},
+    {"float labels", IMAGES_SPEC, {.type = 0x0d, .ndims = 1, .dims = {TEST_COUNT}}, NULL, 0, ESGD_ERR_FORMAT,
+     "0x0d"},
+    /* A float header over byte-sized data: 4 bytes a value are missing. */
+    {"float header, byte data", {.type = 0x0d, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}}, LABELS_SPEC,
+     NULL, 0, ESGD_ERR_TRUNCATED, "needs 136 bytes, the file has 46"},
     {"labels with 3 dims", IMAGES_SPEC, {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, 1, 1}}, NULL, 0,
      ESGD_ERR_FORMAT, "3 dimensions, expected 1"},
-    {"images with 2 dims", {.type = 0x08, .ndims = 2, .dims = {TEST_COUNT, TEST_DIM}}, LABELS_SPEC, NULL, 0,
-     ESGD_ERR_FORMAT, "2 dimensions, expected 3"},
+    {"images with 1 dim", {.type = 0x08, .ndims = 1, .dims = {TEST_COUNT}}, LABELS_SPEC, NULL, 0, ESGD_ERR_FORMAT,
+     "1 dimensions, expected 2 to 4"},
+    {"images with 5 dims", {.type = 0x08, .ndims = 5, .header_only = 4}, LABELS_SPEC, NULL, 0, ESGD_ERR_FORMAT,
+     "5 dimensions, expected 2 to 4"},
     {"empty file", {.empty = 1}, LABELS_SPEC, NULL, 0, ESGD_ERR_TRUNCATED, "magic"},
     {"header cut in the magic",
      {.type = 0x08, .ndims = 3, .dims = {TEST_COUNT, TEST_ROWS, TEST_COLS}, .header_only = 3}, LABELS_SPEC, NULL, 0,
@@ -292,8 +316,14 @@ static const load_case load_cases[] = {
      ESGD_ERR_RANGE, "dimension 1 is 0"},
     {"zero count", {.type = 0x08, .ndims = 3, .dims = {0, TEST_ROWS, TEST_COLS}},
      {.type = 0x08, .ndims = 1, .dims = {0}}, NULL, 0, ESGD_ERR_RANGE, "dimension 0 is 0"},
-    {"1025 columns", {.type = 0x08, .ndims = 3, .dims = {1, 1, 1025}}, {.type = 0x08, .ndims = 1, .dims = {1}}, NULL,
-     0, ESGD_ERR_RANGE, "1..1024"},
+    {"a dimension over 2^24", {.type = 0x08, .ndims = 3, .dims = {1, 1, 16777217}, .header_only = 16}, LABELS_SPEC,
+     NULL, 0, ESGD_ERR_RANGE, "1..16777216"},
+    /* 4097^2 values in one example: the header alone must not make the reader
+     * allocate (or a size computation wrap); the cap stops it. */
+    {"an example over 2^24 values", {.type = 0x0d, .ndims = 3, .dims = {1, 4097, 4097}, .header_only = 16},
+     LABELS_SPEC, NULL, 0, ESGD_ERR_RANGE, "over 16777216 values"},
+    {"rank 3 over 2^24 values", {.type = 0x08, .ndims = 4, .dims = {1, 256, 256, 257}, .header_only = 20},
+     LABELS_SPEC, NULL, 0, ESGD_ERR_RANGE, "over 16777216 values"},
     {"count over the limit", {.type = 0x08, .ndims = 3, .dims = {100000001, 1, 1}, .header_only = 16}, LABELS_SPEC,
      NULL, 0, ESGD_ERR_RANGE, "1..100000000"},
 };
@@ -350,6 +380,314 @@ static void test_read_labels_errors(void **state)
     assert_int_equal(idx_read_labels(tmp_dir, &labels, &count, &err), ESGD_ERR_IO);
     assert_non_null(strstr(err.message, "not a regular file"));
     assert_int_equal(idx_read_labels(images_path, NULL, &count, &err), ESGD_ERR_ARG);
+}
+
+/* ---- f32 examples (esgd-import's files) and examples of any rank ---- */
+
+/* Value v of example i: distinct, negative and positive, with a fraction
+ * that is not exact in binary (the reader must keep the bits). */
+static float test_value(uint32_t i, uint32_t v)
+{
+    if (i == 0 && v == 0)
+        return -0.1f;
+    return ((float)(i * 100 + v) - 50.0f) / 7.0f;
+}
+
+/* Writes an f32 IDX file: dims[0] examples of rank dims[1..rank]; when
+ * poisoned, value `poison` of example `poison_example` becomes
+ * `poison_value`; cut bytes are left off the end. */
+typedef struct f32_spec {
+    unsigned rank;
+    uint32_t dims[4];
+    int poisoned;
+    uint32_t poison_example, poison;
+    float poison_value;
+    size_t cut;
+} f32_spec;
+
+static uint32_t f32_example_size(const f32_spec *spec)
+{
+    uint32_t size = 1;
+    for (unsigned i = 1; i <= spec->rank; i++)
+        size *= spec->dims[i];
+    return size;
+}
+
+static const char *write_f32(const char *name, const f32_spec *spec)
+{
+    const char *path = tmp_path(name);
+    uint32_t size = f32_example_size(spec), count = spec->dims[0];
+    size_t bytes = 4 + 4 * (size_t)(spec->rank + 1) + 4 * (size_t)count * size;
+    uint8_t *buf = malloc(bytes), *p = buf;
+    assert_non_null(buf);
+    put_be32(p, 0x00000D00u | (spec->rank + 1));
+    p += 4;
+    for (unsigned i = 0; i <= spec->rank; i++, p += 4)
+        put_be32(p, spec->dims[i]);
+    for (uint32_t i = 0; i < count; i++)
+        for (uint32_t v = 0; v < size; v++, p += 4) {
+            float f = spec->poisoned && i == spec->poison_example && v == spec->poison ? spec->poison_value
+                                                                                       : test_value(i, v);
+            uint32_t bits;
+            memcpy(&bits, &f, sizeof bits);
+            put_be32(p, bits);
+        }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, bytes - spec->cut, f), bytes - spec->cut);
+    assert_int_equal(fclose(f), 0);
+    free(buf);
+    return path;
+}
+
+/* The old (u8-only) fingerprint, and the f32 one by its definition: FNV-1a
+ * of the values' little-endian bytes, then of the labels. */
+static uint64_t f32_fingerprint(const float *values, size_t n, const uint8_t *labels, uint32_t count)
+{
+    uint64_t h = FNV1A64_START;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, values + i, sizeof bits);
+        const uint8_t le[4] = {(uint8_t)bits, (uint8_t)(bits >> 8), (uint8_t)(bits >> 16), (uint8_t)(bits >> 24)};
+        h = fnv1a64_continue(h, le, 4);
+    }
+    return fnv1a64_continue(h, labels, count);
+}
+
+static void assert_f32_examples(const esgd_dataset *ds, const f32_spec *spec, const uint32_t *rows)
+{
+    uint32_t size = f32_example_size(spec);
+    assert_int_equal(ds->type, DATASET_F32);
+    assert_int_equal(ds->rank, spec->rank);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(ds->dims[i], i < spec->rank ? spec->dims[1 + i] : 0);
+    assert_int_equal(ds->example_size, size);
+    assert_null(ds->u8);
+    assert_non_null(ds->f32);
+    for (uint32_t k = 0; k < ds->count; k++) {
+        uint32_t row = rows ? rows[k] : k;
+        assert_int_equal(ds->labels[k], test_labels[row]);
+        for (uint32_t v = 0; v < size; v++) {
+            float expected = test_value(row, v);
+            assert_memory_equal(&ds->f32[(size_t)k * size + v], &expected, sizeof expected);
+        }
+    }
+}
+
+static void test_f32_of_every_rank(void **state)
+{
+    (void)state;
+    const f32_spec specs[] = {
+        {.rank = 1, .dims = {TEST_COUNT, 7}},
+        {.rank = 2, .dims = {TEST_COUNT, 3, 4}},
+        {.rank = 3, .dims = {TEST_COUNT, 2, 3, 4}},
+    };
+    const idx_spec labels = LABELS_SPEC;
+    for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++) {
+        const char *features_path = write_f32("f32-features", &specs[c]);
+        const char *labels_path = write_idx("f32-labels", &labels);
+        esgd_dataset ds;
+        esgd_error err = {0};
+        if (dataset_load_idx(&ds, features_path, labels_path, NULL, 0, &err) != ESGD_OK)
+            fail_msg("rank %u: %s", specs[c].rank, err.message);
+        assert_int_equal(ds.count, TEST_COUNT);
+        assert_f32_examples(&ds, &specs[c], NULL);
+
+        /* fill_batch copies floats as they are. */
+        uint32_t size = ds.example_size;
+        const uint32_t idx[] = {3, 0};
+        float *x = malloc(2 * sizeof *x * size);
+        assert_non_null(x);
+        uint8_t y[2];
+        dataset_fill_batch(&ds, idx, 2, x, y);
+        assert_memory_equal(x, ds.f32 + 3 * (size_t)size, size * sizeof *x);
+        assert_memory_equal(x + size, ds.f32, size * sizeof *x);
+        assert_int_equal(y[0], test_labels[3]);
+        assert_int_equal(y[1], test_labels[0]);
+        free(x);
+
+        assert_true(dataset_fingerprint(&ds) ==
+                    f32_fingerprint(ds.f32, (size_t)TEST_COUNT * size, ds.labels, TEST_COUNT));
+        dataset_destroy(&ds);
+        assert_dataset_empty(&ds);
+    }
+}
+
+static void test_u8_of_rank_1_and_3(void **state)
+{
+    (void)state;
+    const idx_spec labels = LABELS_SPEC;
+    const idx_spec rank3 = {.type = 0x08, .ndims = 4, .dims = {TEST_COUNT, 3, 4, 5}};
+    const idx_spec rank1 = {.type = 0x08, .ndims = 2, .dims = {TEST_COUNT, 9}};
+    const idx_spec *specs[] = {&rank3, &rank1};
+    for (size_t c = 0; c < 2; c++) {
+        const idx_spec *spec = specs[c];
+        const char *images_path = write_idx("u8-examples", spec);
+        const char *labels_path = write_idx("u8-labels", &labels);
+        const uint32_t subset[] = {4, 1, 1};
+        esgd_dataset ds;
+        esgd_error err = {0};
+        assert_int_equal(dataset_load_idx(&ds, images_path, labels_path, subset, 3, &err), ESGD_OK);
+        uint32_t size = 1;
+        for (unsigned i = 1; i < spec->ndims; i++)
+            size *= spec->dims[i];
+        assert_int_equal(ds.count, 3);
+        assert_int_equal(ds.type, DATASET_U8);
+        assert_int_equal(ds.rank, spec->ndims - 1u);
+        for (unsigned i = 0; i < 3; i++)
+            assert_int_equal(ds.dims[i], i + 1 < spec->ndims ? spec->dims[1 + i] : 0);
+        assert_int_equal(ds.example_size, size);
+        assert_null(ds.f32);
+        float *x = malloc(3 * sizeof *x * size);
+        assert_non_null(x);
+        uint8_t y[3];
+        dataset_fill_batch(&ds, (const uint32_t[]){0, 1, 2}, 3, x, y);
+        for (uint32_t k = 0; k < 3; k++) {
+            assert_int_equal(y[k], test_labels[subset[k]]);
+            for (uint32_t p = 0; p < size; p++) {
+                assert_int_equal(ds.u8[k * size + p], test_pixel(subset[k], p));
+                assert_true(x[k * size + p] == test_pixel(subset[k], p) / 255.0f);
+            }
+        }
+        free(x);
+        dataset_destroy(&ds);
+    }
+}
+
+static void test_f32_subset(void **state)
+{
+    (void)state;
+    const f32_spec spec = {.rank = 2, .dims = {TEST_COUNT, 2, 3}};
+    const idx_spec labels = LABELS_SPEC;
+    const char *features_path = write_f32("f32-subset-features", &spec);
+    const char *labels_path = write_idx("f32-subset-labels", &labels);
+    const uint32_t subset[] = {4, 0, 3, 3, 1};
+    esgd_dataset ds;
+    esgd_error err = {0};
+    assert_int_equal(dataset_load_idx(&ds, features_path, labels_path, subset, 5, &err), ESGD_OK);
+    assert_int_equal(ds.count, 5);
+    assert_f32_examples(&ds, &spec, subset);
+    dataset_destroy(&ds);
+}
+
+/* Floats must be finite; the error names the example. Only examples read
+ * are checked: a subset without the bad one loads. */
+static void test_f32_rejects_nan_and_infinity(void **state)
+{
+    (void)state;
+    const idx_spec labels = LABELS_SPEC;
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (size_t c = 0; c < 3; c++) {
+        const f32_spec spec = {.rank = 1, .dims = {TEST_COUNT, 4}, .poisoned = 1, .poison_example = 3, .poison = 2,
+                               .poison_value = bad[c]};
+        const char *features_path = write_f32("f32-bad-features", &spec);
+        const char *labels_path = write_idx("f32-bad-labels", &labels);
+        esgd_dataset ds = {.count = 99};
+        esgd_error err = {0};
+        assert_int_equal(dataset_load_idx(&ds, features_path, labels_path, NULL, 0, &err), ESGD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "example 3"));
+        assert_non_null(strstr(err.message, features_path));
+        assert_non_null(strstr(err.message, c == 0 ? "NaN" : "infinity"));
+        assert_dataset_empty(&ds);
+
+        assert_int_equal(dataset_load_idx(&ds, features_path, labels_path, (const uint32_t[]){1, 3}, 2, &err),
+                         ESGD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "example 3"));
+        assert_dataset_empty(&ds);
+
+        assert_int_equal(dataset_load_idx(&ds, features_path, labels_path, (const uint32_t[]){4, 0}, 2, &err),
+                         ESGD_OK);
+        assert_int_equal(ds.count, 2);
+        dataset_destroy(&ds);
+    }
+}
+
+static void test_f32_truncated(void **state)
+{
+    (void)state;
+    const idx_spec labels = LABELS_SPEC;
+    const char *labels_path = write_idx("f32-cut-labels", &labels);
+    /* header 4 + 3 * 4, data 5 * 2 * 3 * 4 = 120: 136 bytes. */
+    const f32_spec cut_value = {.rank = 2, .dims = {TEST_COUNT, 2, 3}, .cut = 1};
+    const char *features_path = write_f32("f32-cut-features", &cut_value);
+    esgd_dataset ds;
+    esgd_error err = {0};
+    assert_int_equal(dataset_load_idx(&ds, features_path, labels_path, NULL, 0, &err), ESGD_ERR_TRUNCATED);
+    assert_non_null(strstr(err.message, "needs 136 bytes, the file has 135"));
+    assert_dataset_empty(&ds);
+
+    const f32_spec cut_header = {.rank = 2, .dims = {TEST_COUNT, 2, 3}, .cut = 120 + 2};
+    features_path = write_f32("f32-cut-features", &cut_header);
+    assert_int_equal(dataset_load_idx(&ds, features_path, labels_path, NULL, 0, &err), ESGD_ERR_TRUNCATED);
+    assert_non_null(strstr(err.message, "header"));
+    assert_dataset_empty(&ds);
+}
+
+/* MNIST's names and esgd-import's in one folder; MNIST's win when both are. */
+static void test_both_namings(void **state)
+{
+    (void)state;
+    const idx_spec images = IMAGES_SPEC, labels = LABELS_SPEC;
+    const f32_spec features = {.rank = 1, .dims = {TEST_COUNT, 6}};
+    char path[512];
+    esgd_dataset ds;
+    esgd_error err = {0};
+
+    assert_false(dataset_split_exists(tmp_dir, "imported"));
+    write_f32("imported-features.idx", &features);
+    const char *labels_path = write_idx("imported-labels.idx", &labels);
+    assert_true(dataset_split_exists(tmp_dir, "imported"));
+    dataset_labels_path(path, sizeof path, tmp_dir, "imported");
+    assert_string_equal(path, labels_path);
+    assert_int_equal(dataset_load_split(&ds, tmp_dir, "imported", (const uint32_t[]){2}, 1, &err), ESGD_OK);
+    assert_f32_examples(&ds, &features, (const uint32_t[]){2});
+    dataset_destroy(&ds);
+
+    write_f32("both-features.idx", &features);
+    write_idx("both-labels.idx", &labels);
+    assert_int_equal(dataset_load_split(&ds, tmp_dir, "both", NULL, 0, &err), ESGD_OK);
+    assert_int_equal(ds.type, DATASET_F32);
+    dataset_destroy(&ds);
+    write_idx("both-images-idx3-ubyte", &images);
+    labels_path = write_idx("both-labels-idx1-ubyte", &labels);
+    dataset_labels_path(path, sizeof path, tmp_dir, "both");
+    assert_string_equal(path, labels_path);
+    assert_int_equal(dataset_load_split(&ds, tmp_dir, "both", NULL, 0, &err), ESGD_OK);
+    assert_mnist_like(&ds, TEST_ROWS, TEST_COLS);
+    dataset_destroy(&ds);
+    assert_true(dataset_split_exists(tmp_dir, "both"));
+
+    /* Neither: MNIST's labels name, and an error naming both examples files. */
+    assert_false(dataset_split_exists(tmp_dir, "none"));
+    dataset_labels_path(path, sizeof path, tmp_dir, "none");
+    assert_non_null(strstr(path, "/none-labels-idx1-ubyte"));
+    assert_int_equal(dataset_load_split(&ds, tmp_dir, "none", NULL, 0, &err), ESGD_ERR_IO);
+    assert_non_null(strstr(err.message, "none-images-idx3-ubyte"));
+    assert_non_null(strstr(err.message, "none-features.idx"));
+}
+
+/* The fingerprint of u8 data is what it was before f32 data existed: FNV-1a
+ * of the bytes, then of the labels (pinned too, for 784-byte examples). */
+static void test_u8_fingerprint_unchanged(void **state)
+{
+    (void)state;
+    enum { COUNT = 3, SIZE = 28 * 28 };
+    static uint8_t pixels[COUNT * SIZE];
+    uint8_t labels[COUNT] = {7, 2, 1};
+    for (uint32_t i = 0; i < COUNT * SIZE; i++)
+        pixels[i] = (uint8_t)(i * 37 + i / 5);
+    esgd_dataset ds = {.count = COUNT, .rank = 2, .dims = {28, 28}, .example_size = SIZE, .type = DATASET_U8,
+                       .u8 = pixels, .labels = labels};
+    /* The old code: size_t pixels = count * rows * cols; fnv1a64(pixels), then labels. */
+    size_t old_pixels = (size_t)ds.count * 28 * 28;
+    uint64_t old = fnv1a64_continue(fnv1a64(pixels, old_pixels), labels, ds.count);
+    assert_true(dataset_fingerprint(&ds) == old);
+    assert_true(old == 0xa9ae9976154b9388ull);
+    /* Empty (zeroed) datasets hash nothing, of either type. */
+    esgd_dataset empty = {0};
+    assert_true(dataset_fingerprint(&empty) == FNV1A64_START);
+    empty.type = DATASET_F32;
+    assert_true(dataset_fingerprint(&empty) == FNV1A64_START);
 }
 
 /* ---- partitions ---- */
@@ -592,13 +930,11 @@ static void test_mnist_files(void **state)
     esgd_dataset train, test;
     assert_int_equal(dataset_load_split(&train, dir, "train", NULL, 0, &err), ESGD_OK);
     assert_int_equal(train.count, 60000);
-    assert_int_equal(train.rows, 28);
-    assert_int_equal(train.cols, 28);
+    assert_mnist_like(&train, 28, 28);
     assert_histogram(&train, train_hist);
     assert_int_equal(dataset_load_split(&test, dir, "t10k", NULL, 0, &err), ESGD_OK);
     assert_int_equal(test.count, 10000);
-    assert_int_equal(test.rows, 28);
-    assert_int_equal(test.cols, 28);
+    assert_mnist_like(&test, 28, 28);
     assert_histogram(&test, test_hist);
 
     /* A gateway's shard, read row by row, equals the same rows of the whole file. */
@@ -618,7 +954,7 @@ static void test_mnist_files(void **state)
     const size_t dim = 28 * 28;
     for (uint32_t k = 0; k < n; k++) {
         assert_int_equal(shard.labels[k], train.labels[idx[k]]);
-        assert_memory_equal(shard.pixels + k * dim, train.pixels + (size_t)idx[k] * dim, dim);
+        assert_memory_equal(shard.u8 + k * dim, train.u8 + (size_t)idx[k] * dim, dim);
     }
     dataset_destroy(&shard);
     shards_destroy(&shards);
@@ -637,6 +973,13 @@ int main(void)
         cmocka_unit_test(test_load_rejects_malformed_files),
         cmocka_unit_test(test_errors_name_the_file),
         cmocka_unit_test(test_read_labels_errors),
+        cmocka_unit_test(test_f32_of_every_rank),
+        cmocka_unit_test(test_u8_of_rank_1_and_3),
+        cmocka_unit_test(test_f32_subset),
+        cmocka_unit_test(test_f32_rejects_nan_and_infinity),
+        cmocka_unit_test(test_f32_truncated),
+        cmocka_unit_test(test_both_namings),
+        cmocka_unit_test(test_u8_fingerprint_unchanged),
         cmocka_unit_test(test_iid_shards_are_near_equal),
         cmocka_unit_test(test_partitions_are_deterministic_per_seed),
         cmocka_unit_test(test_dirichlet_alpha_controls_skew),

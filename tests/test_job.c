@@ -16,7 +16,9 @@ static void test_defaults_match_the_paper_setup(void **state)
     (void)state;
     esgd_job_config cfg;
     job_config_defaults(&cfg);
-    assert_int_equal(cfg.model, MODEL_KIND_LENET);
+    assert_string_equal(cfg.model, "lenet");
+    assert_string_equal(cfg.input, "28x28");
+    assert_int_equal(cfg.classes, 10);
     assert_int_equal(cfg.sparsify.method, SPARSIFY_ESGD);
     assert_true(cfg.sparsify.drop_ratio == 0.875);
     assert_true(cfg.sparsify.beta == 0.9f);
@@ -38,14 +40,13 @@ static void test_set_parses_every_type(void **state)
     assert_int_equal(job_config_set(&cfg, "value-mode", "grad+residual", &err), ESGD_OK);
     assert_int_equal(job_config_set(&cfg, "seed", "18446744073709551615", &err), ESGD_OK);
     assert_int_equal(job_config_set(&cfg, "job", "lab-7.run_2", &err), ESGD_OK);
-    assert_int_equal(cfg.model, MODEL_KIND_MLP);
+    assert_string_equal(cfg.model, "mlp");
     assert_int_equal(cfg.sparsify.method, SPARSIFY_TOPK);
     assert_true(cfg.sparsify.drop_ratio == 0.99);
     assert_int_equal(cfg.sparsify.value_mode, ESGD_VALUE_GRAD_PLUS_RESIDUAL);
     assert_true(cfg.seed == UINT64_MAX);
     assert_string_equal(cfg.job, "lab-7.run_2");
     assert_string_equal(sparsify_method_name(cfg.sparsify.method), "topk");
-    assert_string_equal(model_kind_name(cfg.model), "mlp");
 }
 
 static void test_set_rejects_bad_values_with_a_reason(void **state)
@@ -138,6 +139,156 @@ static void test_rounds_epochs_and_learning_rate(void **state)
     assert_int_equal(job_dimension(&cfg), 61706);
 }
 
+/* |a - b| <= eps, naming both values (this cmocka has no assert_double_equal). */
+#define assert_close(a, b, eps)                                                                           \
+    do {                                                                                                   \
+        double a_ = (a), b_ = (b);                                                                         \
+        if (!(fabs(a_ - b_) <= (eps)))                                                                     \
+            fail_msg("%s = %.17g, expected %.17g (within %g)", #a, a_, b_, (double)(eps));                 \
+    } while (0)
+
+/* The learning rate of before the schedules existed: lr * lr_decay^epoch. */
+static double old_lr_at_round(const esgd_job_config *cfg, uint32_t round)
+{
+    return cfg->lr * pow(cfg->lr_decay, (double)job_epoch_of_round(cfg, round));
+}
+
+static void test_default_schedule_is_the_old_step_rule_bit_for_bit(void **state)
+{
+    (void)state;
+    esgd_job_config cfg;
+    job_config_defaults(&cfg);
+    assert_int_equal(cfg.lr_schedule, LR_SCHEDULE_STEP);
+    assert_int_equal(cfg.warmup_rounds, 0);
+    assert_string_equal(lr_schedule_name(cfg.lr_schedule), "step");
+    static const struct {
+        double lr, decay;
+        uint32_t batch, epochs;
+    } setups[] = {{0.1, 0.5, 32, 2}, {0.037, 0.7, 10, 5}, {1e-3, 1.0, 64, 3}, {0.3, 0.9, 7, 4}};
+    for (size_t s = 0; s < sizeof setups / sizeof setups[0]; s++) {
+        cfg.lr = setups[s].lr;
+        cfg.lr_decay = setups[s].decay;
+        cfg.batch = setups[s].batch;
+        cfg.epochs = setups[s].epochs;
+        uint32_t total = job_total_rounds(&cfg);
+        for (uint32_t t = 0; t <= total; t++) {
+            double now = job_lr_at_round(&cfg, t), old = old_lr_at_round(&cfg, t);
+            if (memcmp(&now, &old, sizeof now) != 0)
+                fail_msg("setup %zu round %u: %.17g, the old rule gives %.17g", s, t, now, old);
+        }
+    }
+}
+
+static void test_each_schedule_at_chosen_rounds(void **state)
+{
+    (void)state;
+    esgd_job_config cfg;
+    esgd_error err = {0};
+    job_config_defaults(&cfg); /* lr 0.1, 469 rounds an epoch, 938 in all */
+    const double pi = 3.14159265358979323846;
+
+    /* step: first round, inside epoch 0, first and last round of epoch 1. */
+    assert_int_equal(job_config_set(&cfg, "lr-schedule", "step", &err), ESGD_OK);
+    assert_true(job_lr_at_round(&cfg, 0) == 0.1);
+    assert_true(job_lr_at_round(&cfg, 468) == 0.1);
+    assert_true(job_lr_at_round(&cfg, 469) == 0.05);
+    assert_true(job_lr_at_round(&cfg, 937) == 0.05);
+
+    /* constant: lr everywhere, lr_decay ignored. */
+    assert_int_equal(job_config_set(&cfg, "lr-schedule", "constant", &err), ESGD_OK);
+    assert_string_equal(lr_schedule_name(cfg.lr_schedule), "constant");
+    assert_true(job_lr_at_round(&cfg, 0) == 0.1);
+    assert_true(job_lr_at_round(&cfg, 469) == 0.1);
+    assert_true(job_lr_at_round(&cfg, 937) == 0.1);
+
+    /* cosine over T = 938: lr at 0, lr/2 half-way, just above 0 at the end, decreasing. */
+    assert_int_equal(job_config_set(&cfg, "lr-schedule", "cosine", &err), ESGD_OK);
+    assert_string_equal(lr_schedule_name(cfg.lr_schedule), "cosine");
+    assert_true(job_lr_at_round(&cfg, 0) == 0.1);
+    assert_close(job_lr_at_round(&cfg, 469), 0.05, 1e-15);
+    double last = job_lr_at_round(&cfg, 937);
+    assert_close(last, 0.1 * 0.5 * (1.0 + cos(pi * 937.0 / 938.0)), 1e-18);
+    assert_true(last > 0.0 && last < 1e-6);
+    for (uint32_t t = 1; t < 938; t++)
+        assert_true(job_lr_at_round(&cfg, t) < job_lr_at_round(&cfg, t - 1));
+
+    /* cosine with a 38-round warm-up: ramps to lr, then the cosine over U = 900. */
+    assert_int_equal(job_config_set(&cfg, "warmup-rounds", "38", &err), ESGD_OK);
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_OK);
+    assert_close(job_lr_at_round(&cfg, 0), 0.1 / 38.0, 1e-15);
+    assert_close(job_lr_at_round(&cfg, 18), 0.1 * 19.0 / 38.0, 1e-15);
+    assert_true(job_lr_at_round(&cfg, 37) == 0.1); /* (37 + 1) / 38 = 1 */
+    assert_true(job_lr_at_round(&cfg, 38) == 0.1); /* u = 0: the cosine starts at lr */
+    assert_close(job_lr_at_round(&cfg, 38 + 450), 0.05, 1e-15);
+    assert_close(job_lr_at_round(&cfg, 937), 0.1 * 0.5 * (1.0 + cos(pi * 899.0 / 900.0)), 1e-18);
+    for (uint32_t t = 1; t < 38; t++)
+        assert_true(job_lr_at_round(&cfg, t) > job_lr_at_round(&cfg, t - 1));
+
+    /* The warm-up applies to step and constant as well. */
+    cfg.lr_schedule = LR_SCHEDULE_STEP;
+    cfg.warmup_rounds = 100;
+    assert_close(job_lr_at_round(&cfg, 0), 0.001, 1e-17);
+    assert_close(job_lr_at_round(&cfg, 49), 0.05, 1e-15);
+    assert_true(job_lr_at_round(&cfg, 99) == 0.1);
+    assert_true(job_lr_at_round(&cfg, 100) == 0.1);
+    assert_true(job_lr_at_round(&cfg, 469) == 0.05);
+    cfg.lr_schedule = LR_SCHEDULE_CONSTANT;
+    cfg.rounds = 10; /* rounds instead of epochs: T = 10 */
+    cfg.warmup_rounds = 4;
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_OK);
+    assert_close(job_lr_at_round(&cfg, 0), 0.025, 1e-17);
+    assert_close(job_lr_at_round(&cfg, 2), 0.075, 1e-16);
+    assert_true(job_lr_at_round(&cfg, 3) == 0.1 && job_lr_at_round(&cfg, 9) == 0.1);
+    cfg.lr_schedule = LR_SCHEDULE_COSINE; /* U = 6: u = 3 is half-way */
+    assert_close(job_lr_at_round(&cfg, 7), 0.05, 1e-15);
+    assert_close(job_lr_at_round(&cfg, 9), 0.1 * 0.5 * (1.0 + cos(pi * 5.0 / 6.0)), 1e-17);
+}
+
+static void test_schedule_options_reject_bad_values(void **state)
+{
+    (void)state;
+    esgd_job_config cfg;
+    job_config_defaults(&cfg);
+    esgd_error err = {0};
+    esgd_job_config before = cfg;
+    assert_int_equal(job_config_set(&cfg, "lr-schedule", "linear", &err), ESGD_ERR_RANGE);
+    assert_non_null(strstr(err.message, "step | constant | cosine"));
+    assert_int_equal(job_config_set(&cfg, "lr-schedule", "", &err), ESGD_ERR_RANGE);
+    assert_int_equal(job_config_set(&cfg, "warmup-rounds", "-1", &err), ESGD_ERR_ARG);
+    assert_int_equal(job_config_set(&cfg, "warmup-rounds", "ten", &err), ESGD_ERR_ARG);
+    assert_memory_equal(&before, &cfg, sizeof cfg);
+
+    /* The warm-up must end before the job does: 938 rounds by default. */
+    assert_int_equal(job_config_set(&cfg, "warmup-rounds", "938", &err), ESGD_OK); /* in range, ... */
+    err.message[0] = '\0';
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_ERR_ARG); /* ... but not with this job */
+    assert_non_null(strstr(err.message, "warmup-rounds = 938"));
+    assert_non_null(strstr(err.message, "938 rounds"));
+    cfg.warmup_rounds = 937;
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_OK);
+    cfg.rounds = 20; /* --rounds sets the length instead */
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_ERR_ARG);
+    cfg.warmup_rounds = 20;
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_ERR_ARG);
+    cfg.warmup_rounds = 19;
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_OK);
+    cfg.lr_schedule = (lr_schedule_kind)7; /* set behind the table's back */
+    assert_int_equal(job_config_validate(&cfg, &err), ESGD_ERR_ARG);
+
+    /* The environment reaches them like any option. */
+    job_config_defaults(&cfg);
+    setenv("ESGD_LR_SCHEDULE", "cosine", 1);
+    setenv("ESGD_WARMUP_ROUNDS", "50", 1);
+    assert_int_equal(job_config_from_env(&cfg, &err), ESGD_OK);
+    assert_int_equal(cfg.lr_schedule, LR_SCHEDULE_COSINE);
+    assert_int_equal(cfg.warmup_rounds, 50);
+    setenv("ESGD_LR_SCHEDULE", "exp", 1);
+    assert_int_equal(job_config_from_env(&cfg, &err), ESGD_ERR_RANGE);
+    assert_non_null(strstr(err.message, "ESGD_LR_SCHEDULE"));
+    unsetenv("ESGD_LR_SCHEDULE");
+    unsetenv("ESGD_WARMUP_ROUNDS");
+}
+
 static void test_validate_catches_combinations(void **state)
 {
     (void)state;
@@ -161,6 +312,9 @@ int main(void)
         cmocka_unit_test(test_dgc_options),
         cmocka_unit_test(test_rounds_epochs_and_learning_rate),
         cmocka_unit_test(test_validate_catches_combinations),
+        cmocka_unit_test(test_default_schedule_is_the_old_step_rule_bit_for_bit),
+        cmocka_unit_test(test_each_schedule_at_chosen_rounds),
+        cmocka_unit_test(test_schedule_options_reject_bad_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,10 +23,23 @@ static const test_layer mlp_layers[] = {{"fc1", 784, 128, 1}, {"fc2", 128, 10, 1
 static const test_layer lenet_layers[] = {
     {"conv1", 1, 6, 5}, {"conv2", 6, 16, 5}, {"fc1", 400, 120, 1}, {"fc2", 120, 84, 1}, {"fc3", 84, 10, 1}};
 
-static const test_layer *layers_of(model_kind kind, size_t *count)
+typedef enum test_net { NET_MLP, NET_LENET } test_net;
+#define MODEL_INPUT_SIZE 784
+#define MODEL_CLASSES 10
+
+static const test_layer *layers_of(test_net kind, size_t *count)
 {
-    *count = kind == MODEL_KIND_MLP ? 2 : 5;
-    return kind == MODEL_KIND_MLP ? mlp_layers : lenet_layers;
+    *count = kind == NET_MLP ? 2 : 5;
+    return kind == NET_MLP ? mlp_layers : lenet_layers;
+}
+
+static model_spec spec_of(test_net kind)
+{
+    model_spec spec;
+    assert_int_equal(model_spec_parse(&spec, kind == NET_MLP ? "mlp" : "lenet", (const uint32_t[]){28, 28}, 2, 10,
+                                      NULL),
+                     ESGD_OK);
+    return spec;
 }
 
 static size_t weight_count(const test_layer *l)
@@ -34,10 +47,11 @@ static size_t weight_count(const test_layer *l)
     return (size_t)l->out * l->in * l->k * l->k;
 }
 
-static esgd_model *new_model(model_kind kind, uint32_t max_batch)
+static esgd_model *new_model(test_net kind, uint32_t max_batch)
 {
     esgd_error err = {0};
-    esgd_model *m = model_new(kind, max_batch, &err);
+    model_spec spec = spec_of(kind);
+    esgd_model *m = model_new(&spec, max_batch, &err);
     assert_non_null(m);
     assert_int_equal(err.status, ESGD_OK);
     return m;
@@ -56,24 +70,23 @@ static void random_batch(esgd_rng *rng, float *x, uint8_t *y, uint32_t batch)
 static void test_num_params(void **state)
 {
     (void)state;
-    assert_int_equal(model_kind_num_params(MODEL_KIND_LENET), 61706);
-    assert_int_equal(model_kind_num_params(MODEL_KIND_MLP), 101770);
-    for (int kind = MODEL_KIND_MLP; kind <= MODEL_KIND_LENET; kind++) {
+    assert_int_equal(spec_of(NET_LENET).num_params, 61706);
+    assert_int_equal(spec_of(NET_MLP).num_params, 101770);
+    for (int kind = NET_MLP; kind <= NET_LENET; kind++) {
         size_t count, total = 0;
-        const test_layer *layers = layers_of((model_kind)kind, &count);
+        const test_layer *layers = layers_of((test_net)kind, &count);
         for (size_t i = 0; i < count; i++)
             total += weight_count(&layers[i]) + layers[i].out;
-        esgd_model *m = new_model((model_kind)kind, 7);
+        esgd_model *m = new_model((test_net)kind, 7);
         assert_int_equal(m->num_params, total);
         assert_int_equal(m->max_batch, 7);
-        assert_int_equal(m->kind, kind);
         for (uint32_t j = 0; j < m->num_params; j++) /* parameters start at zero */
             assert_true(m->params[j] == 0.0f);
         model_free(m);
     }
 }
 
-static void check_init_layout(model_kind kind)
+static void check_init_layout(test_net kind)
 {
     esgd_model *a = new_model(kind, 2), *b = new_model(kind, 5), *c = new_model(kind, 2);
     model_init_params(a, 42);
@@ -114,8 +127,8 @@ static void check_init_layout(model_kind kind)
 static void test_init(void **state)
 {
     (void)state;
-    check_init_layout(MODEL_KIND_MLP);
-    check_init_layout(MODEL_KIND_LENET);
+    check_init_layout(NET_MLP);
+    check_init_layout(NET_LENET);
 }
 
 /* ---- a plain double-precision reference of both networks ---- */
@@ -168,14 +181,14 @@ static void ref_fc(const double *in, int n_in, const double *w, const double *b,
 }
 
 /* Mean softmax cross-entropy of the batch under params p. */
-static double ref_loss(model_kind kind, const double *p, const float *x, const uint8_t *y, uint32_t batch)
+static double ref_loss(test_net kind, const double *p, const float *x, const uint8_t *y, uint32_t batch)
 {
     static double in[784], a[6 * 28 * 28], b[6 * 14 * 14], c[16 * 10 * 10], d[400], e[128], f[84], z[10];
     double total = 0.0;
     for (uint32_t n = 0; n < batch; n++) {
         for (int i = 0; i < 784; i++)
             in[i] = x[n * 784 + i];
-        if (kind == MODEL_KIND_MLP) {
+        if (kind == NET_MLP) {
             ref_fc(in, 784, p, p + 100352, 128, e);
             ref_relu(e, 128);
             ref_fc(e, 128, p + 100480, p + 101760, 10, z);
@@ -216,7 +229,7 @@ typedef struct grad_check {
  * kink, so what remains is the model's own fp32 rounding: a tolerance of
  * 1e-5 + 1e-3 relative is tight enough that a dropped term, a wrong sign
  * or a misplaced index fails. */
-static void check_coordinate(model_kind kind, double *p, const float *grads, const float *x, const uint8_t *y,
+static void check_coordinate(test_net kind, double *p, const float *grads, const float *x, const uint8_t *y,
                              size_t j, const char *what, grad_check *gc)
 {
     const double eps = 1e-6;
@@ -239,7 +252,7 @@ static void check_coordinate(model_kind kind, double *p, const float *grads, con
 
 /* Checks `samples` weights and biases of each layer (all when there are
  * fewer) against one forward/backward on a random batch. */
-static void check_gradients(model_kind kind, uint32_t samples, uint64_t seed)
+static void check_gradients(test_net kind, uint32_t samples, uint64_t seed)
 {
     esgd_model *m = new_model(kind, CHECK_BATCH);
     model_init_params(m, seed);
@@ -286,7 +299,7 @@ static void check_gradients(model_kind kind, uint32_t samples, uint64_t seed)
                 check_coordinate(kind, p, m->grads, x, y, offset + rng_below(&rng, l->out), l->name, &biases);
         offset += l->out;
         print_message("%s %s: weights %d checked, %d large, %d bad; biases %d checked, %d large, %d bad\n",
-                      kind == MODEL_KIND_MLP ? "mlp" : "lenet", l->name, weights.checked, weights.large,
+                      kind == NET_MLP ? "mlp" : "lenet", l->name, weights.checked, weights.large,
                       weights.failed, biases.checked, biases.large, biases.failed);
         assert_int_equal(weights.failed, 0);
         assert_int_equal(biases.failed, 0);
@@ -302,7 +315,7 @@ static void check_gradients(model_kind kind, uint32_t samples, uint64_t seed)
 static void test_gradients_mlp(void **state)
 {
     (void)state;
-    check_gradients(MODEL_KIND_MLP, 40, 3);
+    check_gradients(NET_MLP, 40, 3);
 }
 
 /* conv1 (padded), conv2 (unpadded), both max-pools, every ReLU, the three
@@ -311,14 +324,14 @@ static void test_gradients_mlp(void **state)
 static void test_gradients_lenet(void **state)
 {
     (void)state;
-    check_gradients(MODEL_KIND_LENET, 40, 4);
+    check_gradients(NET_LENET, 40, 4);
 }
 
 /* ---- loss and batch invariants ---- */
 
 /* With all parameters zero every logit is 0, so the loss is log(10) and
  * the last bias's gradient is the mean of softmax - onehot. */
-static void check_uniform(model_kind kind)
+static void check_uniform(test_net kind)
 {
     esgd_model *m = new_model(kind, 4);
     esgd_rng rng;
@@ -345,14 +358,14 @@ static void check_uniform(model_kind kind)
 static void test_uniform_loss(void **state)
 {
     (void)state;
-    check_uniform(MODEL_KIND_MLP);
-    check_uniform(MODEL_KIND_LENET);
+    check_uniform(NET_MLP);
+    check_uniform(NET_LENET);
 }
 
 /* The loss and gradient of a batch are the means of the single-example
  * ones; a second identical call gives bit-identical gradients (they are
  * overwritten, not accumulated). */
-static void check_batch_invariance(model_kind kind)
+static void check_batch_invariance(test_net kind)
 {
     enum { batch = 5 };
     esgd_model *m = new_model(kind, batch);
@@ -398,12 +411,12 @@ static void check_batch_invariance(model_kind kind)
 static void test_batch_invariance(void **state)
 {
     (void)state;
-    check_batch_invariance(MODEL_KIND_MLP);
-    check_batch_invariance(MODEL_KIND_LENET);
+    check_batch_invariance(NET_MLP);
+    check_batch_invariance(NET_LENET);
 }
 
 /* Plain SGD on one fixed batch must drive its loss down. */
-static void check_sgd_reduces_loss(model_kind kind)
+static void check_sgd_reduces_loss(test_net kind)
 {
     enum { batch = 8 };
     esgd_model *m = new_model(kind, batch);
@@ -422,7 +435,7 @@ static void check_sgd_reduces_loss(model_kind kind)
             m->params[j] -= 0.05f * m->grads[j];
     }
     assert_int_equal(model_forward(m, x, y, batch, &loss, NULL), ESGD_OK);
-    print_message("%s: loss %.4f -> %.4f after 20 steps\n", kind == MODEL_KIND_MLP ? "mlp" : "lenet", first, loss);
+    print_message("%s: loss %.4f -> %.4f after 20 steps\n", kind == NET_MLP ? "mlp" : "lenet", first, loss);
     assert_true(loss < 0.5f * first);
     model_free(m);
 }
@@ -430,8 +443,8 @@ static void check_sgd_reduces_loss(model_kind kind)
 static void test_sgd_reduces_loss(void **state)
 {
     (void)state;
-    check_sgd_reduces_loss(MODEL_KIND_MLP);
-    check_sgd_reduces_loss(MODEL_KIND_LENET);
+    check_sgd_reduces_loss(NET_MLP);
+    check_sgd_reduces_loss(NET_LENET);
 }
 
 /* ---- arguments ---- */
@@ -440,18 +453,20 @@ static void test_bad_args(void **state)
 {
     (void)state;
     esgd_error err = {0};
-    assert_null(model_new(MODEL_KIND_LENET, 0, &err));
+    model_spec lenet = spec_of(NET_LENET), mlp = spec_of(NET_MLP), unparsed = {0};
+    assert_null(model_new(&lenet, 0, &err));
     assert_int_equal(err.status, ESGD_ERR_ARG);
     assert_true(strlen(err.message) > 0);
     err = (esgd_error){0};
-    assert_null(model_new((model_kind)7, 4, &err));
+    assert_null(model_new(&unparsed, 4, &err));
     assert_int_equal(err.status, ESGD_ERR_ARG);
-    assert_null(model_new(MODEL_KIND_MLP, 0, NULL));
+    assert_null(model_new(NULL, 4, &err));
+    assert_null(model_new(&mlp, 0, NULL));
     model_free(NULL);
     model_init_params(NULL, 1);
 
-    for (int kind = MODEL_KIND_MLP; kind <= MODEL_KIND_LENET; kind++) {
-        esgd_model *m = new_model((model_kind)kind, 4);
+    for (int kind = NET_MLP; kind <= NET_LENET; kind++) {
+        esgd_model *m = new_model((test_net)kind, 4);
         model_init_params(m, 1);
         float x[5 * MODEL_INPUT_SIZE] = {0};
         uint8_t y[5] = {1, 2, 3, 4, 5}, bad[4] = {1, 2, 10, 3};
@@ -492,12 +507,18 @@ static void fill_dataset(esgd_dataset *ds, uint8_t *pixels, uint8_t *labels, uin
         pixels[i] = (uint8_t)rng_below(&rng, 256);
     for (uint32_t i = 0; i < EVAL_COUNT; i++)
         labels[i] = (uint8_t)rng_below(&rng, MODEL_CLASSES);
-    *ds = (esgd_dataset){.count = EVAL_COUNT, .rows = 28, .cols = 28, .pixels = pixels, .labels = labels};
+    *ds = (esgd_dataset){.count = EVAL_COUNT,
+                         .rank = 2,
+                         .dims = {28, 28},
+                         .example_size = 28 * 28,
+                         .type = DATASET_U8,
+                         .u8 = pixels,
+                         .labels = labels};
 }
 
 /* A model whose only non-zero parameter is the last bias of class 3 says
  * "3" for every input: accuracy is the share of 3s, and the loss is known. */
-static void check_evaluate_counts(model_kind kind)
+static void check_evaluate_counts(test_net kind)
 {
     static uint8_t pixels[EVAL_COUNT * MODEL_INPUT_SIZE];
     uint8_t labels[EVAL_COUNT];
@@ -526,7 +547,7 @@ static void check_evaluate_counts(model_kind kind)
 
 /* With a random model, evaluate agrees with model_forward on the pixels
  * scaled by hand: loss to rounding, hits exactly. */
-static void check_evaluate_matches_forward(model_kind kind)
+static void check_evaluate_matches_forward(test_net kind)
 {
     static uint8_t pixels[EVAL_COUNT * MODEL_INPUT_SIZE];
     static float x[EVAL_COUNT * MODEL_INPUT_SIZE];
@@ -557,10 +578,10 @@ static void check_evaluate_matches_forward(model_kind kind)
 static void test_evaluate(void **state)
 {
     (void)state;
-    check_evaluate_counts(MODEL_KIND_MLP);
-    check_evaluate_counts(MODEL_KIND_LENET);
-    check_evaluate_matches_forward(MODEL_KIND_MLP);
-    check_evaluate_matches_forward(MODEL_KIND_LENET);
+    check_evaluate_counts(NET_MLP);
+    check_evaluate_counts(NET_LENET);
+    check_evaluate_matches_forward(NET_MLP);
+    check_evaluate_matches_forward(NET_LENET);
 }
 
 static void test_evaluate_bad_args(void **state)
@@ -570,7 +591,7 @@ static void test_evaluate_bad_args(void **state)
     uint8_t labels[EVAL_COUNT];
     esgd_dataset ds;
     fill_dataset(&ds, pixels, labels, 1);
-    esgd_model *m = new_model(MODEL_KIND_MLP, 4);
+    esgd_model *m = new_model(NET_MLP, 4);
     float accuracy, loss;
     esgd_error err = {0};
     assert_int_equal(model_evaluate(NULL, &ds, 0, &accuracy, &loss, &err), ESGD_ERR_ARG);
@@ -580,7 +601,8 @@ static void test_evaluate_bad_args(void **state)
     empty.count = 0;
     assert_int_equal(model_evaluate(m, &empty, 0, &accuracy, &loss, &err), ESGD_ERR_ARG);
     esgd_dataset small = ds;
-    small.rows = 14;
+    small.dims[0] = 14;
+    small.example_size = 14 * 28;
     err = (esgd_error){0};
     assert_int_equal(model_evaluate(m, &small, 0, &accuracy, &loss, &err), ESGD_ERR_DIMENSION);
     assert_true(strlen(err.message) > 0);

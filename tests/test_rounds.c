@@ -157,7 +157,7 @@ static int setup_job(void **state)
     fixture *f = calloc(1, sizeof *f);
     job_config_defaults(&f->cfg);
     strcpy(f->cfg.job, "unit");
-    f->cfg.model = MODEL_KIND_MLP;
+    strcpy(f->cfg.model, "mlp");
     f->cfg.agents = 2;
     f->cfg.batch = 8;
     f->cfg.train_samples = 64;
@@ -392,7 +392,7 @@ static void test_bad_construction_is_an_error(void **state)
     esgd_error err = {0};
     esgd_dataset empty = {0};
     assert_null(agent_new(&cfg, 0, &empty, &err));
-    assert_int_equal(err.status, ESGD_ERR_ARG);
+    assert_int_equal(err.status, ESGD_ERR_DIMENSION);
     esgd_dataset shard;
     make_shard(&shard, 4, 1);
     assert_null(agent_new(&cfg, 4, &shard, &err)); /* ids are 0..3 */
@@ -578,7 +578,7 @@ static esgd_coordinator *unit_coordinator(uint32_t agents, double lr)
     esgd_job_config cfg;
     job_config_defaults(&cfg);
     strcpy(cfg.job, "unit");
-    cfg.model = MODEL_KIND_MLP;
+    strcpy(cfg.model, "mlp");
     cfg.agents = agents;
     cfg.batch = 8;
     cfg.train_samples = 64;

@@ -37,7 +37,7 @@ struct esgd_agent {
     uint32_t *order;       /* (shard count) example order of the current pass */
     int64_t order_pass;    /* which pass `order` holds, -1 none */
     uint32_t *batch_idx;   /* (batch) */
-    float *batch_x;        /* (batch, 784) */
+    float *batch_x;        /* (batch, input size) */
     uint8_t *batch_y;      /* (batch) */
 
     float last_loss;
@@ -55,9 +55,15 @@ esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_
         esgd_error_set(err, ESGD_ERR_ARG, "agent id %u not in 0..%u", agent_id, cfg->agents - 1);
         return NULL;
     }
-    if (!shard || shard->count == 0 || shard->rows * shard->cols != MODEL_INPUT_SIZE) {
-        esgd_error_set(err, ESGD_ERR_ARG, "agent %u: shard must hold 28x28 images (has %u)", agent_id,
-                       shard ? shard->count : 0);
+    model_spec spec;
+    if (job_model_spec(cfg, &spec, err) != ESGD_OK)
+        return NULL;
+    uint32_t input_size = tensor_size(&spec.layers[0].in);
+    if (!shard || shard->count == 0 || shard->example_size != input_size) {
+        esgd_error_set(err, ESGD_ERR_DIMENSION,
+                       "agent %u: the job's examples are %s (%u values) but this agent's data has %u examples of %u "
+                       "values",
+                       agent_id, cfg->input, input_size, shard ? shard->count : 0, shard ? shard->example_size : 0);
         return NULL;
     }
     esgd_agent *a = calloc(1, sizeof *a);
@@ -73,7 +79,7 @@ esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_
     uint32_t d = job_dimension(cfg);
     sparsifier_config sc = cfg->sparsify;
     sc.seed = cfg->seed;
-    if (!(a->model = model_new(cfg->model, cfg->batch, err)) ||
+    if (!(a->model = model_new(&spec, cfg->batch, err)) ||
         !(a->sparsify = sparsifier_new(&sc, d, agent_id, err)) || !(a->decoder = codec_decoder_new(err)) ||
         buffer_init(&a->out, codec_update_bound(d), err) != ESGD_OK)
         goto fail;
@@ -82,7 +88,7 @@ esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_
     a->incoming.params.values = malloc((size_t)d * sizeof(float));
     a->order = malloc((size_t)shard->count * sizeof(uint32_t));
     a->batch_idx = malloc((size_t)cfg->batch * sizeof(uint32_t));
-    a->batch_x = malloc((size_t)cfg->batch * MODEL_INPUT_SIZE * sizeof(float));
+    a->batch_x = malloc((size_t)cfg->batch * input_size * sizeof(float));
     a->batch_y = malloc(cfg->batch);
     if (!a->incoming.params.indices || !a->incoming.params.values || !a->order || !a->batch_idx ||
         !a->batch_x || !a->batch_y) {

@@ -474,8 +474,8 @@ static esgd_status decode_config(const msgpack_object *root, esgd_job_config *ou
         return st;
     }
     if (dim != job_dimension(&cfg))
-        return esgd_error_set(err, ESGD_ERR_DIMENSION, "config dim %u, model %s has %u", dim,
-                              model_kind_name(cfg.model), job_dimension(&cfg));
+        return esgd_error_set(err, ESGD_ERR_DIMENSION, "config dim %u, model \"%.60s\" has %u", dim, cfg.model,
+                              job_dimension(&cfg));
     *out = cfg;
     return ESGD_OK;
 }

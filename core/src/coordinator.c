@@ -11,10 +11,14 @@
 
 #include "coordinator_impl.h"
 #include "esgd/fingerprint.h"
+#include "esgd/predictor.h"
 #include "esgd/sparsifier.h"
 
 /* Largest batch used when evaluating the test set. */
 #define EVAL_BATCH 500
+/* The predictor (esgd-predict) chunks as the evaluation does, so the
+ * classes it gives are the ones the test accuracy counted. */
+_Static_assert(EVAL_BATCH == ESGD_PREDICT_CHUNK, "the predictor's chunk must be the evaluation batch");
 
 esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
 {
@@ -30,7 +34,8 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     c->total_rounds = job_total_rounds(cfg);
     /* An update can never hold more entries than its method sends. */
     uint32_t slot = sparsifier_max_count(&cfg->sparsify, c->dim);
-    if (!(c->model = model_new(cfg->model, EVAL_BATCH, err)) ||
+    model_spec spec;
+    if (job_model_spec(cfg, &spec, err) != ESGD_OK || !(c->model = model_new(&spec, EVAL_BATCH, err)) ||
         !(c->agg = aggregator_new(c->dim, cfg->agents, slot, err)) || !(c->decoder = codec_decoder_new(err)) ||
         buffer_init(&c->out, codec_model_bound(c->dim), err) != ESGD_OK)
         goto fail;
@@ -495,7 +500,7 @@ esgd_status coordinator_evaluate_round(esgd_coordinator *c, const esgd_dataset *
                                        esgd_error *err)
 {
     *images = 0;
-    if (!job_is_eval_round(&c->cfg, s->round))
+    if (!test || !job_is_eval_round(&c->cfg, s->round))
         return ESGD_OK;
     if (s->round + 1 == c->total_rounds || limit > test->count)
         limit = 0;

@@ -1,10 +1,12 @@
-/* IDX image and label files (MNIST and its kin): header checks against the
- * file size, whole-file or subset loading that reads only the chosen rows
- * (a gateway holds only its shard), and conversion of a batch to floats. */
+/* IDX example and label files (MNIST and its kin, and esgd-import's f32
+ * files): header checks against the file size, whole-file or subset loading
+ * that reads only the chosen rows (a gateway holds only its shard), and
+ * conversion of a batch to floats. */
 #include "esgd/dataset.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +16,25 @@
 #include "esgd/fingerprint.h"
 
 #define IDX_TYPE_UBYTE 0x08
-#define IDX_MAX_DIMS 3
+#define IDX_TYPE_FLOAT 0x0d
+#define IDX_MAX_DIMS (1 + DATASET_MAX_RANK)
 #define IDX_MAX_COUNT 100000000u /* examples per file */
-#define IDX_MAX_SIDE 1024u       /* image rows or columns */
+
+/* What a file must hold: labels (u8, count only) or examples (u8 or f32,
+ * count and 1..DATASET_MAX_RANK dims). */
+typedef enum idx_kind { IDX_LABELS, IDX_EXAMPLES } idx_kind;
 
 /* An open IDX file whose header has been checked against the file size. */
 typedef struct idx_file {
     FILE *f;
     const char *path;
-    uint32_t dims[IDX_MAX_DIMS]; /* count, then rows and cols for images */
+    unsigned ndims;
+    uint32_t dims[IDX_MAX_DIMS]; /* count, then one example's dims */
+    uint8_t type;                /* IDX_TYPE_UBYTE or IDX_TYPE_FLOAT */
+    size_t value_bytes;          /* 1 or 4 */
+    uint32_t example_size;       /* values per example: 1 for labels */
     off_t header_bytes;
-    size_t row_bytes;            /* bytes per example: 1 for labels, rows*cols for images */
+    size_t row_bytes;            /* bytes per example: example_size * value_bytes */
 } idx_file;
 
 static uint32_t be32(const uint8_t *p)
@@ -43,7 +53,7 @@ static esgd_status idx_read(idx_file *idx, void *buf, size_t bytes, const char *
     return esgd_error_set(err, ESGD_ERR_TRUNCATED, "%s: file ends inside its %s", idx->path, what);
 }
 
-static esgd_status idx_check_header(idx_file *idx, unsigned ndims, esgd_error *err)
+static esgd_status idx_check_header(idx_file *idx, idx_kind kind, esgd_error *err)
 {
     struct stat sb;
     if (fstat(fileno(idx->f), &sb) != 0)
@@ -57,30 +67,53 @@ static esgd_status idx_check_header(idx_file *idx, unsigned ndims, esgd_error *e
         return st;
     if (magic[0] != 0 || magic[1] != 0)
         return esgd_error_set(err, ESGD_ERR_FORMAT, "%s: not an IDX file (magic 0x%08x)", idx->path, be32(magic));
-    if (magic[2] != IDX_TYPE_UBYTE)
-        return esgd_error_set(err, ESGD_ERR_FORMAT, "%s: IDX element type 0x%02x, expected 0x%02x (unsigned byte)",
-                              idx->path, magic[2], IDX_TYPE_UBYTE);
-    if (magic[3] != ndims)
-        return esgd_error_set(err, ESGD_ERR_FORMAT, "%s: IDX file has %u dimensions, expected %u", idx->path,
-                              magic[3], ndims);
-    if ((st = idx_read(idx, dims, 4 * (size_t)ndims, "IDX header", err)) != ESGD_OK)
+    if (kind == IDX_LABELS) {
+        if (magic[2] != IDX_TYPE_UBYTE)
+            return esgd_error_set(err, ESGD_ERR_FORMAT,
+                                  "%s: IDX element type 0x%02x, expected 0x%02x (unsigned byte)", idx->path, magic[2],
+                                  IDX_TYPE_UBYTE);
+        if (magic[3] != 1)
+            return esgd_error_set(err, ESGD_ERR_FORMAT, "%s: IDX file has %u dimensions, expected 1", idx->path,
+                                  magic[3]);
+    } else {
+        if (magic[2] != IDX_TYPE_UBYTE && magic[2] != IDX_TYPE_FLOAT)
+            return esgd_error_set(err, ESGD_ERR_FORMAT,
+                                  "%s: IDX element type 0x%02x, expected 0x%02x (unsigned byte) or 0x%02x (float)",
+                                  idx->path, magic[2], IDX_TYPE_UBYTE, IDX_TYPE_FLOAT);
+        if (magic[3] < 2 || magic[3] > IDX_MAX_DIMS)
+            return esgd_error_set(err, ESGD_ERR_FORMAT,
+                                  "%s: IDX file has %u dimensions, expected 2 to %u (the count, then 1 to %u per "
+                                  "example)",
+                                  idx->path, magic[3], IDX_MAX_DIMS, DATASET_MAX_RANK);
+    }
+    idx->type = magic[2];
+    idx->value_bytes = magic[2] == IDX_TYPE_FLOAT ? 4 : 1;
+    idx->ndims = magic[3];
+    if ((st = idx_read(idx, dims, 4 * (size_t)idx->ndims, "IDX header", err)) != ESGD_OK)
         return st;
 
-    uint64_t row_bytes = 1;
-    for (unsigned i = 0; i < ndims; i++) {
-        uint32_t limit = i == 0 ? IDX_MAX_COUNT : IDX_MAX_SIDE;
+    uint64_t example_size = 1;
+    for (unsigned i = 0; i < idx->ndims; i++) {
+        uint32_t limit = i == 0 ? IDX_MAX_COUNT : DATASET_MAX_EXAMPLE_SIZE;
         idx->dims[i] = be32(dims + 4 * i);
         if (idx->dims[i] == 0 || idx->dims[i] > limit)
             return esgd_error_set(err, ESGD_ERR_RANGE, "%s: IDX dimension %u is %u, allowed 1..%u", idx->path, i,
                                   idx->dims[i], limit);
-        if (i > 0)
-            row_bytes *= idx->dims[i];
+        if (i > 0) {
+            example_size *= idx->dims[i]; /* each factor <= 2^24 and the product is checked at every step */
+            if (example_size > DATASET_MAX_EXAMPLE_SIZE)
+                return esgd_error_set(err, ESGD_ERR_RANGE,
+                                      "%s: one example holds over %u values (dimensions 1..%u multiply to %llu so "
+                                      "far)",
+                                      idx->path, DATASET_MAX_EXAMPLE_SIZE, i, (unsigned long long)example_size);
+        }
     }
-    idx->header_bytes = 4 + 4 * (off_t)ndims;
-    idx->row_bytes = (size_t)row_bytes;
+    idx->header_bytes = 4 + 4 * (off_t)idx->ndims;
+    idx->example_size = (uint32_t)example_size;
+    idx->row_bytes = (size_t)example_size * idx->value_bytes;
 
-    /* The limits above keep this below 2^47, so it cannot overflow. */
-    uint64_t expected = (uint64_t)idx->header_bytes + (uint64_t)idx->dims[0] * row_bytes;
+    /* count <= 10^8, row bytes <= 2^26: below 2^53, so this cannot overflow. */
+    uint64_t expected = (uint64_t)idx->header_bytes + (uint64_t)idx->dims[0] * (uint64_t)idx->row_bytes;
     uint64_t actual = (uint64_t)sb.st_size;
     if (actual < expected)
         return esgd_error_set(err, ESGD_ERR_TRUNCATED,
@@ -100,7 +133,7 @@ static void idx_close(idx_file *idx)
     idx->f = NULL;
 }
 
-static esgd_status idx_open(idx_file *idx, const char *path, unsigned ndims, esgd_error *err)
+static esgd_status idx_open(idx_file *idx, const char *path, idx_kind kind, esgd_error *err)
 {
     *idx = (idx_file){.path = path};
     if (!path)
@@ -108,7 +141,7 @@ static esgd_status idx_open(idx_file *idx, const char *path, unsigned ndims, esg
     idx->f = fopen(path, "rb");
     if (!idx->f)
         return esgd_error_set(err, ESGD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    esgd_status st = idx_check_header(idx, ndims, err);
+    esgd_status st = idx_check_header(idx, kind, err);
     if (st != ESGD_OK)
         idx_close(idx);
     return st;
@@ -141,8 +174,27 @@ static esgd_status subset_order(const uint32_t *subset, uint32_t n, uint32_t cou
     return ESGD_OK;
 }
 
+/* Turns the big-endian floats of row position (file row `row`) into native
+ * floats in place; a NaN or infinity is a FORMAT error naming the example. */
+static esgd_status idx_floats_in_place(const idx_file *idx, uint8_t *rows, uint32_t position, uint32_t row,
+                                       esgd_error *err)
+{
+    uint8_t *p = rows + (size_t)position * idx->row_bytes;
+    for (uint32_t v = 0; v < idx->example_size; v++, p += 4) {
+        uint32_t bits = be32(p);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        if (!isfinite(f))
+            return esgd_error_set(err, ESGD_ERR_FORMAT, "%s: example %u holds %s at value %u (floats must be finite)",
+                                  idx->path, row, isnan(f) ? "NaN" : "an infinity", v);
+        memcpy(p, &f, sizeof f);
+    }
+    return ESGD_OK;
+}
+
 /* Allocates *out (n rows) and reads into row i the file row order names for
- * it, or file row i when order is NULL (then n is the file's count). */
+ * it, or file row i when order is NULL (then n is the file's count). Floats
+ * come out native and checked finite. */
 static esgd_status idx_load_rows(idx_file *idx, const uint64_t *order, uint32_t n, uint8_t **out, esgd_error *err)
 {
     *out = NULL;
@@ -152,9 +204,12 @@ static esgd_status idx_load_rows(idx_file *idx, const uint64_t *order, uint32_t 
     if (!rows)
         return esgd_error_set(err, ESGD_ERR_NOMEM, "%s: out of memory for %u examples", idx->path, n);
 
+    bool floats = idx->type == IDX_TYPE_FLOAT;
     esgd_status st = ESGD_OK;
     if (!order) {
         st = idx_read(idx, rows, (size_t)n * idx->row_bytes, "data", err);
+        for (uint32_t i = 0; i < n && st == ESGD_OK && floats; i++)
+            st = idx_floats_in_place(idx, rows, i, i, err);
     } else {
         uint64_t next_row = 0; /* the stream sits just after the header */
         for (uint32_t k = 0; k < n && st == ESGD_OK; k++) {
@@ -164,6 +219,8 @@ static esgd_status idx_load_rows(idx_file *idx, const uint64_t *order, uint32_t 
                 st = esgd_error_set(err, ESGD_ERR_IO, "seeking in %s: %s", idx->path, strerror(errno));
             else
                 st = idx_read(idx, rows + (size_t)position * idx->row_bytes, idx->row_bytes, "data", err);
+            if (st == ESGD_OK && floats)
+                st = idx_floats_in_place(idx, rows, position, row, err);
             next_row = (uint64_t)row + 1;
         }
     }
@@ -182,7 +239,7 @@ esgd_status idx_read_labels(const char *path, uint8_t **labels, uint32_t *count,
     *labels = NULL;
     *count = 0;
     idx_file idx;
-    esgd_status st = idx_open(&idx, path, 1, err);
+    esgd_status st = idx_open(&idx, path, IDX_LABELS, err);
     if (st != ESGD_OK)
         return st;
     st = idx_load_rows(&idx, NULL, idx.dims[0], labels, err);
@@ -203,10 +260,11 @@ esgd_status dataset_load_idx(esgd_dataset *ds, const char *images_path, const ch
 
     idx_file images = {0}, labels = {0};
     uint64_t *order = NULL;
+    uint8_t *values = NULL;
     esgd_dataset out = {0};
     esgd_status st;
-    if ((st = idx_open(&images, images_path, 3, err)) != ESGD_OK ||
-        (st = idx_open(&labels, labels_path, 1, err)) != ESGD_OK)
+    if ((st = idx_open(&images, images_path, IDX_EXAMPLES, err)) != ESGD_OK ||
+        (st = idx_open(&labels, labels_path, IDX_LABELS, err)) != ESGD_OK)
         goto done;
     if (images.dims[0] != labels.dims[0]) {
         st = esgd_error_set(err, ESGD_ERR_FORMAT, "%s holds %u images but %s holds %u labels", images_path,
@@ -214,32 +272,72 @@ esgd_status dataset_load_idx(esgd_dataset *ds, const char *images_path, const ch
         goto done;
     }
     out.count = subset ? subset_count : images.dims[0];
-    out.rows = images.dims[1];
-    out.cols = images.dims[2];
+    out.rank = images.ndims - 1;
+    for (uint32_t i = 0; i < out.rank; i++)
+        out.dims[i] = images.dims[1 + i];
+    out.example_size = images.example_size;
+    out.type = images.type == IDX_TYPE_FLOAT ? DATASET_F32 : DATASET_U8;
     if ((subset && (st = subset_order(subset, subset_count, images.dims[0], images_path, &order, err)) != ESGD_OK) ||
-        (st = idx_load_rows(&images, order, out.count, &out.pixels, err)) != ESGD_OK ||
+        (st = idx_load_rows(&images, order, out.count, &values, err)) != ESGD_OK ||
         (st = idx_load_rows(&labels, order, out.count, &out.labels, err)) != ESGD_OK)
         goto done;
+    if (out.type == DATASET_F32)
+        out.f32 = (float *)(void *)values; /* malloc'd, so aligned for floats */
+    else
+        out.u8 = values;
+    values = NULL;
     *ds = out;
 done:
     free(order);
     idx_close(&images);
     idx_close(&labels);
     if (st != ESGD_OK) {
-        free(out.pixels);
+        free(values);
         free(out.labels);
     }
     return st;
 }
 
-static int split_path(char *out, size_t out_size, const char *dir, const char *split, const char *kind)
+/* A split's file names in the two namings: MNIST's and esgd-import's. */
+static const struct split_naming {
+    const char *examples, *labels;
+} split_namings[] = {
+    {"images-idx3-ubyte", "labels-idx1-ubyte"},
+    {"features.idx", "labels.idx"},
+};
+#define SPLIT_NAMINGS (sizeof split_namings / sizeof split_namings[0])
+
+static bool split_path(char *out, size_t out_size, const char *dir, const char *split, const char *suffix)
 {
-    return snprintf(out, out_size, "%s/%s-%s-ubyte", dir, split, kind);
+    int n = snprintf(out, out_size, "%s/%s-%s", dir, split, suffix);
+    return n >= 0 && (size_t)n < out_size;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* The naming whose examples file DIR holds for the split, or -1. */
+static int split_naming(const char *dir, const char *split)
+{
+    char path[4096];
+    for (size_t i = 0; i < SPLIT_NAMINGS; i++)
+        if (split_path(path, sizeof path, dir, split, split_namings[i].examples) && file_exists(path))
+            return (int)i;
+    return -1;
+}
+
+bool dataset_split_exists(const char *dir, const char *split)
+{
+    return dir && split && split_naming(dir, split) >= 0;
 }
 
 void dataset_labels_path(char *out, unsigned long out_size, const char *dir, const char *split)
 {
-    split_path(out, out_size, dir, split, "labels-idx1");
+    int naming = split_naming(dir, split);
+    split_path(out, out_size, dir, split, split_namings[naming < 0 ? 0 : naming].labels);
 }
 
 esgd_status dataset_load_split(esgd_dataset *ds, const char *dir, const char *split, const uint32_t *subset,
@@ -250,10 +348,15 @@ esgd_status dataset_load_split(esgd_dataset *ds, const char *dir, const char *sp
     if (!dir || !split)
         return esgd_error_set(err, ESGD_ERR_ARG, "dataset_load_split: NULL directory or split name");
     char images[4096], labels[4096];
-    int n_images = split_path(images, sizeof images, dir, split, "images-idx3");
-    int n_labels = split_path(labels, sizeof labels, dir, split, "labels-idx1");
-    if (n_images < 0 || (size_t)n_images >= sizeof images || n_labels < 0 || (size_t)n_labels >= sizeof labels)
+    if (!split_path(images, sizeof images, dir, split, split_namings[0].examples) ||
+        !split_path(labels, sizeof labels, dir, split, split_namings[1].examples))
         return esgd_error_set(err, ESGD_ERR_ARG, "data directory path too long: %.64s...", dir);
+    int naming = split_naming(dir, split);
+    if (naming < 0) /* images and labels hold the two examples file names tried */
+        return esgd_error_set(err, ESGD_ERR_IO, "no %s data in %s: neither %s nor %s exists", split, dir, images,
+                              labels);
+    split_path(images, sizeof images, dir, split, split_namings[naming].examples);
+    split_path(labels, sizeof labels, dir, split, split_namings[naming].labels);
     return dataset_load_idx(ds, images, labels, subset, subset_count, err);
 }
 
@@ -261,27 +364,42 @@ void dataset_destroy(esgd_dataset *ds)
 {
     if (!ds)
         return;
-    free(ds->pixels);
+    free(ds->u8);
+    free(ds->f32);
     free(ds->labels);
     *ds = (esgd_dataset){0};
 }
 
 void dataset_fill_batch(const esgd_dataset *ds, const uint32_t *idx, uint32_t n, float *x, uint8_t *y)
 {
-    size_t dim = (size_t)ds->rows * ds->cols;
+    size_t dim = ds->example_size;
     for (uint32_t i = 0; i < n; i++) {
         assert(idx[i] < ds->count);
-        const uint8_t *pixels = ds->pixels + (size_t)idx[i] * dim;
         float *xi = x + (size_t)i * dim;
-        for (size_t p = 0; p < dim; p++)
-            xi[p] = pixels[p] / 255.0f;
+        if (ds->type == DATASET_F32) {
+            memcpy(xi, ds->f32 + (size_t)idx[i] * dim, dim * sizeof *xi);
+        } else {
+            const uint8_t *pixels = ds->u8 + (size_t)idx[i] * dim;
+            for (size_t p = 0; p < dim; p++)
+                xi[p] = pixels[p] / 255.0f;
+        }
         y[i] = ds->labels[idx[i]];
     }
 }
 
 uint64_t dataset_fingerprint(const esgd_dataset *d)
 {
-    size_t pixels = (size_t)d->count * d->rows * d->cols;
-    uint64_t h = fnv1a64(d->pixels, d->pixels ? pixels : 0);
+    size_t values = (size_t)d->count * d->example_size;
+    uint64_t h = FNV1A64_START;
+    if (d->type == DATASET_F32) {
+        for (size_t i = 0; d->f32 && i < values; i++) {
+            uint32_t bits;
+            memcpy(&bits, d->f32 + i, sizeof bits);
+            const uint8_t le[4] = {(uint8_t)bits, (uint8_t)(bits >> 8), (uint8_t)(bits >> 16), (uint8_t)(bits >> 24)};
+            h = fnv1a64_continue(h, le, sizeof le);
+        }
+    } else {
+        h = fnv1a64(d->u8, d->u8 ? values : 0);
+    }
     return fnv1a64_continue(h, d->labels, d->labels ? d->count : 0);
 }

@@ -10,10 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "esgd/model.h"      /* model_kind_num_params */
+#include "esgd/model_spec.h"
 #include "esgd/sparsifier.h" /* SPARSIFIER_CONFIG_DEFAULT */
 
-typedef enum field_kind { FIELD_U32, FIELD_U64, FIELD_F64, FIELD_F32, FIELD_ENUM, FIELD_NAME } field_kind;
+/* FIELD_TEXT: printable ASCII, 1 to max characters (a model spec). */
+typedef enum field_kind { FIELD_U32, FIELD_U64, FIELD_F64, FIELD_F32, FIELD_ENUM, FIELD_NAME, FIELD_TEXT } field_kind;
 
 typedef struct option_entry {
     job_option public;
@@ -23,22 +24,25 @@ typedef struct option_entry {
     const char *const *names; /* FIELD_ENUM: value names, NULL-terminated */
 } option_entry;
 
-static const char *const model_names[] = {"mlp", "lenet", NULL};
 static const char *const method_names[] = {"dense", "threshold", "esgd", "topk", "randk", "dgc", NULL};
 static const char *const signal_names[] = {"global", "local", NULL};
 static const char *const hinc_names[] = {"one", "absgrad", NULL};
 static const char *const value_mode_names[] = {"grad", "grad+residual", NULL};
 static const char *const tau_names[] = {"mean", "fixed", NULL};
 static const char *const partition_names[] = {"iid", "noniid", NULL};
+static const char *const lr_schedule_names[] = {"step", "constant", "cosine", NULL};
 const char *const value_format_names[] = {"f32", "f16", NULL}; /* job.h: also the codec's val_fmt */
 
 #define OFF(field) offsetof(esgd_job_config, field)
 #define NUM(n, k, f, lo, hi, h) {{n, (k) == FIELD_F64 || (k) == FIELD_F32 ? JOB_OPTION_FLOAT : JOB_OPTION_UINT, h}, k, OFF(f), lo, hi, NULL}
 #define ENUM(n, f, list, h) {{n, JOB_OPTION_STRING, h}, FIELD_ENUM, OFF(f), 0, 0, list}
+#define TEXT(n, f, h) {{n, JOB_OPTION_STRING, h}, FIELD_TEXT, OFF(f), 0, sizeof(((esgd_job_config *)0)->f) - 1, NULL}
 
 static const option_entry options[] = {
     {{"job", JOB_OPTION_STRING, "job name, [A-Za-z0-9_.-], used in topics"}, FIELD_NAME, OFF(job), 0, 0, NULL},
-    ENUM("model", model, model_names, "network: mlp | lenet"),
+    TEXT("model", model, "network: lenet | mlp | a layer list, e.g. \"conv 8 3, relu, maxpool 2, dense 10\""),
+    TEXT("input", input, "one example's shape, e.g. 28x28 (image), 3x32x32, 6x128 (conv1d: channels x length), 20"),
+    NUM("classes", FIELD_U32, classes, 2, MODEL_SPEC_MAX_CLASSES, "number of classes (labels 0..classes-1)"),
     ENUM("method", sparsify.method, method_names, "what agents send: dense | threshold | esgd | topk | randk | dgc"),
     NUM("drop", FIELD_F64, sparsify.drop_ratio, 0.0, 0.999999, "gradient drop ratio, k = ceil((1-drop) d)"),
     NUM("threshold", FIELD_F32, sparsify.threshold, 0.0, 1e30, "threshold SGD: fixed |g| threshold"),
@@ -57,6 +61,10 @@ static const option_entry options[] = {
     NUM("batch", FIELD_U32, batch, 1, 4096, "minibatch per agent per round"),
     NUM("lr", FIELD_F64, lr, 1e-12, 1e6, "learning rate in epoch 0"),
     NUM("lr-decay", FIELD_F64, lr_decay, 1e-12, 1.0, "per-epoch factor: lr_e = lr * lr-decay^e"),
+    ENUM("lr-schedule", lr_schedule, lr_schedule_names,
+         "learning rate: step (lr * lr-decay^epoch) | constant | cosine (to 0 over the rounds)"),
+    NUM("warmup-rounds", FIELD_U32, warmup_rounds, 0, 4000000000.0,
+        "linear warm-up: round t < N takes (t+1)/N of the schedule's lr (< total rounds)"),
     NUM("epochs", FIELD_U32, epochs, 0, 100000, "length of the job in epochs"),
     NUM("rounds", FIELD_U32, rounds, 0, 4000000000.0, "length in rounds (overrides --epochs when > 0)"),
     NUM("seed", FIELD_U64, seed, 0, 18446744073709551615.0, "random seed"),
@@ -72,12 +80,16 @@ void job_config_defaults(esgd_job_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     strcpy(cfg->job, "mnist");
-    cfg->model = MODEL_KIND_LENET;
+    strcpy(cfg->model, "lenet");
+    strcpy(cfg->input, "28x28");
+    cfg->classes = 10;
     cfg->sparsify = (sparsifier_config)SPARSIFIER_CONFIG_DEFAULT;
     cfg->agents = 4;
     cfg->batch = 32;
     cfg->lr = 0.1;
     cfg->lr_decay = 0.5;
+    cfg->lr_schedule = LR_SCHEDULE_STEP;
+    cfg->warmup_rounds = 0;
     cfg->epochs = 2;
     cfg->rounds = 0;
     cfg->seed = 1;
@@ -181,6 +193,22 @@ esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, c
         cfg->job[len] = '\0';
         return ESGD_OK;
     }
+    if (e->kind == FIELD_TEXT) {
+        if (len == 0 || len > (size_t)e->max)
+            return esgd_error_set(err, ESGD_ERR_RANGE, "option %s: %zu characters, 1 to %.0f", opt->name, len,
+                                  e->max);
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)value[i] < 0x20 || (unsigned char)value[i] > 0x7e)
+                return esgd_error_set(err, ESGD_ERR_RANGE,
+                                      "option %s: character %zu is not printable ASCII (a control character or "
+                                      "another byte)",
+                                      opt->name, i + 1);
+        char *field = field_ptr(cfg, e);
+        if (len)
+            memcpy(field, value, len);
+        field[len] = '\0';
+        return ESGD_OK;
+    }
     if (e->kind != FIELD_ENUM)
         return esgd_error_set(err, ESGD_ERR_TYPE, "option %s is not a string", opt->name);
     for (int i = 0; e->names[i]; i++) {
@@ -223,6 +251,8 @@ const char *job_config_get_string(const esgd_job_config *cfg, const job_option *
     const option_entry *e = entry_of(opt);
     if (e->kind == FIELD_NAME)
         return cfg->job;
+    if (e->kind == FIELD_TEXT)
+        return field_cptr(cfg, e);
     if (e->kind == FIELD_ENUM)
         return e->names[*(const int *)field_cptr(cfg, e)];
     return "";
@@ -255,6 +285,7 @@ esgd_status job_config_set(esgd_job_config *cfg, const char *name, const char *t
     }
     case FIELD_ENUM:
     case FIELD_NAME:
+    case FIELD_TEXT:
         return job_config_set_string(cfg, opt, text, strlen(text), err);
     }
     return esgd_error_set(err, ESGD_ERR_ARG, "option --%s has no parser", name);
@@ -297,9 +328,18 @@ esgd_status job_config_validate(const esgd_job_config *cfg, esgd_error *err)
         return esgd_error_set(err, ESGD_ERR_ARG, "drop = %g must be in [0, 1)", cfg->sparsify.drop_ratio);
     if (!(cfg->sparsify.eps > 0.0f))
         return esgd_error_set(err, ESGD_ERR_ARG, "eps must be > 0");
+    model_spec spec;
+    if ((st = job_model_spec(cfg, &spec, err)) != ESGD_OK)
+        return st;
     if (!(cfg->sparsify.dgc_momentum >= 0.0f && cfg->sparsify.dgc_momentum < 1.0f))
         return esgd_error_set(err, ESGD_ERR_ARG, "dgc-momentum = %g must be in [0, 1)",
                               (double)cfg->sparsify.dgc_momentum);
+    if ((unsigned)cfg->lr_schedule > LR_SCHEDULE_COSINE)
+        return esgd_error_set(err, ESGD_ERR_ARG, "lr-schedule = %d is not step, constant or cosine",
+                              (int)cfg->lr_schedule);
+    if (cfg->warmup_rounds > 0 && cfg->warmup_rounds >= job_total_rounds(cfg))
+        return esgd_error_set(err, ESGD_ERR_ARG, "warmup-rounds = %u must be less than the job's %u rounds",
+                              cfg->warmup_rounds, job_total_rounds(cfg));
     return ESGD_OK;
 }
 
@@ -326,9 +366,41 @@ void job_config_print_help(FILE *out)
     }
 }
 
+esgd_status job_input_dims(const esgd_job_config *cfg, uint32_t dims[3], uint32_t *rank, esgd_error *err)
+{
+    const char *p = cfg->input;
+    *rank = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        unsigned long v = isdigit((unsigned char)*p) ? strtoul(p, &end, 10) : 0;
+        if (v == 0 || errno || v > MODEL_SPEC_MAX_VALUES || *rank == 3)
+            return esgd_error_set(err, ESGD_ERR_ARG,
+                                  "input '%s': expected 1 to 3 positive sizes joined by x, e.g. 28x28 or 6x128",
+                                  cfg->input);
+        dims[(*rank)++] = (uint32_t)v;
+        if (*end == '\0')
+            return ESGD_OK;
+        if (*end != 'x')
+            return esgd_error_set(err, ESGD_ERR_ARG, "input '%s': expected sizes joined by x, e.g. 28x28",
+                                  cfg->input);
+        p = end + 1;
+    }
+}
+
+esgd_status job_model_spec(const esgd_job_config *cfg, model_spec *spec, esgd_error *err)
+{
+    uint32_t dims[3], rank;
+    esgd_status st = job_input_dims(cfg, dims, &rank, err);
+    if (st == ESGD_OK)
+        st = model_spec_parse(spec, cfg->model, dims, rank, cfg->classes, err);
+    return st;
+}
+
 uint32_t job_dimension(const esgd_job_config *cfg)
 {
-    return model_kind_num_params(cfg->model);
+    model_spec spec;
+    return job_model_spec(cfg, &spec, NULL) == ESGD_OK ? spec.num_params : 0;
 }
 
 uint32_t job_rounds_per_epoch(const esgd_job_config *cfg)
@@ -353,7 +425,30 @@ uint32_t job_epoch_of_round(const esgd_job_config *cfg, uint32_t round)
 
 double job_lr_at_round(const esgd_job_config *cfg, uint32_t round)
 {
-    return cfg->lr * pow(cfg->lr_decay, (double)job_epoch_of_round(cfg, round));
+    static const double pi = 3.14159265358979323846;
+    uint32_t warmup = cfg->warmup_rounds;
+    double lr;
+    switch (cfg->lr_schedule) {
+    case LR_SCHEDULE_CONSTANT:
+        lr = cfg->lr;
+        break;
+    case LR_SCHEDULE_COSINE: {
+        uint32_t total = job_total_rounds(cfg);
+        uint32_t span = total > warmup ? total - warmup : 1;      /* validate: warmup < total */
+        uint32_t t = round > warmup ? round - warmup : 0;         /* lr itself while warming up */
+        if (t > span)
+            t = span;
+        lr = cfg->lr * 0.5 * (1.0 + cos(pi * (double)t / (double)span));
+        break;
+    }
+    case LR_SCHEDULE_STEP:
+    default: /* the expression of before the schedules, so step runs stay bit-identical */
+        lr = cfg->lr * pow(cfg->lr_decay, (double)job_epoch_of_round(cfg, round));
+        break;
+    }
+    if (round < warmup)
+        lr = lr * (double)(round + 1) / (double)warmup;
+    return lr;
 }
 
 static const char *enum_name(const char *const *names, int value)
@@ -369,11 +464,6 @@ const char *value_format_name(value_format f)
     return enum_name(value_format_names, (int)f);
 }
 
-const char *model_kind_name(model_kind kind)
-{
-    return enum_name(model_names, (int)kind);
-}
-
 const char *sparsify_method_name(sparsify_method m)
 {
     return enum_name(method_names, (int)m);
@@ -382,6 +472,11 @@ const char *sparsify_method_name(sparsify_method m)
 const char *partition_kind_name(partition_kind p)
 {
     return enum_name(partition_names, (int)p);
+}
+
+const char *lr_schedule_name(lr_schedule_kind s)
+{
+    return enum_name(lr_schedule_names, (int)s);
 }
 
 bool job_is_eval_round(const esgd_job_config *cfg, uint32_t round)

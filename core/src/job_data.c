@@ -1,5 +1,6 @@
-/* Loading one agent's shard of the training set, as the job cuts it: used by
- * the simulator for every agent and by esgd-agent for its own. */
+/* Loading one agent's shard of the training set, as the job cuts it (used
+ * by the simulator for every agent and by esgd-agent for its own), or all
+ * of a gateway's own training data. */
 #include "esgd/job_data.h"
 
 #include <stdlib.h>
@@ -28,5 +29,19 @@ esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t
         esgd_error_prefix(err, "loading shard %u/%u from %s", index, parts, dir);
     free(labels);
     shards_destroy(&shards);
+    return st;
+}
+
+esgd_status job_load_own(const esgd_job_config *cfg, const char *dir, esgd_dataset *out, esgd_error *err)
+{
+    esgd_status st = dataset_load_split(out, dir, "train", NULL, 0, err);
+    for (uint32_t i = 0; st == ESGD_OK && i < out->count; i++)
+        if (out->labels[i] >= cfg->classes)
+            st = esgd_error_set(err, ESGD_ERR_RANGE, "example %u has label %u; the job has %u classes (0..%u)", i,
+                                out->labels[i], cfg->classes, cfg->classes - 1);
+    if (st != ESGD_OK) {
+        esgd_error_prefix(err, "loading this gateway's own data from %s", dir);
+        dataset_destroy(out);
+    }
     return st;
 }

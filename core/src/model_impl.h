@@ -1,16 +1,17 @@
-/* Inside the model (model.h), shared by its two files: the LeNet geometry,
- * a layer's views into the flat parameter and gradient buffers, the
- * activation workspace, and the passes model_layers.c runs on them for
- * model.c. Internal to core/src. */
+/* Inside the model (model.h), shared by its files: a layer's views into the
+ * flat parameter and gradient buffers, the activation workspace of the
+ * layer-by-layer path (model_generic.c) and of the fused LeNet kernels
+ * (model_layers.c) with their geometry, and the passes model.c calls.
+ * Internal to core/src. */
 #ifndef ESGD_MODEL_IMPL_H
 #define ESGD_MODEL_IMPL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "esgd/model.h"
-
-#define MAX_LAYERS 5
+#include "esgd/model_spec.h"
 
 /* LeNet geometry: 28x28 input, 5x5 kernels, 2x2 max pooling. */
 #define KERNEL 5
@@ -28,18 +29,30 @@
 #define WIDE_PLANE (CONV1_SIDE * PAD_W) /* 896 outputs per plane, 28 rows of 32 */
 #define CONV1_TAPS (KERNEL * KERNEL)
 
+/* A dense or conv layer's parameters. */
 typedef struct layer {
-    uint32_t in, out, k;
-    uint32_t fan_in;  /* in * k * k: a weight row's length */
-    float *w, *b;     /* (out, in, k, k), (out): views into params */
+    uint32_t in, out; /* dense: inputs, outputs; conv: input channels, filters */
+    uint32_t fan_in;  /* a weight row's length: dense in, conv in * kh * kw */
+    float *w, *b;     /* (out, fan_in), (out): views into params */
     float *dw, *db;   /* same shapes, views into grads */
 } layer;
 
 struct model_impl {
-    uint32_t num_layers;
-    layer layers[MAX_LAYERS]; /* MLP: fc1 fc2; LeNet: conv1 conv2 fc1 fc2 fc3 */
+    bool fused_lenet;  /* the LeNet kernels below run this spec */
+    uint32_t num_layers;                    /* dense and conv layers, in order */
+    layer layers[MODEL_SPEC_MAX_LAYERS];    /* LeNet: conv1 conv2 fc1 fc2 fc3 */
+    int32_t param_layer[MODEL_SPEC_MAX_LAYERS]; /* spec layer -> layers[], -1 without parameters */
 
-    /* Workspace, B = max_batch; conv planes are (channel, example) major. */
+    /* Layer-by-layer path, B = max_batch, every tensor (example, c, h, w):
+     * act[i + 1] is spec layer i's output, act[0] the input of this pass
+     * (borrowed); dact[i] is the gradient of act[i] (dact[0] unused).
+     * flatten shares its input's buffers. */
+    float *act[MODEL_SPEC_MAX_LAYERS + 1];
+    float *dact[MODEL_SPEC_MAX_LAYERS + 1];
+    uint32_t *pool_arg[MODEL_SPEC_MAX_LAYERS]; /* maxpool: input offset of each output's max */
+    float *col;                                /* one example's conv im2col, the largest */
+
+    /* Fused LeNet path; conv planes are (channel, example) major. */
     float *xpad;    /* (B, 33, 32) zero-padded input, border always zero */
     float *conv1;   /* (6, B, 28, 32) conv1 output before bias, rows 32 wide */
     float *dconv1;  /* (6, B, 28, 32) its gradient; columns 28..31 stay zero */
@@ -53,30 +66,42 @@ struct model_impl {
     uint8_t *arg2;  /* (16, B, 5, 5) */
     float *flat;    /* (B, 400) relu(maxpool(conv2) + bias), per example (c, row, col) */
     float *dflat;   /* (B, 400) */
-    float *hidden1; /* (B, 128) MLP, (B, 120) LeNet: after ReLU */
+    float *hidden1; /* (B, 120) after ReLU */
     float *dhidden1;
-    float *hidden2; /* (B, 84) LeNet: after ReLU */
+    float *hidden2; /* (B, 84) after ReLU */
     float *dhidden2;
-    float *logits;  /* (B, 10) */
-    float *dlogits; /* (B, 10) */
+
+    float *logits;  /* (B, classes): the fused path's own, or the last act */
+    float *dlogits; /* (B, classes) */
 
     /* model_evaluate's chunk of the dataset */
-    float *eval_x;      /* (B, 784) */
+    float *eval_x;      /* (B, input size) */
     uint8_t *eval_y;    /* (B) */
     uint32_t *eval_idx; /* (B) */
 };
 
-/* The forward pass of model->kind on x (batch, 784), up to impl->logits. */
-void model_network_forward(esgd_model *model, const float *x, uint32_t batch);
-/* The backward pass from impl->dlogits into model->grads; needs the
- * activations of the forward pass just run on the same x. */
-void model_network_backward(esgd_model *model, const float *x, uint32_t batch);
+/* True when spec is LeNet-5 on 28 x 28 images with 10 classes, the network
+ * the fused kernels compute (a flatten anywhere is allowed). */
+bool model_spec_is_lenet(const model_spec *spec);
+
+/* Fused LeNet passes (model_layers.c). */
+void lenet_forward(model_impl *m, const float *x, uint32_t batch);
+void lenet_backward(model_impl *m, uint32_t batch);
+/* Layer-by-layer passes (model_generic.c) over spec's layers. */
+void generic_forward(const model_spec *spec, model_impl *m, const float *x, uint32_t batch);
+void generic_backward(const model_spec *spec, model_impl *m, uint32_t batch);
+
+/* A dense layer, shared by both paths: out (batch, out) = x W^T + b, then
+ * ReLU if asked; and from dout: dW, db and, when dx != NULL, dx. */
+void fc_forward(const layer *l, const float *x, uint32_t batch, float *out, bool relu);
+void fc_backward(const layer *l, const float *x, const float *dout, uint32_t batch, float *dx);
+
 
 /* Mean cross-entropy of softmax(logits) against y, computed through
  * log-sum-exp so large logits cannot overflow. With dlogits != NULL also
  * writes the gradient of the mean, (softmax - onehot) / batch; with correct
  * != NULL counts the rows whose first largest logit is the label. */
-float model_softmax_cross_entropy(const float *logits, const uint8_t *y, uint32_t batch, float *dlogits,
-                                  uint32_t *correct);
+float model_softmax_cross_entropy(const float *logits, const uint8_t *y, uint32_t batch, uint32_t classes,
+                                  float *dlogits, uint32_t *correct);
 
 #endif

@@ -1,8 +1,10 @@
-/* The layers of model.h's two networks and their forward and backward
- * passes: the fc layers and conv2 on OpenBLAS sgemm, conv1 as a direct
- * vectorised loop, ReLU with 2x2 max pooling, softmax cross-entropy. They
- * read the parameters through the layer views and write only into the
- * workspace model.c sized once (model_impl.h), so a step never allocates.
+/* The fused LeNet-5 kernels, which run the "lenet" spec (and any spec that
+ * is the same network), the dense layer both paths share, and softmax
+ * cross-entropy: the fc layers and conv2 on OpenBLAS sgemm, conv1 as a
+ * direct vectorised loop, ReLU fused with 2x2 max pooling. They read the
+ * parameters through the layer views and write only into the workspace
+ * model.c sized once (model_impl.h), so a step never allocates. Other
+ * specs run layer by layer (model_generic.c).
  *
  * Convolution activations use the CNHW layout (channel, example, row, col):
  * then conv2's batch-wide im2col matrix has one row per (in channel, ki, kj)
@@ -21,7 +23,7 @@
 /* ---- layers ---- */
 
 /* out (batch, out) = x (batch, in) W^T + b, then ReLU if asked. */
-static void fc_forward(const layer *l, const float *x, uint32_t batch, float *out, bool relu)
+void fc_forward(const layer *l, const float *x, uint32_t batch, float *out, bool relu)
 {
     int in = (int)l->in, n_out = (int)l->out;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, n_out, in, 1.0f, x, in, l->w, in, 0.0f, out,
@@ -37,7 +39,7 @@ static void fc_forward(const layer *l, const float *x, uint32_t batch, float *ou
 
 /* From dout (batch, out): dW = dout^T x, db = column sums of dout, and
  * dx (batch, in) = dout W when dx != NULL. */
-static void fc_backward(const layer *l, const float *x, const float *dout, uint32_t batch, float *dx)
+void fc_backward(const layer *l, const float *x, const float *dout, uint32_t batch, float *dx)
 {
     int in = (int)l->in, n_out = (int)l->out;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, in, (int)batch, 1.0f, dout, n_out, x, in, 0.0f, l->dw,
@@ -295,26 +297,26 @@ static void conv2_backward(const layer *l, float *col, size_t columns, const flo
  * log-sum-exp so large logits cannot overflow. With dlogits != NULL also
  * writes the gradient of the mean, (softmax - onehot) / batch; with correct
  * != NULL counts the rows whose first largest logit is the label. */
-float model_softmax_cross_entropy(const float *logits, const uint8_t *y, uint32_t batch, float *dlogits,
-                                  uint32_t *correct)
+float model_softmax_cross_entropy(const float *logits, const uint8_t *y, uint32_t batch, uint32_t classes,
+                                  float *dlogits, uint32_t *correct)
 {
     double total = 0.0;
     uint32_t hits = 0;
     for (uint32_t i = 0; i < batch; i++) {
-        const float *z = logits + (size_t)i * MODEL_CLASSES;
+        const float *z = logits + (size_t)i * classes;
         uint32_t top = 0;
-        for (uint32_t j = 1; j < MODEL_CLASSES; j++)
+        for (uint32_t j = 1; j < classes; j++)
             if (z[j] > z[top])
                 top = j;
         hits += top == y[i];
         float max = z[top], sum = 0.0f;
-        for (uint32_t j = 0; j < MODEL_CLASSES; j++)
+        for (uint32_t j = 0; j < classes; j++)
             sum += expf(z[j] - max);
         total += (double)max + log((double)sum) - (double)z[y[i]];
         if (dlogits) {
-            float *dz = dlogits + (size_t)i * MODEL_CLASSES;
+            float *dz = dlogits + (size_t)i * classes;
             float scale = 1.0f / (sum * (float)batch);
-            for (uint32_t j = 0; j < MODEL_CLASSES; j++)
+            for (uint32_t j = 0; j < classes; j++)
                 dz[j] = expf(z[j] - max) * scale;
             dz[y[i]] -= 1.0f / (float)batch;
         }
@@ -349,7 +351,7 @@ static pool_geometry pool2_geometry(uint32_t batch)
                            .example_stride = FLAT_SIZE};
 }
 
-static void lenet_forward(model_impl *m, const float *x, uint32_t batch)
+void lenet_forward(model_impl *m, const float *x, uint32_t batch)
 {
     const layer *conv1 = &m->layers[0], *conv2 = &m->layers[1];
     pool_geometry g1 = pool1_geometry(batch), g2 = pool2_geometry(batch);
@@ -366,7 +368,7 @@ static void lenet_forward(model_impl *m, const float *x, uint32_t batch)
 }
 
 /* Needs m->dlogits and the activations of the forward pass just run. */
-static void lenet_backward(model_impl *m, uint32_t batch)
+void lenet_backward(model_impl *m, uint32_t batch)
 {
     const layer *conv1 = &m->layers[0], *conv2 = &m->layers[1];
     pool_geometry g1 = pool1_geometry(batch), g2 = pool2_geometry(batch);
@@ -382,33 +384,4 @@ static void lenet_backward(model_impl *m, uint32_t batch)
     relu_pool_backward(m->pool1, m->dpool1, m->arg1, &g1, m->dconv1, conv1->db);
     /* The input needs no gradient, so conv1 stops at its weights. */
     conv1_backward_weights(m->dconv1, m->xpad, batch, conv1->dw);
-}
-
-static void mlp_forward(model_impl *m, const float *x, uint32_t batch)
-{
-    fc_forward(&m->layers[0], x, batch, m->hidden1, true);
-    fc_forward(&m->layers[1], m->hidden1, batch, m->logits, false);
-}
-
-static void mlp_backward(model_impl *m, const float *x, uint32_t batch)
-{
-    fc_backward(&m->layers[1], m->hidden1, m->dlogits, batch, m->dhidden1);
-    relu_backward(m->hidden1, m->dhidden1, (size_t)batch * m->layers[1].in);
-    fc_backward(&m->layers[0], x, m->dhidden1, batch, NULL);
-}
-
-void model_network_forward(esgd_model *model, const float *x, uint32_t batch)
-{
-    if (model->kind == MODEL_KIND_LENET)
-        lenet_forward(model->impl, x, batch);
-    else
-        mlp_forward(model->impl, x, batch);
-}
-
-void model_network_backward(esgd_model *model, const float *x, uint32_t batch)
-{
-    if (model->kind == MODEL_KIND_LENET)
-        lenet_backward(model->impl, batch);
-    else
-        mlp_backward(model->impl, x, batch);
 }

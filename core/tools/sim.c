@@ -67,7 +67,7 @@ int main(int argc, char **argv)
 
     uint32_t total = job_total_rounds(&cfg), per_epoch = job_rounds_per_epoch(&cfg);
     fprintf(stderr, "esgd-sim: %s %s drop %g, %u agents (%s), batch %u, %u rounds (%u per epoch), d = %u\n",
-            model_kind_name(cfg.model), sparsify_method_name(cfg.sparsify.method), cfg.sparsify.drop_ratio,
+            cfg.model, sparsify_method_name(cfg.sparsify.method), cfg.sparsify.drop_ratio,
             cfg.agents, partition_kind_name(cfg.partition), cfg.batch, total, per_epoch, job_dimension(&cfg));
     round_times times = {0};
     report_clock_start(&report.clock, coordinator);

@@ -3,6 +3,7 @@
  * harness and make_seeds. */
 #include "fuzz_common.h"
 
+#include <string.h>
 #include <unistd.h>
 
 fuzz_codec *fuzz_codec_once(size_t encode_bound)
@@ -49,7 +50,7 @@ int fuzz_job_name_ok(const char *job)
 void fuzz_job_init(fuzz_job *job)
 {
     job_config_defaults(&job->config);
-    job->config.model = MODEL_KIND_MLP;
+    strcpy(job->config.model, "mlp");
     job->config.rounds = 20;
     job->config.run = FUZZ_RUN;
     FUZZ_CHECK(job->config.agents <= FUZZ_AGENTS);
@@ -64,12 +65,12 @@ void fuzz_job_init(fuzz_job *job)
     }
 
     esgd_dataset *shard = &job->shard;
-    *shard = (esgd_dataset){.count = 4, .rows = 28, .cols = 28};
-    shard->pixels = calloc((size_t)shard->count * 28 * 28, 1);
+    *shard = (esgd_dataset){.count = 4, .rank = 2, .dims = {28, 28}, .example_size = 28 * 28, .type = DATASET_U8};
+    shard->u8 = calloc((size_t)shard->count * 28 * 28, 1);
     shard->labels = calloc(shard->count, 1);
-    FUZZ_CHECK(shard->pixels && shard->labels);
+    FUZZ_CHECK(shard->u8 && shard->labels);
     for (uint32_t i = 0; i < shard->count * 28 * 28; i++)
-        shard->pixels[i] = (uint8_t)(i * 37);
+        shard->u8[i] = (uint8_t)(i * 37);
     for (uint32_t i = 0; i < shard->count; i++)
         shard->labels[i] = (uint8_t)i;
 }

@@ -1,7 +1,11 @@
 /* The IDX readers, idx_read_labels and dataset_load_idx, on arbitrary
  * files. Input: [n][n x u16 LE subset][u16 LE L][labels file, L bytes]
- * [images file, the rest]; n % 5 == 0 loads everything, else the subset of
- * n % 5 rows (indices may be out of range on purpose). */
+ * [examples file, the rest]; n % 5 == 0 loads everything, else the subset of
+ * n % 5 rows (indices may be out of range on purpose). The examples file may
+ * be u8 or f32 of any rank; what loads must be exactly the file's values (and
+ * floats finite), then batches and the fingerprint are taken from it. */
+#include <math.h>
+
 #include "fuzz_common.h"
 
 static char labels_path[256], images_path[256];
@@ -13,6 +17,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fuzz_temp_file(labels_path, sizeof labels_path, "labels");
     fuzz_temp_file(images_path, sizeof images_path, "images");
     return 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
 static uint32_t le16(const uint8_t *p)
@@ -55,20 +64,59 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st = dataset_load_idx(&ds, images_path, labels_path, n ? subset : NULL, n, &err);
     FUZZ_CHECK(st == err.status);
     if (st != ESGD_OK) {
-        FUZZ_CHECK(ds.count == 0 && ds.pixels == NULL && ds.labels == NULL);
+        FUZZ_CHECK(ds.count == 0 && ds.rank == 0 && ds.example_size == 0 && ds.u8 == NULL && ds.f32 == NULL &&
+                   ds.labels == NULL);
         return 0;
     }
     FUZZ_CHECK(ds.count == (n ? n : count));
-    FUZZ_CHECK(ds.rows > 0 && ds.cols > 0 && ds.pixels != NULL && ds.labels != NULL);
-    size_t image = (size_t)ds.rows * ds.cols;
-    FUZZ_CHECK(16 + (size_t)count * image == size - pos - labels_size);
-    const uint8_t *images = data + pos + labels_size + 16;
+    FUZZ_CHECK(ds.rank >= 1 && ds.rank <= DATASET_MAX_RANK && ds.labels != NULL);
+    bool f32 = ds.type == DATASET_F32;
+    FUZZ_CHECK(f32 || ds.type == DATASET_U8);
+    FUZZ_CHECK(f32 ? ds.f32 != NULL && ds.u8 == NULL : ds.u8 != NULL && ds.f32 == NULL);
+    const uint8_t *file = data + pos + labels_size;
+    size_t file_size = size - pos - labels_size, header = 8 + 4 * (size_t)ds.rank;
+    FUZZ_CHECK(file_size >= header && file[2] == (f32 ? 0x0d : 0x08) && file[3] == ds.rank + 1);
+    FUZZ_CHECK(be32(file + 4) == count);
+    size_t example = 1;
+    for (uint32_t d = 0; d < DATASET_MAX_RANK; d++) {
+        FUZZ_CHECK(d < ds.rank ? ds.dims[d] == be32(file + 8 + 4 * d) : ds.dims[d] == 0);
+        if (d < ds.rank)
+            example *= ds.dims[d];
+    }
+    FUZZ_CHECK(example == ds.example_size && example <= DATASET_MAX_EXAMPLE_SIZE);
+    size_t value_bytes = f32 ? 4 : 1, row_bytes = example * value_bytes;
+    FUZZ_CHECK(header + (size_t)count * row_bytes == file_size);
+    const uint8_t *rows = file + header;
     for (uint32_t i = 0; i < ds.count; i++) {
         uint32_t row = n ? subset[i] : i;
         FUZZ_CHECK(row < count);
         FUZZ_CHECK(ds.labels[i] == data[pos + 8 + row]);
-        FUZZ_CHECK(memcmp(ds.pixels + i * image, images + row * image, image) == 0);
+        if (!f32) {
+            FUZZ_CHECK(memcmp(ds.u8 + i * example, rows + row * row_bytes, example) == 0);
+            continue;
+        }
+        for (size_t v = 0; v < example; v++) {
+            uint32_t bits = be32(rows + row * row_bytes + 4 * v);
+            float expected;
+            memcpy(&expected, &bits, sizeof expected);
+            FUZZ_CHECK(isfinite(expected));
+            FUZZ_CHECK(memcmp(&ds.f32[i * example + v], &expected, sizeof expected) == 0);
+        }
     }
+    /* A batch of the last and the first example, and the fingerprint. */
+    float *x = malloc(2 * example * sizeof *x);
+    FUZZ_CHECK(x != NULL);
+    uint8_t y[2];
+    uint32_t idx[2] = {ds.count - 1, 0};
+    dataset_fill_batch(&ds, idx, 2, x, y);
+    for (size_t v = 0; v < example; v++) {
+        float expected = f32 ? ds.f32[v] : ds.u8[v] / 255.0f;
+        FUZZ_CHECK(memcmp(&x[example + v], &expected, sizeof expected) == 0);
+        FUZZ_CHECK(isfinite(x[v]));
+    }
+    FUZZ_CHECK(y[0] == ds.labels[ds.count - 1] && y[1] == ds.labels[0]);
+    free(x);
+    (void)dataset_fingerprint(&ds);
     dataset_destroy(&ds);
     return 0;
 }

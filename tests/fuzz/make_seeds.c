@@ -255,10 +255,17 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* fuzz_idx.c's layout: [n][n x u16 subset][u16 labels size][labels][images]. */
-static void idx_seed(uint32_t count, uint32_t rows, uint32_t cols, const uint16_t *subset, uint8_t n)
+/* fuzz_idx.c's layout: [n][n x u16 subset][u16 labels size][labels][examples].
+ * Examples of rank dims (1..3) values dims[0..rank), u8 or (f32) big-endian
+ * floats as esgd-import writes them. */
+static void idx_seed(bool f32, uint32_t count, unsigned rank, const uint32_t *dims, const uint16_t *subset,
+                     uint8_t n)
 {
-    size_t labels_size = 8 + count, images_size = 16 + (size_t)count * rows * cols;
+    size_t example = 1;
+    for (unsigned i = 0; i < rank; i++)
+        example *= dims[i];
+    size_t value_bytes = f32 ? 4 : 1, header = 8 + 4 * (size_t)rank;
+    size_t labels_size = 8 + count, images_size = header + (size_t)count * example * value_bytes;
     size_t head = 1 + 2 * (size_t)n + 2;
     uint8_t *seed = malloc(head + labels_size + images_size);
     if (!seed)
@@ -277,12 +284,20 @@ static void idx_seed(uint32_t count, uint32_t rows, uint32_t cols, const uint16_
     for (uint32_t i = 0; i < count; i++)
         p[8 + i] = (uint8_t)(i % 10);
     p += labels_size;
-    put_be32(p, 0x00000803);
+    put_be32(p, (f32 ? 0x00000D00u : 0x00000800u) | (rank + 1));
     put_be32(p + 4, count);
-    put_be32(p + 8, rows);
-    put_be32(p + 12, cols);
-    for (size_t i = 0; i < (size_t)count * rows * cols; i++)
-        p[16 + i] = (uint8_t)(i * 13);
+    for (unsigned i = 0; i < rank; i++)
+        put_be32(p + 8 + 4 * i, dims[i]);
+    for (size_t i = 0; i < (size_t)count * example; i++) {
+        if (f32) {
+            float v = ((float)(i % 97) - 48.0f) / 16.0f;
+            uint32_t bits;
+            memcpy(&bits, &v, sizeof bits);
+            put_be32(p + header + 4 * i, bits);
+        } else {
+            p[header + i] = (uint8_t)(i * 13);
+        }
+    }
     write_seed("idx", seed, head + labels_size + images_size, NULL, 0);
     free(seed);
 }
@@ -310,9 +325,14 @@ int main(int argc, char **argv)
     envelope_seeds(&job);
     fuzz_job_destroy(&job);
     static const uint16_t subset[] = {2, 0, 2, 1};
-    idx_seed(1, 1, 1, NULL, 0);
-    idx_seed(3, 4, 5, NULL, 0);
-    idx_seed(3, 28, 28, subset, 4);
-    idx_seed(10, 2, 3, subset, 2);
+    idx_seed(false, 1, 2, (const uint32_t[]){1, 1}, NULL, 0);
+    idx_seed(false, 3, 2, (const uint32_t[]){4, 5}, NULL, 0);
+    idx_seed(false, 3, 2, (const uint32_t[]){28, 28}, subset, 4);
+    idx_seed(false, 10, 2, (const uint32_t[]){2, 3}, subset, 2);
+    idx_seed(false, 3, 3, (const uint32_t[]){3, 4, 5}, subset, 4);
+    idx_seed(false, 4, 1, (const uint32_t[]){7}, NULL, 0);
+    idx_seed(true, 5, 1, (const uint32_t[]){6}, NULL, 0);
+    idx_seed(true, 3, 2, (const uint32_t[]){4, 5}, subset, 4);
+    idx_seed(true, 3, 3, (const uint32_t[]){2, 3, 4}, subset, 2);
     return 0;
 }

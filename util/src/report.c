@@ -183,13 +183,17 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     json_writer_object_begin(&w, NULL, JSON_WRITER_INLINE);
     json_writer_string(&w, "method", sparsify_method_name(cfg->sparsify.method));
     json_writer_real(&w, "drop", cfg->sparsify.drop_ratio);
-    json_writer_string(&w, "model", model_kind_name(cfg->model));
+    json_writer_string(&w, "model", cfg->model);
+    json_writer_string(&w, "input", cfg->input);
+    json_writer_uint(&w, "classes", cfg->classes);
     json_writer_uint(&w, "agents", cfg->agents);
     json_writer_string(&w, "partition", partition_kind_name(cfg->partition));
     json_writer_uint(&w, "epochs", cfg->rounds ? 0 : cfg->epochs);
     json_writer_uint(&w, "rounds", rounds);
     json_writer_uint(&w, "batch", cfg->batch);
     json_writer_real(&w, "lr", cfg->lr);
+    json_writer_string(&w, "lr_schedule", lr_schedule_name(cfg->lr_schedule));
+    json_writer_uint(&w, "warmup_rounds", cfg->warmup_rounds);
     json_writer_uint(&w, "seed", cfg->seed);
     json_writer_string(&w, "values", value_format_name(cfg->values));
     /* A value that was never measured (NaN) is null. */

@@ -172,7 +172,8 @@ esgd_status coordinator_evaluate(esgd_coordinator *c, const esgd_dataset *test, 
 /* The evaluation after closing round s->round, on the job's evaluation
  * rounds only: on the first `limit` test examples (0: all), and on all of
  * them after the last round. *images: how many were used, 0 when this round
- * is not an evaluation round (accuracy and loss are then left as they were). */
+ * is not an evaluation round or test is NULL, a job without a test set
+ * (accuracy and loss are then left as they were). */
 esgd_status coordinator_evaluate_round(esgd_coordinator *c, const esgd_dataset *test, const round_summary *s,
                                        uint32_t limit, float *accuracy, float *loss, uint32_t *images,
                                        esgd_error *err);

@@ -12,17 +12,22 @@
 
 #include "esgd/error.h"
 #include "esgd/job_types.h"
+#include "esgd/model_spec.h"
 
 #define JOB_NAME_MAX 64
 
 typedef struct esgd_job_config {
     char job[JOB_NAME_MAX + 1];  /* [A-Za-z0-9_.-], used in topic names */
-    model_kind model;
+    char model[MODEL_SPEC_TEXT_MAX + 1]; /* a preset name or a layer list (model_spec.h) */
+    char input[32];              /* one example's shape, "28x28" */
+    uint32_t classes;            /* labels 0..classes-1 */
     sparsifier_config sparsify;  /* method, drop ratio, eSGD options, seed */
     uint32_t agents;             /* N, expected agents */
     uint32_t batch;              /* minibatch per agent per round */
     double lr;                   /* learning rate of epoch 0 */
-    double lr_decay;             /* lr_e = lr * lr_decay^e */
+    double lr_decay;             /* lr_e = lr * lr_decay^e (schedule step) */
+    lr_schedule_kind lr_schedule; /* step | constant | cosine (job_lr_at_round) */
+    uint32_t warmup_rounds;      /* linear warm-up: round t < W takes (t + 1) / W of the schedule */
     uint32_t epochs;             /* length of the job in epochs ... */
     uint32_t rounds;             /* ... or in rounds when non-zero */
     uint64_t seed;               /* model init, partition, sampling */
@@ -71,10 +76,20 @@ esgd_status job_config_validate(const esgd_job_config *cfg, esgd_error *err);
 /* "--name VALUE  help [default]" for every option. */
 void job_config_print_help(FILE *out);
 
-uint32_t job_dimension(const esgd_job_config *cfg);          /* d of the model */
+/* The example shape of --input ("28x28" -> {28, 28}, rank 2). */
+esgd_status job_input_dims(const esgd_job_config *cfg, uint32_t dims[3], uint32_t *rank, esgd_error *err);
+/* The job's network: --model parsed for --input and --classes. */
+esgd_status job_model_spec(const esgd_job_config *cfg, model_spec *spec, esgd_error *err);
+uint32_t job_dimension(const esgd_job_config *cfg);          /* d of the model, 0 if its spec does not parse */
 uint32_t job_rounds_per_epoch(const esgd_job_config *cfg);   /* ceil(train_samples / (agents * batch)) */
 uint32_t job_total_rounds(const esgd_job_config *cfg);       /* rounds, or epochs * rounds_per_epoch */
 uint32_t job_epoch_of_round(const esgd_job_config *cfg, uint32_t round);
+/* The learning rate of `round`, s(t) times the warm-up factor:
+ *   step      s(t) = lr * lr_decay^epoch(t)
+ *   constant  s(t) = lr
+ *   cosine    s(t) = lr * 0.5 * (1 + cos(pi * u / U)), u = t - W (0 while
+ *             warming up), U = total rounds - W
+ * and for t < W (W = warmup_rounds) the factor (t + 1) / W, else 1. */
 double job_lr_at_round(const esgd_job_config *cfg, uint32_t round);
 /* True when the test set is evaluated after closing `round`: every
  * eval_every rounds (or at each epoch's end when 0) and after the last. */
@@ -89,9 +104,9 @@ esgd_status job_name_check(const char *name, size_t len, esgd_status status, esg
 /* Names of enum values, from the same table the options are parsed with
  * (parse them with job_config_set). */
 const char *value_format_name(value_format f);       /* "f32", "f16" */
-const char *model_kind_name(model_kind kind);        /* "mlp", "lenet" */
 const char *sparsify_method_name(sparsify_method m); /* "dense", "threshold", "esgd", "topk", "randk", "dgc" */
 const char *partition_kind_name(partition_kind p);   /* "iid", "noniid" */
+const char *lr_schedule_name(lr_schedule_kind s);    /* "step", "constant", "cosine" */
 /* The value_format names indexed by value and NULL-terminated: the choices
  * of --values and of an update message's val_fmt. */
 extern const char *const value_format_names[];

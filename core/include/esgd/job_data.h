@@ -1,5 +1,5 @@
 /* Loading the data a job trains on: one agent's shard of the training set,
- * cut as the job configuration says. Kept out of job.h so that the job's
+ * cut as the job configuration says, or a gateway's own data. Kept out of job.h so that the job's
  * settings do not bring the dataset module to everyone who reads them. */
 #ifndef ESGD_JOB_DATA_H
 #define ESGD_JOB_DATA_H
@@ -16,5 +16,10 @@
  * size. Errors: every dataset error, ESGD_ERR_ARG (index >= parts). */
 esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
                            esgd_dataset *out, uint32_t *train_samples, esgd_error *err);
+
+/* All of DIR's training split: a gateway's own data rather than a shard of
+ * a shared set. Checks that every label is below the job's classes.
+ * Errors: every dataset error, ESGD_ERR_RANGE (a label). */
+esgd_status job_load_own(const esgd_job_config *cfg, const char *dir, esgd_dataset *out, esgd_error *err);
 
 #endif

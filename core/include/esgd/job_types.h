@@ -1,19 +1,13 @@
-/* The kinds a job is made of: which network it trains, how the data is cut
+/* The kinds a job is made of: how the data is cut
  * into shards, how agents sparsify and how update values travel. Only the
  * types live here, so that the job configuration (job.h), and everything
  * that merely names a setting, need not include the modules that implement
- * them: model.h, dataset.h, sparsifier.h and codec.h include this header
+ * them: dataset.h, sparsifier.h and codec.h include this header
  * for their own kinds. */
 #ifndef ESGD_JOB_TYPES_H
 #define ESGD_JOB_TYPES_H
 
 #include <stdint.h>
-
-/* model.h */
-typedef enum model_kind {
-    MODEL_KIND_MLP,
-    MODEL_KIND_LENET
-} model_kind;
 
 /* dataset.h: shards_make */
 typedef enum partition_kind {
@@ -26,6 +20,13 @@ typedef enum value_format {
     VALUE_FORMAT_F32, /* IEEE 754 binary32, little-endian */
     VALUE_FORMAT_F16  /* IEEE 754 binary16, little-endian, round to nearest even */
 } value_format;
+
+/* job.h: the learning rate over the rounds (job_lr_at_round) */
+typedef enum lr_schedule_kind {
+    LR_SCHEDULE_STEP,     /* lr * lr_decay^epoch (the default) */
+    LR_SCHEDULE_CONSTANT, /* lr every round */
+    LR_SCHEDULE_COSINE    /* lr * (1 + cos(pi t / T)) / 2, t and T counted after the warm-up */
+} lr_schedule_kind;
 
 /* sparsifier.h: what an agent sends each round, and the method's options */
 typedef enum sparsify_method {

@@ -1,17 +1,22 @@
-/* The networks trained on the agents: an MLP and a LeNet-5-style CNN, with
- * softmax cross-entropy, forward and backward on OpenBLAS sgemm.
+/* A network built from a model spec (model_spec.h) with softmax
+ * cross-entropy, forward and backward on OpenBLAS sgemm.
  *
  * All parameters live in one flat buffer and all gradients in another, with
  * per-layer views into them. Parameter j is "coordinate j" of eSGD: layers in
- * order, each layer's weights first (row-major: fc (out, in), conv
- * (out_ch, in_ch, kh, kw)) then its bias.
+ * order, each layer's weights first (row-major: dense (out, in), conv
+ * (out_ch, in_ch, kh, kw)) then its bias. The presets:
  *
- *   MLP   784-128-10: fc1 W(128,784) b(128), ReLU, fc2 W(10,128) b(10)     d = 101,770
- *   LeNet conv1 5x5 1->6 pad 2, ReLU, maxpool 2, conv2 5x5 6->16, ReLU,
- *         maxpool 2, fc 400->120, ReLU, fc 120->84, ReLU, fc 84->10        d = 61,706
+ *   mlp   784-128-10: dense 128, relu, dense 10                        d = 101,770
+ *   lenet conv 6 5 same, relu, maxpool 2, conv 16 5, relu, maxpool 2,
+ *         dense 120, relu, dense 84, relu, dense 10                    d = 61,706
+ *
+ * LeNet runs on fused kernels written for its shapes; every other network
+ * layer by layer. Both give the same function; the fused one is faster.
  *
  * Example:
- *   esgd_model *m = model_new(MODEL_KIND_LENET, 32, &err);
+ *   model_spec spec;
+ *   model_spec_parse(&spec, "lenet", (uint32_t[]){28, 28}, 2, 10, &err);
+ *   esgd_model *m = model_new(&spec, 32, &err);
  *   model_init_params(m, seed);
  *   model_forward_backward(m, x, y, 32, &loss);  // m->grads = mean gradient
  */
@@ -23,15 +28,13 @@
 
 #include "esgd/dataset.h"
 #include "esgd/error.h"
-#include "esgd/job_types.h" /* model_kind */
-
-#define MODEL_INPUT_SIZE 784 /* 28x28, one channel */
-#define MODEL_CLASSES 10
+#include "esgd/model_spec.h"
 
 typedef struct model_impl model_impl;
 
 typedef struct esgd_model {
-    model_kind kind;
+    model_spec spec;
+    uint32_t input_size; /* floats of one example */
     uint32_t num_params; /* d */
     uint32_t max_batch;  /* largest batch forward/backward accept */
     float *params;       /* (num_params) */
@@ -39,20 +42,21 @@ typedef struct esgd_model {
     model_impl *impl;    /* layer views and activation workspace */
 } esgd_model;
 
-uint32_t model_kind_num_params(model_kind kind);
-
 /* Allocates parameters, gradients and all workspace for batches up to
- * max_batch; nothing is allocated afterwards. Parameters start at zero. */
-esgd_model *model_new(model_kind kind, uint32_t max_batch, esgd_error *err);
+ * max_batch; nothing is allocated afterwards. Parameters start at zero.
+ * Errors: ESGD_ERR_ARG (max_batch), ESGD_ERR_NOMEM. */
+esgd_model *model_new(const model_spec *spec, uint32_t max_batch, esgd_error *err);
+/* The same, always layer by layer even for LeNet: for comparing the paths. */
+esgd_model *model_new_layerwise(const model_spec *spec, uint32_t max_batch, esgd_error *err);
 void model_free(esgd_model *model); /* NULL is a no-op */
 
 /* Deterministic initialisation for a seed (He-uniform weights, zero biases). */
 void model_init_params(esgd_model *model, uint64_t seed);
 
-/* x: (batch, 784) in [0, 1]; y: (batch) labels < 10. Writes the mean
+/* x: (batch, input_size); y: (batch) labels < classes. Writes the mean
  * cross-entropy over the batch to *loss and its gradient with respect to
  * every parameter to model->grads (overwritten, not accumulated).
- * Errors: ESGD_ERR_ARG (batch 0 or > max_batch, label >= 10). */
+ * Errors: ESGD_ERR_ARG (batch 0 or > max_batch, label >= classes). */
 esgd_status model_forward_backward(esgd_model *model, const float *x, const uint8_t *y, uint32_t batch,
                                    float *loss);
 
@@ -60,6 +64,11 @@ esgd_status model_forward_backward(esgd_model *model, const float *x, const uint
  * correct != NULL, the number of argmax hits. */
 esgd_status model_forward(esgd_model *model, const float *x, const uint8_t *y, uint32_t batch, float *loss,
                           uint32_t *correct);
+
+/* Forward only, without labels: classes[i] = the argmax of example i's
+ * logits (the first on ties), and when probs != NULL its softmax
+ * probabilities (batch, classes). Errors: ESGD_ERR_ARG. */
+esgd_status model_predict(esgd_model *model, const float *x, uint32_t batch, uint8_t *classes, float *probs);
 
 /* Accuracy (0..1) and mean loss over the first `limit` examples of ds (all if
  * limit == 0 or limit > ds->count), in chunks of max_batch. */
