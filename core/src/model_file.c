@@ -4,17 +4,15 @@
 #include "esgd/model_file.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "esgd/csv_import.h"
+#include "esgd/state_file.h" /* file_write_atomic */
 #include "msgpack_read.h"
 #include "msgpack_write.h"
 
@@ -167,50 +165,6 @@ esgd_status model_file_read_normalisation(const char *csv_path, const model_spec
 
 /* ------------------------------------------------------------- writing */
 
-static bool write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
-/* PATH.tmp, fsync, rename, fsync of the folder: as state_file_write does. */
-static esgd_status write_atomically(const char *path, const uint8_t *data, size_t size, esgd_error *err)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return esgd_error_set(err, ESGD_ERR_ARG, "path too long");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return esgd_error_set(err, ESGD_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    bool ok = write_all(fd, data, size) && fsync(fd) == 0;
-    int saved = errno;
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        saved = errno;
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        saved = ok ? errno : saved;
-        unlink(tmp);
-        return esgd_error_set(err, ESGD_ERR_IO, "write failed: %s", strerror(saved));
-    }
-    char folder[4096];
-    snprintf(folder, sizeof folder, "%s", path);
-    int dfd = open(dirname(folder), O_RDONLY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return ESGD_OK;
-}
-
 static esgd_status encode(const model_file *f, esgd_buffer *buf, esgd_error *err)
 {
     mp_writer w;
@@ -269,7 +223,7 @@ esgd_status model_file_write(const char *path, const model_file *f, esgd_error *
     if (st == ESGD_OK)
         st = encode(f, &buf, err);
     if (st == ESGD_OK)
-        st = write_atomically(path, buf.data, buf.size, err);
+        st = file_write_atomic(path, (const void *const[]){buf.data}, (const size_t[]){buf.size}, 1, err);
     buffer_destroy(&buf);
     free(spec);
     if (st != ESGD_OK)

@@ -96,8 +96,9 @@ void state_put_bytes(state_writer *w, const void *data, size_t size)
         memcpy(p, data, size);
 }
 
-static bool write_all(int fd, const uint8_t *p, size_t n)
+static bool write_all(int fd, const void *data, size_t n)
 {
+    const uint8_t *p = data;
     while (n > 0) {
         ssize_t k = write(fd, p, n);
         if (k < 0 && errno == EINTR)
@@ -110,25 +111,19 @@ static bool write_all(int fd, const uint8_t *p, size_t n)
     return true;
 }
 
-esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err)
+esgd_status file_write_atomic(const char *path, const void *const *parts, const size_t *sizes, size_t count,
+                              esgd_error *err)
 {
-    if (w->failed)
-        return esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory building it", path);
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return esgd_error_set(err, ESGD_ERR_ARG, "state path too long: %s", path);
-    uint8_t header[HEADER_SIZE], trailer[8];
-    memcpy(header, STATE_MAGIC, 8);
-    put_le(header + 8, STATE_FORMAT_VERSION, 4);
-    put_le(header + 12, kind, 4);
-    put_le(header + 16, w->size, 8);
-    put_le(trailer, state_checksum(w->data, w->size), 8);
-
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        return esgd_error_set(err, ESGD_ERR_ARG, "path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return esgd_error_set(err, ESGD_ERR_IO, "state %s: cannot create: %s", tmp, strerror(errno));
-    bool ok = write_all(fd, header, sizeof header) && write_all(fd, w->data ? w->data : trailer, w->size) &&
-              write_all(fd, trailer, sizeof trailer) && fsync(fd) == 0;
+        return esgd_error_set(err, ESGD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    bool ok = true;
+    for (size_t i = 0; ok && i < count; i++)
+        ok = sizes[i] == 0 || write_all(fd, parts[i], sizes[i]);
+    ok = ok && fsync(fd) == 0;
     int saved = errno;
     if (close(fd) != 0 && ok) {
         ok = false;
@@ -137,17 +132,35 @@ esgd_status state_file_write(const char *path, uint32_t kind, const state_writer
     if (!ok || rename(tmp, path) != 0) {
         saved = ok ? errno : saved;
         unlink(tmp);
-        return esgd_error_set(err, ESGD_ERR_IO, "state %s: write failed: %s", path, strerror(saved));
+        return esgd_error_set(err, ESGD_ERR_IO, "%s: write failed: %s", path, strerror(saved));
     }
     /* The rename itself is only durable once the folder is synced. */
     char folder[4096];
     snprintf(folder, sizeof folder, "%s", path);
-    int dfd = open(dirname(folder), O_RDONLY);
+    int dfd = open(dirname(folder), O_RDONLY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
     }
     return ESGD_OK;
+}
+
+esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err)
+{
+    if (w->failed)
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory building it", path);
+    uint8_t header[HEADER_SIZE], trailer[8];
+    memcpy(header, STATE_MAGIC, 8);
+    put_le(header + 8, STATE_FORMAT_VERSION, 4);
+    put_le(header + 12, kind, 4);
+    put_le(header + 16, w->size, 8);
+    put_le(trailer, state_checksum(w->data, w->size), 8);
+    const void *parts[] = {header, w->data, trailer};
+    const size_t sizes[] = {sizeof header, w->size, sizeof trailer};
+    esgd_status st = file_write_atomic(path, parts, sizes, 3, err);
+    if (st != ESGD_OK)
+        esgd_error_prefix(err, "state");
+    return st;
 }
 
 bool state_file_exists(const char *path)

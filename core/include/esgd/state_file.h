@@ -38,6 +38,11 @@ void state_put_bytes(state_writer *w, const void *data, size_t size);
 uint64_t state_checksum(const void *data, size_t size);
 
 esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err);
+/* Writes parts[0..count) in order to PATH.tmp, fsyncs it, renames it over
+ * PATH and fsyncs the folder: a crash leaves the old file or the new one,
+ * never a mix. Used for state files and exported models. */
+esgd_status file_write_atomic(const char *path, const void *const *parts, const size_t *sizes, size_t count,
+                              esgd_error *err);
 
 typedef struct state_reader {
     uint8_t *data; /* owned; freed by state_reader_destroy */
