@@ -179,6 +179,29 @@ static void test_csv_train_and_tests(void **state)
     x = read_idx("out2/test-features.idx"); /* one test file: no number */
     assert_int_equal(x.dims[0], 1);
     idx_back_free(&x);
+
+    /* A test set alone (a coordinator's): no training file, the stored
+     * normalisation applied, no train split written. */
+    import_csv_options o3 = {.tests = tests + 1, .test_count = 1, .label = "label", .out_dir = path_of("out3"),
+                             .norm_path = path_of("out/normalisation.csv")};
+    assert_int_equal(import_csv(&o3, &err), ESGD_OK);
+    x = read_idx("out3/test-features.idx");
+    assert_int_equal(x.dims[0], 2);
+    assert_float_equal(x.f[2], -3 / s, 1e-6);
+    idx_back_free(&x);
+    assert_null(fopen(path_of("out3/train-features.idx"), "rb"));
+    /* ... which needs the normalisation and a test file, and checks the
+     * test file's features against the normalisation's names. */
+    o3.norm_path = NULL;
+    assert_int_equal(import_csv(&o3, &err), ESGD_ERR_ARG);
+    o3.norm_path = path_of("out/normalisation.csv");
+    o3.test_count = 0;
+    assert_int_equal(import_csv(&o3, &err), ESGD_ERR_ARG);
+    const char *renamed[] = {write_file("t3.csv", "a,label,c\n4,7,6\n")};
+    o3.tests = renamed;
+    o3.test_count = 1;
+    assert_int_not_equal(import_csv(&o3, &err), ESGD_OK);
+    assert_non_null(strstr(err.message, "t3.csv"));
 }
 
 static void test_windows(void **state)
@@ -216,6 +239,23 @@ static void test_windows(void **state)
     assert_int_equal(y.dims[0], 1);
     assert_int_equal(y.u[0], 6);
     idx_back_free(&y);
+
+    /* A test series: the training series' normalisation, the test split. */
+    const char *test_in = write_file("test-series.csv", "x,z,y\n5,10,1\n7,70,3\n");
+    import_windows_options o3 = {.input = test_in, .window = 2, .label = "y", .out_dir = path_of("win"),
+                                 .norm_path = path_of("win/normalisation.csv"), .split = "test"};
+    assert_int_equal(import_windows(&o3, &err), ESGD_OK);
+    x = read_idx("win/test-features.idx");
+    assert_int_equal(x.dims[0], 1);
+    assert_float_equal(x.f[0], 1.0, 1e-6);  /* (5 - 3) / 2 */
+    assert_float_equal(x.f[3], 2.0, 1e-6);  /* (70 - 30) / 20 */
+    idx_back_free(&x);
+    y = read_idx("win/test-labels.idx");
+    assert_int_equal(y.u[0], 3);
+    idx_back_free(&y);
+    o3.split = "validation";
+    assert_int_equal(import_windows(&o3, &err), ESGD_ERR_ARG);
+    assert_non_null(strstr(err.message, "\"validation\""));
 
     o2.window = 8;
     assert_int_equal(import_windows(&o2, &err), ESGD_ERR_RANGE);

@@ -406,14 +406,14 @@ static esgd_status write_split(const char *dir, const char *split, const import_
 }
 
 /* The normalisation for train: read from norm_path or computed, applied to
- * train and written to <out_dir>/normalisation.csv. */
+ * train (when there is one) and written to <out_dir>/normalisation.csv. */
 static esgd_status prepare_norm(import_norm *n, const char *norm_path, const char *out_dir, import_table *train,
                                 const char *train_path, esgd_error *err)
 {
     esgd_status st = norm_path ? import_norm_read(n, norm_path, err) : import_norm_compute(n, train, err);
     if (st != ESGD_OK)
         return st;
-    if ((st = import_norm_apply(n, norm_path ? norm_path : train_path, train, train_path, err)) != ESGD_OK)
+    if (train && (st = import_norm_apply(n, norm_path ? norm_path : train_path, train, train_path, err)) != ESGD_OK)
         return st;
     char path[4096];
     snprintf(path, sizeof path, "%s/normalisation.csv", out_dir);
@@ -422,37 +422,42 @@ static esgd_status prepare_norm(import_norm *n, const char *norm_path, const cha
 
 esgd_status import_csv(const import_csv_options *o, esgd_error *err)
 {
-    if (!o->train || !o->label)
-        return esgd_error_set(err, ESGD_ERR_ARG, "a training file and a label column are required");
+    if (!o->label)
+        return esgd_error_set(err, ESGD_ERR_ARG, "a label column is required");
+    if (!o->train && (!o->norm_path || o->test_count == 0))
+        return esgd_error_set(err, ESGD_ERR_ARG,
+                              "without a training file, give test files and the stored normalisation to apply");
     import_table train = {0}, test = {0};
     import_norm norm = {0};
     esgd_status st = make_dir(o->out_dir, err);
     if (st != ESGD_OK)
         return st;
-    if ((st = import_table_read(&train, o->train, o->label, err)) != ESGD_OK)
+    if (o->train && (st = import_table_read(&train, o->train, o->label, err)) != ESGD_OK)
         goto done;
-    if ((st = prepare_norm(&norm, o->norm_path, o->out_dir, &train, o->train, err)) != ESGD_OK)
+    if ((st = prepare_norm(&norm, o->norm_path, o->out_dir, o->train ? &train : NULL, o->train, err)) != ESGD_OK)
         goto done;
-    if ((st = write_split(o->out_dir, "train", &train, err)) != ESGD_OK)
+    if (o->train && (st = write_split(o->out_dir, "train", &train, err)) != ESGD_OK)
         goto done;
     for (uint32_t i = 0; i < o->test_count; i++) {
         const char *path = o->tests[i];
         if ((st = import_table_read(&test, path, o->label, err)) != ESGD_OK)
             goto done;
         /* The same features in the same order, or the normalisation and the
-         * model's inputs would silently mean something else. */
-        if (test.features != train.features) {
+         * model's inputs would silently mean something else. Without a
+         * training file the stored normalisation's names are the reference
+         * (import_norm_apply checks them). */
+        if (o->train && test.features != train.features) {
             st = esgd_error_set(err, ESGD_ERR_MISMATCH, "%s:1: %u features, %s has %u", path, test.features,
                                 o->train, train.features);
             goto done;
         }
-        for (uint32_t c = 0; c < train.features; c++)
+        for (uint32_t c = 0; o->train && c < train.features; c++)
             if (strcmp(test.names[c], train.names[c]) != 0) {
                 st = esgd_error_set(err, ESGD_ERR_MISMATCH, "%s:1: feature %u is \"%s\", in %s it is \"%s\"", path,
                                     c + 1, test.names[c], o->train, train.names[c]);
                 goto done;
             }
-        if ((st = import_norm_apply(&norm, o->train, &test, path, err)) != ESGD_OK)
+        if ((st = import_norm_apply(&norm, o->train ? o->train : o->norm_path, &test, path, err)) != ESGD_OK)
             goto done;
         char split[32];
         if (o->test_count == 1)
@@ -476,6 +481,9 @@ esgd_status import_windows(const import_windows_options *o, esgd_error *err)
         return esgd_error_set(err, ESGD_ERR_ARG, "an input file and a label column are required");
     if (o->window == 0)
         return esgd_error_set(err, ESGD_ERR_ARG, "the window must be at least 1 step");
+    const char *split = o->split ? o->split : "train";
+    if (strcmp(split, "train") != 0 && strcmp(split, "test") != 0)
+        return esgd_error_set(err, ESGD_ERR_ARG, "the split is train or test, not \"%s\"", split);
     uint32_t w = o->window, stride = o->stride ? o->stride : o->window;
     import_table t = {0};
     import_norm norm = {0};
@@ -516,10 +524,10 @@ esgd_status import_windows(const import_windows_options *o, esgd_error *err)
     }
     char path[4096];
     uint32_t dims[3] = {n, ch, w};
-    snprintf(path, sizeof path, "%s/train-features.idx", o->out_dir);
+    snprintf(path, sizeof path, "%s/%s-features.idx", o->out_dir, split);
     if ((st = import_write_idx_f32(path, x, 3, dims, err)) != ESGD_OK)
         goto done;
-    snprintf(path, sizeof path, "%s/train-labels.idx", o->out_dir);
+    snprintf(path, sizeof path, "%s/%s-labels.idx", o->out_dir, split);
     st = import_write_idx_u8(path, y, n, err);
 done:
     free(x);

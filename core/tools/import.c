@@ -20,7 +20,7 @@ static int run_csv(int argc, char **argv)
 {
     const char *train = NULL, *label = NULL, *out = NULL, *norm = NULL, *test_env = NULL;
     const cli_option options[] = {
-        {"train", CLI_STRING, &train, "training CSV (header row; mean and std are computed on it)"},
+        {"train", CLI_STRING, &train, "training CSV (header row; mean and std are computed on it unless --norm)"},
         {"test", CLI_STRING, &test_env, "a test CSV, normalised like the training file (may be repeated)"},
         {"label", CLI_STRING, &label, "label column: header name or 0-based index (integers 0..255)"},
         {"out", CLI_STRING, &out, "output folder (created if missing)"},
@@ -29,8 +29,10 @@ static int run_csv(int argc, char **argv)
     const cli_program program = {
         .name = "esgd-import csv",
         .summary = "usage: esgd-import csv --train FILE [--test FILE ...] --label COL --out DIR [--norm FILE]\n"
+                   "       esgd-import csv --test FILE [--test FILE ...] --norm FILE --label COL --out DIR\n"
                    "Writes DIR/train-features.idx (f32, rows x features, normalised), DIR/train-labels.idx (u8),\n"
-                   "the same as test-* (one test file) or test1-*, test2-*, ... and DIR/normalisation.csv.",
+                   "the same as test-* (one test file) or test1-*, test2-*, ... and DIR/normalisation.csv.\n"
+                   "Without --train only the test files are written, normalised with --norm (a test set).",
         CLI_OPTIONS(options),
         .epilogue = EPILOGUE,
     };
@@ -67,8 +69,9 @@ static int run_csv(int argc, char **argv)
     }
     if (ntests == 0 && test_env && *test_env)
         tests[ntests++] = test_env;
-    if (!train || !label || !out) {
-        fprintf(stderr, "esgd-import csv: --train, --label and --out are required (see --help)\n");
+    if (!(train || (ntests > 0 && norm)) || !label || !out) {
+        fprintf(stderr, "esgd-import csv: --label, --out and either --train or --test with --norm are required "
+                        "(see --help)\n");
         free(tests);
         free(rest);
         return 2;
@@ -83,13 +86,13 @@ static int run_csv(int argc, char **argv)
         fprintf(stderr, "esgd-import: %s\n", err.message);
         return exit_code(st);
     }
-    fprintf(stderr, "esgd-import: wrote %s (train and %u test file(s))\n", out, ntests);
+    fprintf(stderr, "esgd-import: wrote %s (%s%u test file(s))\n", out, train ? "train and " : "", ntests);
     return 0;
 }
 
 static int run_windows(int argc, char **argv)
 {
-    const char *input = NULL, *label = NULL, *out = NULL, *norm = NULL;
+    const char *input = NULL, *label = NULL, *out = NULL, *norm = NULL, *split = "train";
     uint32_t window = 0, stride = 0;
     const cli_option options[] = {
         {"input", CLI_STRING, &input, "time-series CSV: header, one row per step, channels and a label column"},
@@ -98,11 +101,13 @@ static int run_windows(int argc, char **argv)
         {"label", CLI_STRING, &label, "label column: header name or 0-based index (integers 0..255)"},
         {"out", CLI_STRING, &out, "output folder (created if missing)"},
         {"norm", CLI_STRING, &norm, "apply this normalisation.csv instead of computing one"},
+        {"split", CLI_STRING, &split, "split to write: train, or test (a test series, with the training --norm)"},
     };
     const cli_program program = {
         .name = "esgd-import windows",
         .summary = "usage: esgd-import windows --input FILE --window W [--stride S] --label COL --out DIR [--norm FILE]\n"
-                   "Writes DIR/train-features.idx (f32, windows x channels x W), DIR/train-labels.idx (u8, the\n"
+                   "                           [--split train|test]\n"
+                   "Writes DIR/<split>-features.idx (f32, windows x channels x W), DIR/<split>-labels.idx (u8, the\n"
                    "label of each window's last step) and DIR/normalisation.csv (per channel).",
         CLI_OPTIONS(options),
         .epilogue = EPILOGUE,
@@ -115,7 +120,8 @@ static int run_windows(int argc, char **argv)
         return 2;
     }
     import_windows_options o = {
-        .input = input, .window = window, .stride = stride, .label = label, .out_dir = out, .norm_path = norm};
+        .input = input, .window = window, .stride = stride, .label = label, .out_dir = out, .norm_path = norm,
+        .split = split};
     esgd_error err = {0};
     esgd_status st = import_windows(&o, &err);
     if (st != ESGD_OK) {
@@ -129,8 +135,9 @@ static int run_windows(int argc, char **argv)
 int main(int argc, char **argv)
 {
     const char *usage = "usage: esgd-import csv --train FILE [--test FILE ...] --label COL --out DIR [--norm FILE]\n"
+                        "       esgd-import csv --test FILE [--test FILE ...] --norm FILE --label COL --out DIR\n"
                         "       esgd-import windows --input FILE --window W [--stride S] --label COL --out DIR "
-                        "[--norm FILE]\n"
+                        "[--norm FILE] [--split train|test]\n"
                         "esgd-import <command> --help for details. " EPILOGUE "\n";
     if (argc < 2) {
         fputs(usage, stderr);

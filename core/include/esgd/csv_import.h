@@ -75,11 +75,13 @@ esgd_status import_write_idx_u8(const char *path, const uint8_t *data, uint32_t 
 /* esgd-import csv: train (and test) files to <out_dir>/train-*, test-* (one
  * test file) or test1-*, test2-*, ... (several). With norm_path the stored
  * normalisation is applied, otherwise the training file's is computed; either
- * way it is written to <out_dir>/normalisation.csv. out_dir is created if
+ * way it is written to <out_dir>/normalisation.csv. Without a training file
+ * (train NULL) only test files are imported, with norm_path's normalisation:
+ * a coordinator's test set. out_dir is created if
  * missing. Errors: those of the functions above, ESGD_ERR_MISMATCH (a test
  * file's header differs from the training file's), ESGD_ERR_ARG. */
 typedef struct import_csv_options {
-    const char *train;
+    const char *train;        /* NULL: test files only, norm_path required */
     const char *const *tests; /* (test_count) */
     uint32_t test_count;
     const char *label;     /* name or 0-based index */
@@ -91,9 +93,10 @@ esgd_status import_csv(const import_csv_options *o, esgd_error *err);
 /* esgd-import windows: one time series (row = time step, columns = channels
  * plus the label) cut into windows of `window` steps starting every `stride`
  * steps (0: stride = window); a trailing part shorter than a window is
- * dropped. Writes <out_dir>/train-features.idx (windows, channels, window),
- * channel-major, <out_dir>/train-labels.idx (the label of each window's last
- * step) and normalisation.csv (per channel, over the whole series).
+ * dropped. Writes <out_dir>/<split>-features.idx (windows, channels, window),
+ * channel-major, <out_dir>/<split>-labels.idx (the label of each window's last
+ * step) and normalisation.csv (per channel, over the whole series, or
+ * norm_path's: a test series takes the training series' normalisation).
  * Errors: as import_csv, plus ESGD_ERR_RANGE (window longer than the
  * series), ESGD_ERR_ARG (window 0), ESGD_ERR_TOO_LARGE. */
 typedef struct import_windows_options {
@@ -103,6 +106,7 @@ typedef struct import_windows_options {
     const char *label;
     const char *out_dir;
     const char *norm_path; /* NULL: compute */
+    const char *split;     /* "train" (NULL) or "test" */
 } import_windows_options;
 esgd_status import_windows(const import_windows_options *o, esgd_error *err);
 
