@@ -494,8 +494,7 @@ int main(int argc, char **argv)
                  (unsigned long long)k.received,
                  (unsigned long long)k.published, peak_resident_mib());
         if (set->json)
-            report_json(stdout, r.coordinator, r.report.accuracy, r.report.test_loss, &r.times,
-                        monotonic_seconds() - started);
+            report_json(stdout, r.coordinator, &r.report, &r.times, monotonic_seconds() - started);
     }
     run_flush_logs();
     metrics_stop(r.metrics);

@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     if (csv)
         fclose(csv);
     if (rc == 0 && json)
-        report_json(stdout, coordinator, report.accuracy, report.test_loss, &times, monotonic_seconds() - started);
+        report_json(stdout, coordinator, &report, &times, monotonic_seconds() - started);
     round_times_destroy(&times);
     simulation_free(sim);
     return rc;

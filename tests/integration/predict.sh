@@ -2,8 +2,8 @@
 # The trained model, used: a short job over a real broker (3 agents, a small
 # user spec) exports its model to the state folder's default path, and
 # esgd-predict on that file and the test set finds exactly the coordinator's
-# final test accuracy: the same hits as its JSON (4 digits of 10000
-# examples are exact) and the very float stored in the file. A damaged
+# final test accuracy: the same hits as its JSON (test_correct) and the very
+# float stored in the file. A damaged
 # copy of the file is refused.
 source "$(dirname "$0")/common.sh" "$1"
 predict_bin="$build/core/esgd-predict"
@@ -35,8 +35,8 @@ coordinator_accuracy=$(json_get test_accuracy "$json")
 examples=$(json_get examples "$out")
 correct=$(json_get test_correct "$out")
 [ "$examples" = 10000 ] || fail "esgd-predict read $examples test examples, expected 10000"
-# The coordinator prints 4 digits: of 10000 examples, that is its hit count exactly.
-coordinator_correct=$(awk -v a="$coordinator_accuracy" -v n="$examples" 'BEGIN { printf "%d", a * n + 0.5 }')
+coordinator_correct=$(json_get test_correct "$json")
+[ "$(json_get test_images "$json")" = "$examples" ] || fail "the coordinator tested $(json_get test_images "$json") examples"
 echo "coordinator: test accuracy $coordinator_accuracy ($coordinator_correct of $examples)"
 echo "esgd-predict: test accuracy $(json_get test_accuracy "$out") ($correct of $examples)," \
     "file $(json_get file_test_accuracy "$out")"

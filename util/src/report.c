@@ -168,8 +168,7 @@ esgd_status report_round(report_rounds *r, esgd_coordinator *c, const round_summ
     return ESGD_OK;
 }
 
-void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
-                 double seconds)
+void report_json(FILE *out, const esgd_coordinator *c, const report_rounds *r, round_times *times, double seconds)
 {
     const esgd_job_config *cfg = coordinator_config(c);
     const coordinator_counters *k = coordinator_get_counters(c);
@@ -197,8 +196,13 @@ void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, floa
     json_writer_uint(&w, "seed", cfg->seed);
     json_writer_string(&w, "values", value_format_name(cfg->values));
     /* A value that was never measured (NaN) is null. */
-    json_writer_fixed(&w, "test_accuracy", test_accuracy, 4);
-    json_writer_fixed(&w, "test_loss", test_loss, 4);
+    json_writer_fixed(&w, "test_accuracy", r->accuracy, 4);
+    json_writer_fixed(&w, "test_loss", r->test_loss, 4);
+    json_writer_uint(&w, "test_images", r->test_images);
+    if (r->test_images) /* the accuracy is hits / images in float: exact to far below half a hit */
+        json_writer_uint(&w, "test_correct", (uint64_t)lround((double)r->accuracy * r->test_images));
+    else
+        json_writer_null(&w, "test_correct");
     json_writer_fixed(&w, "final_loss", report_mean_tail(coordinator_loss_history(c), rounds, 100), 4);
     json_writer_uint(&w, "uplink_bytes", k->uplink_bytes);
     json_writer_uint(&w, "dense_uplink_bytes", dense);

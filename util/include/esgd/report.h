@@ -81,7 +81,9 @@ esgd_status report_round(report_rounds *r, esgd_coordinator *c, const round_summ
                          const report_round_steps *steps, esgd_error *err);
 
 /* One JSON object and a newline: method, drop, model, agents, partition,
- * epochs, rounds, batch, lr, seed, values, test_accuracy, test_loss,
+ * epochs, rounds, batch, lr, seed, values, test_accuracy, test_loss (r's
+ * last evaluation), test_images and test_correct (its examples and hits:
+ * the accuracy exactly, whatever the test set's size),
  * final_loss (mean L_t of the last 100 rounds), uplink_bytes (accepted
  * update messages only), dense_uplink_bytes (accepted updates x 4d),
  * compression (dense_uplink_bytes / uplink_bytes), downlink_bytes,
@@ -99,7 +101,6 @@ esgd_status report_round(report_rounds *r, esgd_coordinator *c, const round_summ
  * blas_core (the OpenBLAS kernel, which the float results depend on),
  * round_seconds_median and round_seconds_p90 (when times is not NULL: from
  * opening a round to closing it), seconds. */
-void report_json(FILE *out, const esgd_coordinator *c, float test_accuracy, float test_loss, round_times *times,
-                 double seconds);
+void report_json(FILE *out, const esgd_coordinator *c, const report_rounds *r, round_times *times, double seconds);
 
 #endif
