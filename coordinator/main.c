@@ -292,9 +292,7 @@ static int setup(run *r, esgd_error *err)
         if (keys_load_public(r->set.keys_dir, name, &r->agent_keys[a], err) != ESGD_OK)
             return EXIT_USAGE;
     }
-    const char *test_split = dataset_split_exists(r->set.data_dir, "t10k")   ? "t10k"
-                             : dataset_split_exists(r->set.data_dir, "test") ? "test"
-                                                                             : NULL;
+    const char *test_split = dataset_test_split(r->set.data_dir);
     if (test_split) {
         if (dataset_load_split(&r->test, r->set.data_dir, test_split, NULL, 0, err) != ESGD_OK)
             return EXIT_RUNTIME;

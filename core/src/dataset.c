@@ -334,6 +334,11 @@ bool dataset_split_exists(const char *dir, const char *split)
     return dir && split && split_naming(dir, split) >= 0;
 }
 
+const char *dataset_test_split(const char *dir)
+{
+    return dataset_split_exists(dir, "t10k") ? "t10k" : dataset_split_exists(dir, "test") ? "test" : NULL;
+}
+
 void dataset_labels_path(char *out, unsigned long out_size, const char *dir, const char *split)
 {
     int naming = split_naming(dir, split);

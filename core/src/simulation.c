@@ -44,8 +44,13 @@ static esgd_status load_data(esgd_simulation *s, const char *dir, esgd_job_confi
     if (st != ESGD_OK)
         return st;
     cfg->train_samples = count;
-    if ((st = job_config_validate(cfg, err)) != ESGD_OK ||
-        (st = dataset_load_split(&s->test, dir, "t10k", NULL, 0, err)) != ESGD_OK)
+    if ((st = job_config_validate(cfg, err)) != ESGD_OK)
+        return st;
+    const char *test_split = dataset_test_split(dir);
+    if (!test_split)
+        return esgd_error_set(err, ESGD_ERR_IO, "no test split in %s: t10k (MNIST's names) or test (esgd-import's)",
+                              dir);
+    if ((st = dataset_load_split(&s->test, dir, test_split, NULL, 0, err)) != ESGD_OK)
         return st;
     s->shards = calloc(cfg->agents, sizeof *s->shards);
     s->agents = calloc(cfg->agents, sizeof *s->agents);

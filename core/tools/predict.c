@@ -188,12 +188,12 @@ done:
 
 int main(int argc, char **argv)
 {
-    const char *model_path = NULL, *data_dir = NULL, *split = "t10k", *predictions = NULL;
+    const char *model_path = NULL, *data_dir = NULL, *split = NULL, *predictions = NULL;
     int json = 0;
     const cli_option options[] = {
         {"model", CLI_STRING, &model_path, "model file written by esgd-coordinator --export"},
         {"data", CLI_STRING, &data_dir, "data folder (IDX files, as for training)"},
-        {"split", CLI_STRING, &split, "which split of the folder: t10k | test | train"},
+        {"split", CLI_STRING, &split, "which split of the folder: t10k | test | train (default: t10k, else test)"},
         {"predictions", CLI_STRING, &predictions, "write index,label,predicted,p_0..p_<classes-1> per example"},
         {"json", CLI_FLAG, &json, "print one JSON object with the results on stdout (the report goes to stderr)"},
     };
@@ -212,6 +212,11 @@ int main(int argc, char **argv)
     if (!model_path || !data_dir) {
         fprintf(stderr, "esgd-predict: --model and --data are required (see --help)\n");
         return EXIT_USAGE;
+    }
+    if (!split && !(split = dataset_test_split(data_dir))) {
+        fprintf(stderr, "esgd-predict: no test split in %s (t10k or test); give --split train for the training split\n",
+                data_dir);
+        return EXIT_RUNTIME;
     }
     if (strcmp(split, "t10k") != 0 && strcmp(split, "test") != 0 && strcmp(split, "train") != 0) {
         fprintf(stderr, "esgd-predict: --split must be t10k, test or train, not '%s'\n", split);

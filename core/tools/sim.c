@@ -19,7 +19,7 @@ int main(int argc, char **argv)
     int json = 0;
     uint32_t eval_limit = 0;
     const cli_option options[] = {
-        {"data", CLI_STRING, &data_dir, "directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte"},
+        {"data", CLI_STRING, &data_dir, "IDX data folder: the train split and a t10k or test split (MNIST or esgd-import names)"},
         {"json", CLI_FLAG, &json, "print one JSON object with the results on stdout"},
         {"loss-csv", CLI_STRING, &loss_csv, "write one CSV row per round (loss, participants, bytes)"},
         {"eval-limit", CLI_UINT, &eval_limit, "test examples per periodic evaluation (the final one uses all)"},

@@ -66,6 +66,10 @@ esgd_status dataset_load_split(esgd_dataset *ds, const char *dir, const char *sp
 /* Whether DIR holds an examples file of the split in either naming. */
 bool dataset_split_exists(const char *dir, const char *split);
 
+/* DIR's test split: "t10k" (MNIST's name) if it exists, else "test"
+ * (esgd-import's) if it exists, else NULL. */
+const char *dataset_test_split(const char *dir);
+
 /* Path of a split's labels file, for idx_read_labels: the one that goes with
  * the examples file dataset_load_split would use (MNIST's name when there is
  * none). */
