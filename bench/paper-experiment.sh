@@ -5,7 +5,8 @@
 # seeds, plus the DGC recipe, the best eSGD variant (residual decay beta = 1)
 # and eSGD with fp16 values. Writes into a results folder:
 #   runs.jsonl        one esgd-sim JSON object per run
-#   loss/*.csv        per-round training loss of every run
+#   loss/*.csv        per-round training loss of every run (runs.jsonl keeps
+#                     its test evaluations, once per epoch on all test images)
 #   report.md         table: mean and spread over seeds of test accuracy,
 #                     uplink bytes per agent per round, compression, downlink
 #                     bytes, wall time
@@ -14,7 +15,15 @@
 #
 # usage: bench/paper-experiment.sh [--out DIR] [--seeds "1 2 3"] [--epochs 2]
 #          [--model lenet|mlp] [--partition iid|noniid] [--methods "..."] [--build DIR]
+#          [--dataset mnist|fashion] [--drops "0.875 0.99"] [--report-epochs "2 5"]
 #          [--resume] [--report-only] [-- extra esgd-sim flags]
+# --dataset picks data/mnist or data/fashion-mnist (scripts/setup.sh --dataset
+# fashion fetches it); the default folder is then results/fashion/... .
+# --report-epochs adds one accuracy table per listed epoch, from the runs'
+# end-of-epoch evaluations: with the step schedule the first e epochs of
+# a longer run are exactly an e-epoch run, so one 5-epoch run gives both.
+# Extra flags after -- override the defaults (lr 0.1 halved per epoch), e.g.
+# -- --lr-schedule cosine --lr 0.2 --warmup-rounds 100.
 # --resume keeps runs.jsonl and skips the runs already in it (an interrupted
 # experiment goes on where it stopped); --report-only redoes the report and the
 # plots from runs.jsonl without running anything.
@@ -24,6 +33,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out="" seeds="1 2 3" epochs=2 model=lenet partition=iid build="$root/build" resume=0 report_only=0
+dataset=mnist drops="0.5 0.75 0.875 0.99 0.999" report_epochs=""
 methods="dense threshold esgd topk randk dgc esgd-beta1 esgd-f16"
 extra=()
 while [ $# -gt 0 ]; do
@@ -35,18 +45,26 @@ while [ $# -gt 0 ]; do
     --partition) partition=$2; shift 2 ;;
     --methods) methods=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --dataset) dataset=$2; shift 2 ;;
+    --drops) drops=$2; shift 2 ;;
+    --report-epochs) report_epochs=$2; shift 2 ;;
     --resume) resume=1; shift ;;
     --report-only) report_only=1; shift ;;
-    --help|-h) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "paper-experiment: unknown option $1" >&2; exit 2 ;;
     esac
 done
-[ -n "$out" ] || out="$root/results/paper/$model-$partition-${epochs}ep"
+case $dataset in
+mnist) data="$root/data/mnist" results="$root/results/paper" ;;
+fashion) data="$root/data/fashion-mnist" results="$root/results/fashion" ;;
+*) echo "paper-experiment: unknown dataset $dataset (mnist or fashion)" >&2; exit 2 ;;
+esac
+[ -n "$out" ] || out="$results/$model-$partition-${epochs}ep"
 mkdir -p "$out/loss"
 export OPENBLAS_NUM_THREADS=1
 sim="$build/core/esgd-sim"
-drops=(0.5 0.75 0.875 0.99 0.999)
+read -r -a drops <<<"$drops"
 thresholds=(0.003 0.01 0.03 0.1)
 [ "$resume" = 1 ] || [ "$report_only" = 1 ] || : >"$out/runs.jsonl"
 
@@ -69,10 +87,14 @@ run() { # run NAME [flags]: one esgd-sim run, JSON line tagged with the run's na
     local line
     [ "$report_only" = 0 ] || return 0
     if [ "$resume" = 1 ] && grep -q "\"name\": \"$name\"}" "$out/runs.jsonl" 2>/dev/null; then return 0; fi
-    line=$("$sim" --data "$root/data/mnist" --model "$model" --agents 4 --partition "$partition" --batch 32 \
+    line=$("$sim" --data "$data" --model "$model" --agents 4 --partition "$partition" --batch 32 \
         --epochs "$epochs" --lr 0.1 --lr-decay 0.5 --json --loss-csv "$out/loss/$name.csv" "$@" "${extra[@]}" \
         2>>"$out/progress.log")
-    echo "${line%\}}, \"name\": \"$name\"}" >>"$out/runs.jsonl"
+    # Every evaluation on the way ([round, accuracy] pairs, once per epoch by
+    # default) goes into the run's line, so the report needs no loss CSV.
+    local evaluations
+    evaluations=$(awk -F, 'NR > 1 && $5 != "" { printf "%s[%s, %s]", n++ ? ", " : "", $1, $5 }' "$out/loss/$name.csv")
+    echo "${line%\}}, \"evaluations\": [$evaluations], \"dataset\": \"$dataset\", \"name\": \"$name\"}" >>"$out/runs.jsonl"
     echo "$name: $(grep -o '"test_accuracy": [0-9.]*' <<<"$line")" >&2
 }
 
@@ -89,9 +111,9 @@ for seed in $seeds; do
     done
 done
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$report_epochs" <<'PY'
 import collections, json, math, os, sys
-out = sys.argv[1]
+out, report_epochs = sys.argv[1], [int(e) for e in sys.argv[2].split()]
 runs = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl"))]
 groups = collections.OrderedDict()
 for r in runs:
@@ -106,8 +128,13 @@ def split_setting(key):
     head, _, tail = key.rpartition("-")
     return (head, float(tail)) if head and tail.replace(".", "").isdigit() else (key, None)
 first = runs[0]
-lines = [f"# {first['model']}, {first['agents']} agents, {first['partition']}, batch {first['batch']}, "
-         f"{first['epochs']} epochs, lr {first['lr']} halved per epoch; {len(groups)} settings x "
+schedule = {"step": f"lr {first['lr']} halved per epoch", "constant": f"constant lr {first['lr']}",
+            "cosine": f"lr {first['lr']} on a cosine to 0"}.get(first.get("lr_schedule", "step"))
+if first.get("warmup_rounds"):
+    schedule += f" after {first['warmup_rounds']} warm-up rounds"
+dataset = first.get("dataset", "mnist")
+lines = [f"# {first['model']} on {dataset}, {first['agents']} agents, {first['partition']}, batch {first['batch']}, "
+         f"{first['epochs']} epochs, {schedule}; {len(groups)} settings x "
          f"{len(next(iter(groups.values())))} seeds", "",
          "| setting | test accuracy (mean ± sd) | uplink B per agent per round | compression vs dense fp32 | "
          "downlink MB | wall s |", "| --- | --- | --- | --- | --- | --- |"]
@@ -121,19 +148,42 @@ for key, rs in groups.items():
     lines.append(f"| {key} | {100*acc[0]:.2f} % ± {100*acc[1]:.2f} | {per[0]:,.0f} | {comp[0]:.1f}x | "
                  f"{down[0]:.1f} | {wall[0]:.1f} |")
     summary[key] = (acc, per, comp)
-# The paper's layout: one row per method, one column per drop ratio;
-# test accuracy in percent, mean ± sd over seeds, and the compression.
-rows = collections.OrderedDict()
-for key, (acc, per, comp) in summary.items():
-    method, drop = split_setting(key)
-    if drop is not None and method != "threshold":
-        rows.setdefault(method, {})[drop] = f"{100*acc[0]:.2f} ± {100*acc[1]:.2f} (x{comp[0]:.1f})"
-if rows:
+def epoch_accuracy(run, epoch):
+    """Test accuracy on all test images at the end of epoch (1-based), from the run's evaluations."""
+    if epoch == run["epochs"]:
+        return run["test_accuracy"]
+    at = epoch * run["rounds"] // run["epochs"]
+    for rnd, accuracy in run.get("evaluations", []):
+        if rnd == at:
+            return accuracy
+    sys.exit(f"paper-experiment: {run['name']} has no evaluation at the end of epoch {epoch}")
+def drop_table(title, accuracy_of):
+    """The paper's layout: one row per method, one column per drop ratio; test
+    accuracy in percent, mean ± sd over seeds, and the compression; dense above."""
+    rows, dense = collections.OrderedDict(), None
+    for key, rs in groups.items():
+        method, drop = split_setting(key)
+        acc = stats([accuracy_of(r) for r in rs])
+        cell = f"{100*acc[0]:.2f} ± {100*acc[1]:.2f}"
+        if key == "dense":
+            dense = cell
+        elif drop is not None and method != "threshold":
+            rows.setdefault(method, {})[drop] = f"{cell} (x{summary[key][2][0]:.1f})"
+    if not rows:
+        return []
     drops = sorted({drop for by_drop in rows.values() for drop in by_drop})
-    lines += ["", "Test accuracy (%, mean ± sd over seeds) and compression vs dense fp32, by drop ratio:", "",
-              "| method | " + " | ".join(f"{d:g}" for d in drops) + " |", "| --- |" + " --- |" * len(drops)]
+    out_lines = ["", title, ""]
+    if dense:
+        out_lines += [f"dense (std SGD): **{dense}**", ""]
+    out_lines += ["| method | " + " | ".join(f"{d:g}" for d in drops) + " |", "| --- |" + " --- |" * len(drops)]
     for method, by_drop in rows.items():
-        lines.append(f"| {method} | " + " | ".join(by_drop.get(d, "") for d in drops) + " |")
+        out_lines.append(f"| {method} | " + " | ".join(by_drop.get(d, "") for d in drops) + " |")
+    return out_lines
+lines += drop_table("Test accuracy (%, mean ± sd over seeds) and compression vs dense fp32, by drop ratio:",
+                    lambda r: r["test_accuracy"])
+for epoch in report_epochs:
+    lines += drop_table(f"After epoch {epoch} of {first['epochs']}: test accuracy (%, mean ± sd over seeds), by drop ratio:",
+                        lambda r, e=epoch: epoch_accuracy(r, e))
 open(os.path.join(out, "report.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
