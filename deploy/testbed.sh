@@ -8,6 +8,7 @@
 #                 and how many test images it used, cumulative bytes
 #   loss.png      loss (raw and smoothed) and test accuracy against round,
 #                 and the cumulative bytes up and down (gnuplot)
+#   model.esgd    the trained model (schemas/model-file.md), for esgd-predict
 #   logs/         coordinator, agents and broker logs
 # Every error and warning of the coordinator and the agents, and a progress
 # line at each evaluation (with elapsed time, rounds/s and ETA), show on the
@@ -17,7 +18,7 @@
 # reason, beside the logs and the rounds it did.
 #
 # usage: deploy/testbed.sh [--agents N] [--method M] [--drop R] [--epochs E] [--rounds T]
-#          [--partition iid|noniid] [--seed S] [--model lenet|mlp] [--results DIR]
+#          [--partition iid|noniid] [--seed S] [--model lenet|mlp|"layer list"] [--results DIR]
 #          [--build DIR] [--dataset mnist|fashion] [--data DIR] [-- more coordinator options]
 # --dataset names the data set (default mnist) in result.json ("dataset"),
 # the plot title and, when not mnist, the results folder
@@ -116,7 +117,7 @@ echo "testbed: mosquitto on $BROKER_URL (pid $BROKER_PID); job $job; data set $d
 "$coordinator_bin" --broker "$BROKER_URL" --job "$job" --data "$data" --model "$model" --agents "$agents" \
     --method "$method" --drop "$drop" --epochs "$epochs" --rounds "$rounds" --partition "$partition" \
     --seed "$seed" --keys "$keys" --quorum "$agents" --round-timeout 30 --eval-every 50 --eval-limit 2000 \
-    --csv "$results/rounds.csv" --json "${extra[@]}" \
+    --csv "$results/rounds.csv" --export "$results/model.esgd" --json "${extra[@]}" \
     >"$results/logs/coordinator.json" 2> >(shown "$results/logs/coordinator.log" "") &
 coordinator_pid=$!
 pids+=("$coordinator_pid")
@@ -180,4 +181,4 @@ unset multiplot
 PLOT
 fi
 cat "$results/result.json"
-echo "testbed: results in $results" >&2
+echo "testbed: results in $results; the model: $build/core/esgd-predict --model $results/model.esgd --data $data" >&2
