@@ -87,11 +87,42 @@ static void test_esgd_lenet_learns_mnist_with_an_eighth_of_the_bytes(void **stat
     assert_true(compression > 4.0);
 }
 
+/* An honest update over the coordinator's norm bound (a gradient spike) is
+ * refused and counted, and the round closes without it, as over MQTT: the
+ * simulation goes on rather than stopping the run. Here a bound of 1e-9
+ * refuses every update of the first round; lifted, the next round takes
+ * them all again. */
+static void test_updates_over_the_norm_bound_are_left_out(void **state)
+{
+    (void)state;
+    if (!have_mnist())
+        test_skip();
+    esgd_job_config cfg;
+    job_config_defaults(&cfg);
+    cfg.rounds = 3;
+    esgd_error err = {0};
+    esgd_simulation *sim = simulation_new(&cfg, data_dir(), &err);
+    if (!sim)
+        fail_msg("simulation_new: %s", err.message);
+    esgd_coordinator *c = simulation_coordinator(sim);
+    assert_int_equal(coordinator_set_norm_bound(c, 1e-9, NORM_ACTION_REJECT, &err), ESGD_OK);
+    round_summary s;
+    assert_int_equal(simulation_round(sim, &s, &err), ESGD_OK);
+    assert_int_equal(s.result.participants, 0);
+    assert_int_equal(coordinator_get_counters(c)->rejected[ESGD_ERR_RANGE], 4);
+    assert_int_equal(coordinator_set_norm_bound(c, -1, NORM_ACTION_REJECT, &err), ESGD_OK);
+    assert_int_equal(simulation_round(sim, &s, &err), ESGD_OK);
+    assert_int_equal(s.result.participants, 4);
+    assert_int_equal(coordinator_get_counters(c)->accepted, 4);
+    simulation_free(sim);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dense_lenet_learns_mnist),
         cmocka_unit_test(test_esgd_lenet_learns_mnist_with_an_eighth_of_the_bytes),
+        cmocka_unit_test(test_updates_over_the_norm_bound_are_left_out),
     };
     return test_exit_status(cmocka_run_group_tests(tests, NULL, NULL));
 }

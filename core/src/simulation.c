@@ -135,6 +135,12 @@ esgd_status simulation_round(esgd_simulation *s, round_summary *summary, esgd_er
             break;
         update_outcome outcome =
             coordinator_receive_update(s->coordinator, msg, size, a, coordinator_round(s->coordinator), err);
+        /* An update over the norm bound is the coordinator's policy at work
+         * on an honest agent (a gradient spike): over MQTT it is refused,
+         * counted (rejected_range) and the round closes without it, and so
+         * here. Any other refusal of our own agents' messages is a bug. */
+        if (outcome == UPDATE_REJECTED && err && err->status == ESGD_ERR_RANGE)
+            continue;
         if (outcome != UPDATE_ACCEPTED) {
             /* The coordinator's reason stays, with ours put before it:
              * formatting err->message into itself would overlap. */
