@@ -447,6 +447,7 @@ CONFIG_OPTIONS = [
     ("dgc-momentum", "float", 0.0, 0.9999),
     ("dgc-clip", "float", 0.0, 1e30),
     ("dgc-warmup-rounds", "uint", 0, 4000000000),
+    ("down-drop", "float", 0.0, 0.999999),
     ("agents", "uint", 1, 100000),
     ("batch", "uint", 1, 4096),
     ("lr", "float", 1e-12, 1e6),

@@ -115,6 +115,66 @@ static void test_aggregate_does_not_depend_on_arrival_order(void **state)
     aggregator_free(second);
 }
 
+/* The compressed downlink applies the `keep` largest coordinates of step +
+ * residual, ties to the lower index, and holds the rest back: over rounds,
+ * what the model took plus what is still held is every step exactly. */
+static void test_downlink_applies_the_largest_and_holds_the_rest(void **state)
+{
+    (void)state;
+    aggregator *agg = aggregator_new(8, 1, 8, NULL);
+    esgd_error err = {0};
+    assert_int_equal(aggregator_set_downlink(agg, 8, &err), ESGD_ERR_ARG); /* keeps everything: not compressed */
+    assert_int_equal(aggregator_set_downlink(agg, 2, &err), ESGD_OK);
+    assert_int_equal(aggregator_set_downlink(agg, 3, &err), ESGD_ERR_ARG); /* once */
+    const float *residual = aggregator_downlink_residual(agg);
+    uint32_t all[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float first[8] = {1, -5, 2, 0.5f, 3, 0, 0, -4};
+    sparse_vector u = vec(8, 8, all, first);
+    float x[8] = {0};
+    uint32_t changed[8];
+    aggregate_result r;
+    assert_int_equal(aggregator_add(agg, 0, &u, 32, 1.0f, NULL), ESGD_OK);
+    aggregator_apply(agg, x, 1.0, &r, changed); /* step = the update itself */
+    assert_memory_equal(x, ((float[]){0, 5, 0, 0, 0, 0, 0, 4}), sizeof x);
+    assert_int_equal(r.changed, 2);
+    assert_int_equal(changed[0], 1);
+    assert_int_equal(changed[1], 7);
+    assert_memory_equal(residual, ((float[]){1, 0, 2, 0.5f, 3, 0, 0, 0}), 8 * sizeof(float));
+
+    /* Next round: a step only at 5, but the held-back 3 and 2 are larger. */
+    uint32_t at5[1] = {5};
+    float small[1] = {0.25f};
+    u = vec(8, 1, at5, small);
+    assert_int_equal(aggregator_add(agg, 0, &u, 32, 1.0f, NULL), ESGD_OK);
+    aggregator_apply(agg, x, 1.0, &r, changed);
+    assert_memory_equal(x, ((float[]){0, 5, -2, 0, -3, 0, 0, 4}), sizeof x);
+    assert_memory_equal(residual, ((float[]){1, 0, 0, 0.5f, 0, 0.25f, 0, 0}), 8 * sizeof(float));
+    float taken_plus_held = 0, steps = 0;
+    for (int j = 0; j < 8; j++) {
+        taken_plus_held += -x[j] + residual[j];
+        steps += first[j];
+    }
+    assert_true(taken_plus_held == steps + small[0]);
+
+    /* Equal magnitudes: the lower indices win. */
+    float equal[3] = {2, -2, 2};
+    uint32_t idx3[3] = {3, 5, 6};
+    u = vec(8, 3, idx3, equal);
+    assert_int_equal(aggregator_add(agg, 0, &u, 32, 1.0f, NULL), ESGD_OK);
+    aggregator_apply(agg, x, 1.0, &r, changed); /* v at 3: 2.5, at 5: -1.75, at 6: 2, at 0: 1 */
+    assert_int_equal(changed[0], 3);
+    assert_int_equal(changed[1], 6);
+    float tie[2] = {1, 1};
+    uint32_t idx2[2] = {2, 4};
+    u = vec(8, 2, idx2, tie);
+    assert_int_equal(aggregator_add(agg, 0, &u, 32, 1.0f, NULL), ESGD_OK);
+    aggregator_apply(agg, x, 1.0, &r, changed); /* |v| = 1.75 at 5; 1 at 0, 2 and 4: 0 wins the tie */
+    assert_int_equal(r.changed, 2);
+    assert_int_equal(changed[0], 0);
+    assert_int_equal(changed[1], 5);
+    aggregator_free(agg);
+}
+
 static void test_aggregate_refuses_bad_updates(void **state)
 {
     (void)state;
@@ -1534,6 +1594,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_aggregate_is_the_mean_step_and_median_loss),
         cmocka_unit_test(test_aggregate_does_not_depend_on_arrival_order),
+        cmocka_unit_test(test_downlink_applies_the_largest_and_holds_the_rest),
         cmocka_unit_test(test_aggregate_refuses_bad_updates),
         cmocka_unit_test_setup_teardown(test_agents_track_the_coordinator_bit_for_bit, setup_job, teardown_job),
         cmocka_unit_test_setup_teardown(test_every_kind_of_update_is_counted, setup_job, teardown_job),

@@ -1,11 +1,25 @@
 /* Sparse update aggregation on the coordinator: per-agent slots, a dense
- * accumulator, and the SGD step on the flat parameter vector. */
+ * accumulator, the SGD step on the flat parameter vector, and the
+ * compressed downlink's server-side error feedback. */
 #include "esgd/aggregator.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "top_m.h"
+
+/* The compressed downlink (aggregator_set_downlink): of the round's step
+ * plus what earlier rounds held back, only the `keep` largest coordinates
+ * are applied (and so broadcast); the rest is held back in `residual`. */
+typedef struct downlink {
+    uint32_t keep;    /* 0: off, every coordinate of the step is applied */
+    float *residual;  /* (dim) the step not applied yet */
+    uint32_t *keys;   /* (dim) |v_j| as order-preserving keys */
+    uint32_t *chosen; /* (keep + TOP_M_SLACK) positions of the applied coordinates */
+    top_m *top;
+} downlink;
 
 typedef struct update_slot {
     bool filled;
@@ -29,6 +43,7 @@ struct aggregator {
     double *losses;      /* (agents) scratch for the median loss */
     uint32_t *dropped;   /* (agents) agents the last apply dropped */
     uint32_t dropped_count;
+    downlink down;
 };
 
 aggregator *aggregator_new(uint32_t dim, uint32_t agents, uint32_t slot_capacity, esgd_error *err)
@@ -83,7 +98,39 @@ void aggregator_free(aggregator *agg)
     free(agg->touched);
     free(agg->losses);
     free(agg->dropped);
+    free(agg->down.residual);
+    free(agg->down.keys);
+    free(agg->down.chosen);
+    top_m_free(agg->down.top);
     free(agg);
+}
+
+esgd_status aggregator_set_downlink(aggregator *agg, uint32_t keep, esgd_error *err)
+{
+    if (keep == 0 || keep >= agg->dim || agg->down.keep)
+        return esgd_error_set(err, ESGD_ERR_ARG, "aggregator: downlink keeps %u of %u coordinates%s", keep, agg->dim,
+                              agg->down.keep ? ", set twice" : "");
+    downlink *dl = &agg->down;
+    dl->residual = calloc(agg->dim, sizeof *dl->residual);
+    dl->keys = malloc((size_t)agg->dim * sizeof *dl->keys);
+    dl->chosen = malloc(((size_t)keep + TOP_M_SLACK) * sizeof *dl->chosen);
+    dl->top = top_m_new(agg->dim);
+    if (!dl->residual || !dl->keys || !dl->chosen || !dl->top) {
+        free(dl->residual);
+        free(dl->keys);
+        free(dl->chosen);
+        top_m_free(dl->top);
+        memset(dl, 0, sizeof *dl);
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "aggregator: out of memory for the downlink residual of %u",
+                              agg->dim);
+    }
+    dl->keep = keep;
+    return ESGD_OK;
+}
+
+float *aggregator_downlink_residual(aggregator *agg)
+{
+    return agg->down.residual;
 }
 
 void aggregator_require_samples(aggregator *agg, uint32_t samples)
@@ -213,6 +260,58 @@ static void clear_sum(aggregator *agg)
     }
 }
 
+/* The compressed downlink's form of compute_next: sum[j] becomes
+ * v_j = step * sum_j + residual_j for every j (the residual reaches
+ * coordinates no update touched). False (and the accumulator cleared) if
+ * some v_j or x_j - v_j is beyond float range: then no choice of applied
+ * coordinates could leave both the model and the residual finite. */
+static bool compute_steps(aggregator *agg, const float *params, double step)
+{
+    const float *residual = agg->down.residual;
+    for (uint32_t j = 0; j < agg->dim; j++) {
+        double v = step * agg->sum[j] + residual[j];
+        if (!(fabs(v) <= FLT_MAX && fabs(params[j] - v) <= FLT_MAX)) {
+            memset(agg->sum, 0, (size_t)agg->dim * sizeof *agg->sum);
+            memset(agg->touched, 0, ((size_t)agg->dim + 63) / 64 * sizeof *agg->touched);
+            return false;
+        }
+        agg->sum[j] = v;
+    }
+    return true;
+}
+
+/* Applies the `keep` largest |v_j| (ties to the lower j) of compute_steps'
+ * sum[] to params, the rest goes to the residual; returns how many x_j
+ * changed, listed ascending in changed. An applied coordinate keeps in the
+ * residual what float rounding of x_j - v_j lost, and one whose step is too
+ * small to change x_j keeps all of it, so no part of any step is lost. */
+static uint32_t apply_largest(aggregator *agg, float *params, uint32_t *changed)
+{
+    downlink *dl = &agg->down;
+    for (uint32_t j = 0; j < agg->dim; j++) {
+        float magnitude = fabsf((float)agg->sum[j]);
+        memcpy(&dl->keys[j], &magnitude, sizeof magnitude); /* non-negative floats order as their bits */
+        dl->residual[j] = (float)agg->sum[j];
+    }
+    top_m_select_keys(dl->top, dl->keys, agg->dim, dl->keep, dl->chosen);
+    uint32_t n_changed = 0;
+    for (uint32_t i = 0; i < dl->keep; i++) {
+        uint32_t j = dl->chosen[i];
+        double v = agg->sum[j];
+        float next = (float)(params[j] - v);
+        dl->residual[j] = (float)(v - ((double)params[j] - next));
+        if (next != params[j]) {
+            params[j] = next;
+            if (changed)
+                changed[n_changed] = j;
+            n_changed++;
+        }
+    }
+    memset(agg->sum, 0, (size_t)agg->dim * sizeof *agg->sum);
+    memset(agg->touched, 0, ((size_t)agg->dim + 63) / 64 * sizeof *agg->touched);
+    return n_changed;
+}
+
 /* Sums the held updates in agent-id order, then turns sum[j] into the new
  * value of every touched x_j, rounded to float once. False (and the
  * accumulator cleared) if any new value is not finite. */
@@ -229,6 +328,8 @@ static bool compute_next(aggregator *agg, const float *params, double lr)
         }
     }
     const double step = lr / agg->filled;
+    if (agg->down.keep)
+        return compute_steps(agg, params, step);
     uint32_t words = (uint32_t)(((uint64_t)agg->dim + 63) / 64);
     for (uint32_t w = 0; w < words; w++) {
         for (uint64_t bits = agg->touched[w]; bits; bits &= bits - 1) {
@@ -275,6 +376,11 @@ void aggregator_apply(aggregator *agg, float *params, double lr, aggregate_resul
         }
     }
     result->loss = median_loss(agg);
+    if (agg->down.keep) {
+        result->changed = apply_largest(agg, params, changed);
+        aggregator_reset(agg);
+        return;
+    }
 
     uint32_t n_changed = 0;
     uint32_t words = (uint32_t)(((uint64_t)agg->dim + 63) / 64);

@@ -55,6 +55,10 @@ esgd_status coordinator_save(esgd_coordinator *c, const char *path, esgd_error *
     for (uint32_t i = 0; i < c->norm_count; i++)
         state_put_f64(&w, c->norm_history[(c->norm_next + NORM_BOUND_WINDOW - c->norm_count + i) % NORM_BOUND_WINDOW]);
     state_put_u32(&w, c->generation); /* added later still */
+    /* And the compressed downlink's residual (empty without one): the part
+     * of past steps the model has not taken yet. */
+    const float *residual = aggregator_downlink_residual(c->agg);
+    state_put_bytes(&w, residual, residual ? (size_t)c->dim * sizeof(float) : 0);
     st = state_file_write(path, STATE_KIND_COORDINATOR, &w, err);
     state_writer_destroy(&w);
     return st;
@@ -152,6 +156,21 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
     uint32_t generation = 0;
     if (st == ESGD_OK && state_reader_left(&r))
         st = state_get_u32(&r, &generation, err);
+    /* The downlink residual; older checkpoints end before it (none held back). */
+    float *residual = aggregator_downlink_residual(c->agg);
+    const uint8_t *saved_residual = NULL;
+    size_t residual_size = 0;
+    if (st == ESGD_OK && state_reader_left(&r))
+        st = state_get_bytes(&r, &saved_residual, &residual_size, err);
+    if (st == ESGD_OK && residual_size != 0 && residual_size != (residual ? (size_t)c->dim * sizeof(float) : 0))
+        st = esgd_error_set(err, ESGD_ERR_DIMENSION, "checkpoint %s: a downlink residual of %zu bytes, expected %zu",
+                            path, residual_size, residual ? (size_t)c->dim * sizeof(float) : 0);
+    for (size_t i = 0; st == ESGD_OK && i < residual_size / sizeof(float); i++) {
+        float v;
+        memcpy(&v, saved_residual + i * sizeof v, sizeof v);
+        if (!isfinite(v))
+            st = esgd_error_set(err, ESGD_ERR_NONFINITE, "checkpoint %s: downlink residual %zu is not finite", path, i);
+    }
     if (st == ESGD_OK && state_reader_left(&r))
         st = esgd_error_set(err, ESGD_ERR_FORMAT, "checkpoint %s: %zu unexpected bytes after the last field", path,
                             state_reader_left(&r));
@@ -184,6 +203,12 @@ esgd_status coordinator_restore(esgd_coordinator *c, const char *path, esgd_erro
     c->norm_next = norm_count % NORM_BOUND_WINDOW;
     c->round = round;
     c->generation = generation;
+    if (residual) {
+        if (residual_size)
+            memcpy(residual, saved_residual, residual_size);
+        else
+            memset(residual, 0, (size_t)c->dim * sizeof(float));
+    }
     c->delta_valid = false;
     aggregator_reset(c->agg);
 out:

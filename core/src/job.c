@@ -57,6 +57,9 @@ static const option_entry options[] = {
     NUM("dgc-clip", FIELD_F32, sparsify.dgc_clip, 0.0, 1e30, "DGC bound on each agent's gradient L2 norm (0: off)"),
     NUM("dgc-warmup-rounds", FIELD_U32, sparsify.dgc_warmup_rounds, 0, 4000000000.0,
         "DGC rounds over which drop ramps from 0.75 to --drop"),
+    NUM("down-drop", FIELD_F64, down_drop, 0.0, 0.999999,
+        "compressed downlink: the model changes in ceil((1-R) d) coordinates a round, the rest of the step is "
+        "held back for later rounds (0: off)"),
     NUM("agents", FIELD_U32, agents, 1, 100000, "number of agents N"),
     NUM("batch", FIELD_U32, batch, 1, 4096, "minibatch per agent per round"),
     NUM("lr", FIELD_F64, lr, 1e-12, 1e6, "learning rate in epoch 0"),

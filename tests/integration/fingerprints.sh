@@ -29,4 +29,6 @@ check() {
 check 54509c27043ff159 --model lenet --method esgd --drop 0.875 --rounds 60 --seed 1
 check 64900cfb28170682 --model mlp --method dgc --drop 0.99 --rounds 60 --seed 2
 check 8a25363d0bf86e9b --model lenet --method topk --drop 0.99 --values f16 --rounds 40 --seed 3 --partition noniid
+# The compressed downlink (added 2026-12-03; the three pins above did not move).
+check c71be179f2758b38 --model lenet --method dgc --drop 0.99 --down-drop 0.99 --rounds 40 --seed 4
 echo PASS

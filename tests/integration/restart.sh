@@ -6,7 +6,10 @@
 # row exactly once.
 source "$(dirname "$0")/common.sh" "$1"
 job=it-restart
-settings=(--job "$job" --agents 3 --rounds 120 --method esgd --drop 0.9 --seed 21 --model mlp --eval-every 1000)
+# --down-drop: the checkpoint also holds the coordinator's downlink residual,
+# which the resumed run must continue from for the bits to match.
+settings=(--job "$job" --agents 3 --rounds 120 --method esgd --drop 0.9 --down-drop 0.99 --seed 21 --model mlp
+    --eval-every 1000)
 "$sim_bin" --data "$data" --json "${settings[@]}" >"$work/sim.json" 2>"$work/sim.log" || fail "esgd-sim failed"
 
 start_broker

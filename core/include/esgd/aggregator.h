@@ -60,6 +60,18 @@ void aggregator_scale(aggregator *agg, uint32_t agent, double factor);
 /* Forgets agent's held update (no-op when there is none). */
 void aggregator_remove(aggregator *agg, uint32_t agent);
 
+/* The compressed downlink: from now on each apply takes v = the round's
+ * step + the residual (what earlier rounds held back), applies only the
+ * `keep` coordinates of largest |v_j| (ties to the lower j) and keeps the
+ * rest of v as the residual (server-side error feedback). The model then
+ * changes in at most keep coordinates a round, so the broadcast delta stays
+ * that small however many agents' coordinates the round's sum covers.
+ * ESGD_ERR_ARG unless 0 < keep < dim (once), ESGD_ERR_NOMEM. */
+esgd_status aggregator_set_downlink(aggregator *agg, uint32_t keep, esgd_error *err);
+/* The residual (dim floats, for a checkpoint to save and restore), or NULL
+ * without a compressed downlink. */
+float *aggregator_downlink_residual(aggregator *agg);
+
 /* Applies the held updates to params (dim) with learning rate lr and fills
  * *result; changed (may be NULL) receives the ascending indices of the
  * changed coordinates (capacity dim). Then resets. params stays finite:

@@ -22,6 +22,8 @@ typedef struct esgd_job_config {
     char input[32];              /* one example's shape, "28x28" */
     uint32_t classes;            /* labels 0..classes-1 */
     sparsifier_config sparsify;  /* method, drop ratio, eSGD options, seed */
+    double down_drop;            /* compressed downlink: the model changes in ceil((1 - down_drop) d)
+                                  * coordinates a round at most (aggregator_set_downlink); 0: off */
     uint32_t agents;             /* N, expected agents */
     uint32_t batch;              /* minibatch per agent per round */
     double lr;                   /* learning rate of epoch 0 */
