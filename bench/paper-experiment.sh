@@ -15,7 +15,7 @@
 #
 # usage: bench/paper-experiment.sh [--out DIR] [--seeds "1 2 3"] [--epochs 2]
 #          [--model lenet|mlp] [--partition iid|noniid] [--methods "..."] [--build DIR]
-#          [--dataset mnist|fashion] [--drops "0.875 0.99"] [--report-epochs "2 5"]
+#          [--dataset mnist|fashion] [--drops "0.875 0.99"] [--report-epochs "2 5"] [--agents 4]
 #          [--resume] [--report-only] [-- extra esgd-sim flags]
 # --dataset picks data/mnist or data/fashion-mnist (scripts/setup.sh --dataset
 # fashion fetches it); the default folder is then results/fashion/... .
@@ -33,7 +33,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out="" seeds="1 2 3" epochs=2 model=lenet partition=iid build="$root/build" resume=0 report_only=0
-dataset=mnist drops="0.5 0.75 0.875 0.99 0.999" report_epochs=""
+dataset=mnist drops="0.5 0.75 0.875 0.99 0.999" report_epochs="" agents=4
 methods="dense threshold esgd topk randk dgc esgd-beta1 esgd-f16"
 extra=()
 while [ $# -gt 0 ]; do
@@ -48,6 +48,7 @@ while [ $# -gt 0 ]; do
     --dataset) dataset=$2; shift 2 ;;
     --drops) drops=$2; shift 2 ;;
     --report-epochs) report_epochs=$2; shift 2 ;;
+    --agents) agents=$2; shift 2 ;;
     --resume) resume=1; shift ;;
     --report-only) report_only=1; shift ;;
     --help|-h) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -87,7 +88,7 @@ run() { # run NAME [flags]: one esgd-sim run, JSON line tagged with the run's na
     local line
     [ "$report_only" = 0 ] || return 0
     if [ "$resume" = 1 ] && grep -q "\"name\": \"$name\"}" "$out/runs.jsonl" 2>/dev/null; then return 0; fi
-    line=$("$sim" --data "$data" --model "$model" --agents 4 --partition "$partition" --batch 32 \
+    line=$("$sim" --data "$data" --model "$model" --agents "$agents" --partition "$partition" --batch 32 \
         --epochs "$epochs" --lr 0.1 --lr-decay 0.5 --json --loss-csv "$out/loss/$name.csv" "$@" "${extra[@]}" \
         2>>"$out/progress.log")
     # Every evaluation on the way ([round, accuracy] pairs, once per epoch by

@@ -88,7 +88,10 @@ static bool others_lease(job_lease *l, const mqtt_message *m, lease_msg *out)
 
 esgd_status lease_publish(job_lease *l, mqtt_link *link, esgd_error *err)
 {
-    return mqtt_link_publish(link, l->topic, l->live, l->live_size, 1, true, err);
+    esgd_status st = mqtt_link_publish(link, l->topic, l->live, l->live_size, 1, true, err);
+    if (st == ESGD_OK)
+        l->published_bytes += l->live_size;
+    return st;
 }
 
 /* Passes messages on until `seconds` have passed; true as soon as the

@@ -31,6 +31,7 @@ typedef struct job_lease {
     size_t live_size, released_size;
     verify_key coordinator; /* leases are signed with the coordinator key */
     codec_decoder *decoder;
+    uint64_t published_bytes; /* every lease this start published (the coordinator's published_bytes) */
 } job_lease;
 
 /* Our lease for this start: holder "<host> pid <pid> state <dir>" (dir "-"

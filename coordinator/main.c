@@ -65,9 +65,28 @@ static esgd_status encode_next_model(void *ctx, const round_summary *s, esgd_err
     run *r = ctx;
     if (r->report.test_images)
         metrics_evaluated(r->metrics, r->report.accuracy, r->report.test_loss);
+    /* The retained full model serves agents that start late or lost their
+     * link; each also asks for the current model (status "syncing"), so it
+     * need not be fresh: every --full-model-every rounds, or by default once
+     * the traffic since the last one is 19 times its size (then it is at
+     * most 5% of the job's traffic), and always the final one. */
+    uint32_t every = r->set.full_model_every, closed = coordinator_round(r->coordinator);
+    uint64_t full_size = (uint64_t)job_dimension(&r->cfg) * sizeof(float);
+    r->retained_due = coordinator_done(r->coordinator) ||
+                      (every ? closed % every == 0 : run_traffic(r) - r->traffic_at_retained >= 19 * full_size);
     /* Copies: the checkpoint reuses the coordinator's output buffer. */
-    esgd_status st = keep_copy(r, &r->retained, coordinator_full_model, err);
-    return st == ESGD_OK ? keep_copy(r, &r->broadcast, coordinator_round_model, err) : st;
+    esgd_status st = r->retained_due ? keep_copy(r, &r->retained, coordinator_full_model, err) : ESGD_OK;
+    if (st == ESGD_OK)
+        st = keep_copy(r, &r->broadcast, coordinator_round_model, err);
+    if (st != ESGD_OK)
+        return st;
+    /* Counted now, with what they will be published as (checkpoint_and_publish:
+     * a failure there ends the job), so that the row includes them. */
+    run_count_lease_bytes(r);
+    coordinator_note_published(r->coordinator, (r->retained_due ? r->retained.size : 0) + r->broadcast.size);
+    if (r->retained_due)
+        r->traffic_at_retained = run_traffic(r);
+    return ESGD_OK;
 }
 
 /* Its second, once the row is on disk: the checkpoint, then the model. The
@@ -82,13 +101,14 @@ static esgd_status checkpoint_and_publish(void *ctx, const round_summary *s, esg
         return err->status;
     }
     char topic[TOPIC_MAX];
-    topic_latest_model(topic, r->cfg.job);
-    esgd_status st = mqtt_link_publish(r->link, topic, r->retained.data, r->retained.size, 1, true, err);
-    if (st == ESGD_OK) {
-        topic_round_model(topic, r->cfg.job, coordinator_round(r->coordinator));
-        st = mqtt_link_publish(r->link, topic, r->broadcast.data, r->broadcast.size, 1, false, err);
+    esgd_status st = ESGD_OK;
+    if (r->retained_due) {
+        topic_latest_model(topic, r->cfg.job);
+        if ((st = mqtt_link_publish(r->link, topic, r->retained.data, r->retained.size, 1, true, err)) != ESGD_OK)
+            return st;
     }
-    return st;
+    topic_round_model(topic, r->cfg.job, coordinator_round(r->coordinator));
+    return mqtt_link_publish(r->link, topic, r->broadcast.data, r->broadcast.size, 1, false, err);
 }
 
 /* Evaluates, writes the round's CSV row, checkpoints, then publishes the
@@ -116,6 +136,7 @@ static int train(run *r)
     if (quorum > r->cfg.agents)
         quorum = r->cfg.agents;
 
+    run_count_lease_bytes(r); /* the claim */
     topic_filter_grads(topic, r->cfg.job);
     if (mqtt_link_subscribe(r->link, topic, &err) != ESGD_OK)
         goto io_error;
@@ -319,7 +340,8 @@ static int setup(run *r, esgd_error *err)
     if (coordinator_set_norm_bound(r->coordinator, r->set.max_update_norm, clip ? NORM_ACTION_CLIP : NORM_ACTION_REJECT,
                                    err) != ESGD_OK)
         return EXIT_USAGE;
-    if (!(r->agent_online = calloc(r->cfg.agents, 1)) || !(r->missed = calloc(r->cfg.agents, sizeof *r->missed))) {
+    if (!(r->agent_online = calloc(r->cfg.agents, 1)) || !(r->missed = calloc(r->cfg.agents, sizeof *r->missed)) ||
+        !(r->synced_round = calloc(r->cfg.agents, sizeof *r->synced_round))) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
         return EXIT_RUNTIME;
     }
@@ -432,6 +454,9 @@ int main(int argc, char **argv)
          "seconds the first round after a start waits for agents still coming online (then --round-timeout)"},
         {"republish-after", CLI_DOUBLE, &set->republish_after,
          "seconds without a new update before the round's model is published again (0: never)"},
+        {"full-model-every", CLI_UINT, &set->full_model_every,
+         "rounds between retained full models for late agents (0: when the traffic since the last is 19 times "
+         "its size, so at most 5%); always the final one"},
         {"state-dir", CLI_STRING, &set->state_dir, "folder for the checkpoint; resumes from it on restart"},
         {"csv", CLI_STRING, &set->csv_path, "per-round CSV: round,loss,participants,lr,test_accuracy,bytes"},
         {"json", CLI_FLAG, &set->json, "print one JSON object with the results on stdout at the end"},
@@ -507,6 +532,7 @@ int main(int argc, char **argv)
     lease_destroy(&r.lease);
     buffer_destroy(&r.broadcast);
     free(r.missed);
+    free(r.synced_round);
     free(r.agent_keys);
     codec_decoder_free(r.status_decoder);
     metrics_stop(r.metrics);

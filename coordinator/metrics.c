@@ -147,6 +147,11 @@ static void render(metrics *m, text *t)
         {"esgd_broadcast_bytes_total", "counter", "Bytes of the model messages published.", (double)k->broadcast_bytes},
         {"esgd_retained_model_bytes_total", "counter", "Bytes of the full models published retained.",
          (double)k->retained_bytes},
+        {"esgd_sync_model_bytes_total", "counter", "Bytes of the full models sent to single agents that asked.",
+         (double)k->sync_bytes},
+        {"esgd_published_bytes_total", "counter",
+         "Every byte the coordinator published: models, retained models, answers, configuration, lease.",
+         (double)k->published_bytes},
         {"esgd_compression_ratio", "gauge", "Dense fp32 uplink bytes over the encoded uplink bytes.",
          k->accepted_uplink_bytes ? dense / (double)k->accepted_uplink_bytes : NAN},
     };

@@ -17,7 +17,24 @@ esgd_status run_publish(run *r, const char *topic, const uint8_t *msg, size_t si
     esgd_status st = mqtt_link_publish(r->link, topic, msg, size, 1, retained, &err);
     if (st != ESGD_OK)
         log_error("%s", err.message);
+    else
+        coordinator_note_published(r->coordinator, size);
     return st;
+}
+
+void run_count_lease_bytes(run *r)
+{
+    coordinator_note_published(r->coordinator, r->lease.published_bytes - r->lease_bytes_counted);
+    r->lease_bytes_counted = r->lease.published_bytes;
+}
+
+uint64_t run_traffic(const run *r)
+{
+    const coordinator_counters *k = coordinator_get_counters(r->coordinator);
+    /* Updates go into the broker and out to us; models go in once
+     * (published) and out to each agent (downlink, sync). */
+    return 2 * (k->uplink_bytes + k->rejected_bytes + k->unused_uplink_bytes) + k->published_bytes +
+           k->downlink_bytes + k->sync_bytes;
 }
 
 esgd_status run_publish_model(run *r, bool again)
@@ -37,7 +54,8 @@ esgd_status run_publish_model(run *r, bool again)
     }
     if (st == ESGD_OK && (st = coordinator_full_model(r->coordinator, &msg, &size, &err)) == ESGD_OK) {
         topic_latest_model(topic, r->cfg.job);
-        st = run_publish(r, topic, msg, size, true);
+        if ((st = run_publish(r, topic, msg, size, true)) == ESGD_OK)
+            r->traffic_at_retained = run_traffic(r);
     }
     if (st == ESGD_OK && (again || (st = coordinator_round_model(r->coordinator, &msg, &size, &err)) == ESGD_OK)) {
         topic_round_model(topic, r->cfg.job, round);
@@ -51,9 +69,35 @@ esgd_status run_publish_model(run *r, bool again)
 /* Floods of bad messages cost one log line per 10 s each, with a count. */
 static log_limiter data_conflict_log = LOG_LIMITER(10), status_refused_log = LOG_LIMITER(10),
                    update_rejected_log = LOG_LIMITER(10), update_unused_log = LOG_LIMITER(10),
-                   conflict_log = LOG_LIMITER(10);
+                   conflict_log = LOG_LIMITER(10), sync_log = LOG_LIMITER(10);
 
 #define GENERATION_SLACK_SECONDS 86400
+
+/* An agent of our run lacks the current model: it said "syncing" (it
+ * missed a round, or its link was down) or answered a round long closed
+ * (it took an old retained model). It gets the current model on its own
+ * topic, at most once a round, so a replayed or repeated message costs at
+ * most one model a round. `why` ends the log line. */
+static void send_model_to(run *r, uint32_t agent, const char *why)
+{
+    uint32_t round = coordinator_round(r->coordinator);
+    if (!r->lease_claimed || coordinator_done(r->coordinator) || r->synced_round[agent] == round + 1)
+        return;
+    esgd_error err = {0};
+    const uint8_t *msg;
+    size_t size;
+    char topic[TOPIC_MAX];
+    if (coordinator_sync_model(r->coordinator, &msg, &size, &err) != ESGD_OK) {
+        log_error("round %u: the model for agent %u: %s", round, agent, err.message);
+        return;
+    }
+    topic_agent_model(topic, r->cfg.job, agent);
+    if (run_publish(r, topic, msg, size, false) != ESGD_OK)
+        return;
+    r->synced_round[agent] = round + 1;
+    log_info_limited(&sync_log, "agent %u lacks the current model (%s): sent round %u to it (%zu bytes)", agent, why,
+                     round, size);
+}
 
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 {
@@ -100,7 +144,9 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
                  agent, coordinator_generation(r->coordinator));
         run_publish_model(r, true);
     }
-    uint8_t online = s.state == AGENT_STATE_ONLINE;
+    if (s.state == AGENT_STATE_SYNCING)
+        send_model_to(r, agent, "status syncing");
+    uint8_t online = s.state == AGENT_STATE_ONLINE || s.state == AGENT_STATE_SYNCING;
     /* An "offline" not preceded by an "online" in this run may be an old
      * retained Last Will: it does not mark the agent dead. */
     if (!online && r->agent_online[agent] == 0)
@@ -139,6 +185,12 @@ void run_handle_message(run *r, const mqtt_message *m)
     /* Any genuine update, even a late one, shows the agent is alive. */
     if (outcome != UPDATE_REJECTED && t.agent < r->cfg.agents)
         r->missed[t.agent] = 0;
+    /* An answer to a round before the last closed one: the agent holds a
+     * model the round's delta cannot apply to (an old retained model, a
+     * long stall), so it gets the current one now instead of asking after
+     * the next delta. A round late by one needs nothing: it takes the delta. */
+    if (outcome == UPDATE_LATE && coordinator_agent_behind(r->coordinator, t.agent, t.round))
+        send_model_to(r, t.agent, "answered a round long closed");
     if (outcome == UPDATE_ACCEPTED) {
         const update_msg *u = coordinator_last_update(r->coordinator);
         metrics_agent_update(r->metrics, u->agent, u->round, u->loss);
@@ -237,4 +289,5 @@ void run_flush_logs(void)
     log_limiter_flush(&update_rejected_log, "rejected updates");
     log_limiter_flush(&update_unused_log, "duplicate, late or early updates");
     log_limiter_flush(&conflict_log, "conflicting updates");
+    log_limiter_flush(&sync_log, "models sent to agents that asked");
 }

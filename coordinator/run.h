@@ -30,6 +30,7 @@ typedef struct settings {
     double round_timeout;     /* seconds */
     double start_timeout;     /* seconds the first round of a start waits for every agent to come online */
     double republish_after;   /* seconds without a new update before the model goes out again (0: never) */
+    uint32_t full_model_every; /* rounds between retained full models; 0: when they would be 5% of the traffic */
     uint32_t eval_limit;
     int json;
 } settings;
@@ -43,6 +44,7 @@ typedef struct run {
     char checkpoint[4096];
     uint8_t *agent_online;    /* (agents) last status seen + 1: 0 unknown, 1 offline or done, 2 online */
     uint32_t *missed;         /* (agents) rounds closed in a row without its update */
+    uint32_t *synced_round;   /* (agents) + 1 of the round whose model we last sent the agent alone; 0 none */
     verify_key *agent_keys;   /* (agents) their status messages must carry these signatures */
     uint64_t status_rejected; /* status messages that failed the checks */
     codec_decoder *status_decoder;
@@ -52,6 +54,9 @@ typedef struct run {
     uint64_t connects_seen; /* broker connections when last checked, to republish after a reconnection */
     round_times times;  /* open to close, for the final report */
     esgd_buffer retained, broadcast; /* the next model, full and as broadcast, between encoding and publishing */
+    bool retained_due;       /* this round's end publishes the retained full model too */
+    uint64_t traffic_at_retained; /* run_traffic when the retained model last went out */
+    uint64_t lease_bytes_counted; /* of lease.published_bytes, in the coordinator's counters */
     job_lease lease;
     uint32_t rounds_run; /* closed by this start */
     double came_online_at; /* monotonic time an agent last said it is online */
@@ -62,10 +67,19 @@ typedef struct run {
 /* Rounds an agent may miss in a row before it is no longer waited for. */
 #define DEAD_AFTER_MISSED 3
 
-/* Publishes at QoS 1, logging a failure. */
+/* Publishes at QoS 1, logging a failure; counts the bytes (published_bytes). */
 esgd_status run_publish(run *r, const char *topic, const uint8_t *msg, size_t size, bool retained);
+/* The job's broker traffic so far (bytes into and out of the broker) as
+ * the coordinator counts it: every update in and out, every message
+ * published, every model delivered to agents (broadcast x agents, answers
+ * to one agent). Retained copies sent to late subscribers are not known. */
+uint64_t run_traffic(const run *r);
+/* Adds the leases published since the last call to published_bytes (the
+ * lease code publishes on its own). */
+void run_count_lease_bytes(run *r);
 /* The model on the retained topic in full (so a late or restarted agent
- * starts at once) and on the round's topic: the broadcast that opens the
+ * starts at once; at the end of rounds only every --full-model-every) and
+ * on the round's topic: the broadcast that opens the
  * round, or, publishing again (`again`), the configuration first and the
  * full model on the round's topic too, for agents whose session or
  * messages the broker lost (a repeat answer is counted once). */

@@ -151,18 +151,24 @@ static void channel_topic(const agent_run *r, agent_channel channel, char out[TO
     case AGENT_CHANNEL_LATEST_MODEL:
         topic_latest_model(out, r->set.job);
         break;
+    case AGENT_CHANNEL_OWN_MODEL:
+        topic_agent_model(out, r->set.job, r->set.id);
+        break;
     }
 }
 
 static agent_message_kind message_kind(const agent_run *r, const char *topic)
 {
-    switch (topic_parse(topic, r->set.job).kind) {
+    topic_info t = topic_parse(topic, r->set.job);
+    switch (t.kind) {
     case TOPIC_CONFIG:
         return AGENT_MESSAGE_CONFIG;
     case TOPIC_ROUND_MODEL:
         return AGENT_MESSAGE_ROUND_MODEL;
     case TOPIC_LATEST_MODEL:
         return AGENT_MESSAGE_LATEST_MODEL;
+    case TOPIC_AGENT_MODEL: /* only ours is subscribed; another id's is not for us */
+        return t.agent == r->set.id ? AGENT_MESSAGE_OWN_MODEL : AGENT_MESSAGE_OTHER;
     default:
         return AGENT_MESSAGE_OTHER;
     }

@@ -408,7 +408,7 @@ def decode_status(f, _expected_dim):
     check_header(f, "status", {"v", "type", "job", "run", "agent", "state", "round", "gen", "shard", "shards",
                                "data_fp"})
     msg = {"type": "status", "job": f.job(), "run": f.uint("run", UINT64_MAX), "agent": f.uint("agent"),
-           "state": f.enum("state", ("online", "offline", "done")), "round": f.uint("round"), "gen": f.uint("gen")}
+           "state": f.enum("state", ("online", "offline", "done", "syncing")), "round": f.uint("round"), "gen": f.uint("gen")}
     # What the agent trains on: all three keys or none (one alone: the others are missing).
     if f.has("shard") or f.has("shards") or f.has("data_fp"):
         msg.update(shard=f.uint("shard"), shards=f.uint("shards"), data_fp=f.uint("data_fp", UINT64_MAX))

@@ -231,15 +231,17 @@ static void test_start_asks_for_the_configuration(void **state)
 {
     fixture *f = *state;
     agent_actions todo = agent_session_start(f->session);
-    expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_PUBLISH_STATUS,
-                 AGENT_ACTION_LOG, -1);
+    expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_SUBSCRIBE,
+                 AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_LOG, -1);
     assert_int_equal(todo.list[0].channel, AGENT_CHANNEL_CONFIG);
     assert_int_equal(todo.list[0].on_failure, AGENT_ON_FAILURE_STOP);
     /* A fetch left in the broker's session by a crash is undone. */
     assert_int_equal(todo.list[1].channel, AGENT_CHANNEL_LATEST_MODEL);
-    assert_int_equal(todo.list[2].state, AGENT_STATE_ONLINE);
-    assert_int_equal(todo.list[2].on_failure, AGENT_ON_FAILURE_WARN);
-    expect_text(&todo.list[3], "waiting for the configuration of job unit");
+    /* The models the coordinator sends to us alone, when we ask. */
+    assert_int_equal(todo.list[2].channel, AGENT_CHANNEL_OWN_MODEL);
+    assert_int_equal(todo.list[3].state, AGENT_STATE_ONLINE);
+    assert_int_equal(todo.list[3].on_failure, AGENT_ON_FAILURE_WARN);
+    expect_text(&todo.list[4], "waiting for the configuration of job unit");
     /* Before a run: run 0, no data, the same bytes as the Last Will. */
     status_msg s = our_status(f, AGENT_STATE_OFFLINE);
     assert_int_equal(s.run, 0);
@@ -408,21 +410,32 @@ static void test_missed_round_fetches_the_retained_model(void **state)
     assert_int_equal(coordinator_round_model(f->coordinator, &msg, &size, &err), ESGD_OK); /* round 1: lost */
     close_round(f);
     todo = deliver_round_model(f, f->coordinator); /* round 2, a delta on round 1 */
-    expect_kinds(todo, AGENT_ACTION_LOG, AGENT_ACTION_SUBSCRIBE, -1);
+    expect_kinds(todo, AGENT_ACTION_LOG, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_PUBLISH_STATUS, -1);
     assert_int_equal(todo.list[0].level, AGENT_LOG_WARN);
-    expect_text(&todo.list[0], "; fetching the retained full model");
+    expect_text(&todo.list[0], "; asking for the current model");
     assert_int_equal(todo.list[1].channel, AGENT_CHANNEL_LATEST_MODEL);
     assert_int_equal(todo.list[1].on_failure, AGENT_ON_FAILURE_STOP_QUIETLY);
-    /* While the fetch is on, another such delta only says so. */
+    /* The retained model may be rounds old: status "syncing" asks the
+     * coordinator for the current one. */
+    assert_int_equal(todo.list[2].state, AGENT_STATE_SYNCING);
+    assert_int_equal(our_status(f, AGENT_STATE_SYNCING).state, AGENT_STATE_SYNCING);
+    /* Another such delta asks again (the coordinator answers once a round). */
     todo = deliver_round_model(f, f->coordinator);
-    expect_kinds(todo, AGENT_ACTION_LOG, -1);
+    expect_kinds(todo, AGENT_ACTION_LOG, AGENT_ACTION_PUBLISH_STATUS, -1);
     assert_int_equal(agent_session_ignored(f->session)[ESGD_ERR_MISMATCH], 0); /* a miss, not a bad message */
 
-    todo = deliver_latest_model(f, f->coordinator);
+    /* The coordinator's answer, on our own topic: round 2 is answered, the
+     * fetch ends and "online" goes out again. */
+    const uint8_t *own;
+    size_t own_size;
+    assert_int_equal(coordinator_sync_model(f->coordinator, &own, &own_size, &err), ESGD_OK);
+    todo = deliver(f, AGENT_MESSAGE_OWN_MODEL, own, own_size);
     expect_kinds(todo, AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_SAVE_STATE, AGENT_ACTION_PUBLISH_UPDATE,
-                 AGENT_ACTION_LOG, -1);
+                 AGENT_ACTION_LOG, AGENT_ACTION_PUBLISH_STATUS, -1);
     assert_int_equal(todo.list[2].round, 2);
+    assert_int_equal(todo.list[4].state, AGENT_STATE_ONLINE);
     assert_int_equal(hand_over(f, todo), UPDATE_ACCEPTED);
+    assert_int_equal(coordinator_get_counters(f->coordinator)->sync_bytes, own_size);
 }
 
 /* Back from a lost connection: the retained model is fetched (it makes us
@@ -434,9 +447,10 @@ static void test_reconnection_fetches_and_republishes_status(void **state)
     start_and_join(f);
     deliver_latest_model(f, f->coordinator);
     agent_actions todo = agent_session_on_reconnect(f->session);
-    expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, -1);
+    expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_PUBLISH_STATUS, -1);
     assert_int_equal(todo.list[0].channel, AGENT_CHANNEL_LATEST_MODEL);
     assert_int_equal(todo.list[0].on_failure, AGENT_ON_FAILURE_WARN);
+    assert_int_equal(todo.list[1].state, AGENT_STATE_SYNCING); /* replaces the Last Will, asks for the model */
     todo = deliver_latest_model(f, f->coordinator); /* round 0 again: a re-send, no status */
     expect_kinds(todo, AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_PUBLISH_UPDATE, AGENT_ACTION_LOG, -1);
     assert_int_equal(hand_over(f, todo), UPDATE_ACCEPTED);
@@ -484,13 +498,14 @@ static void test_quiet_minute_fetches_the_retained_model(void **state)
     expect_kinds(agent_session_on_idle(f->session), -1);
     f->now += 1;
     todo = agent_session_on_idle(f->session);
-    expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_LOG, -1);
+    expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_LOG, -1);
     assert_int_equal(todo.list[0].channel, AGENT_CHANNEL_LATEST_MODEL);
     assert_int_equal(todo.list[0].on_failure, AGENT_ON_FAILURE_WARN);
-    expect_text(&todo.list[1], "waiting for the model after round 0; asked for the latest one");
-    /* Still fetching a minute later: only the line. */
+    assert_int_equal(todo.list[1].state, AGENT_STATE_SYNCING);
+    expect_text(&todo.list[2], "waiting for the model after round 0; asked for the current one");
+    /* Still fetching a minute later: asks the coordinator again. */
     f->now += 60;
-    expect_kinds(agent_session_on_idle(f->session), AGENT_ACTION_LOG, -1);
+    expect_kinds(agent_session_on_idle(f->session), AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_LOG, -1);
 }
 
 static void test_configuration_timeout_stops(void **state)

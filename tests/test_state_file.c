@@ -249,13 +249,19 @@ static void test_topics_round_trip_and_reject_others(void **state)
     i = topic_parse(t, "mnist");
     assert_int_equal(i.kind, TOPIC_STATUS);
     assert_int_equal(i.agent, 9);
+    topic_agent_model(t, "mnist", 12);
+    assert_string_equal(t, "esgd/mnist/agent/12/model");
+    i = topic_parse(t, "mnist");
+    assert_int_equal(i.kind, TOPIC_AGENT_MODEL);
+    assert_int_equal(i.agent, 12);
 
     static const char *const others[] = {
         "esgd/mnist2/config",           "esgd/mnis/config",          "esgd/mnist/round/4294967296/model",
         "esgd/mnist/round/01/model",    "esgd/mnist/round/-1/model", "esgd/mnist/round/3/grad/",
         "esgd/mnist/round/3/grad/1/x",  "esgd/mnist/round//model",   "esgd/mnist/status/",
         "esgd/mnist/status/1a",         "esgd/mnist",                "",
-        "esgd/mnist/round/3/modelx",    "other/mnist/config",
+        "esgd/mnist/round/3/modelx",    "other/mnist/config",        "esgd/mnist/agent/1",
+        "esgd/mnist/agent/1/model/x",   "esgd/mnist/agent//model",   "esgd/mnist/agent/01/model",
     };
     for (size_t k = 0; k < sizeof others / sizeof others[0]; k++)
         if (topic_parse(others[k], "mnist").kind != TOPIC_UNKNOWN)

@@ -160,6 +160,12 @@ esgd_status agent_apply_model(esgd_agent *a, const uint8_t *data, size_t size, e
                               m->generation, a->generation);
     if (a->has_model && !newer && m->round < a->round)
         return ESGD_OK;
+    /* Restored from its state, the agent holds no model but has answered a
+     * round: an older model (the retained one may be rounds old) would make
+     * it compute a round it has gone past, and its residuals would differ
+     * from the run's. It waits for its round or a later one. */
+    if (!a->has_model && a->answered && !newer && m->round < a->answered_round)
+        return ESGD_OK;
     if (a->has_model && m->round == a->round && m->form == MODEL_FORM_DELTA)
         return ESGD_OK; /* already applied; its base is no longer what we hold */
     if (m->form == MODEL_FORM_DELTA && (!a->has_model || m->base_round != a->round))

@@ -120,6 +120,19 @@ static void fetch_latest(agent_session *s, bool on, agent_on_failure on_failure)
     subscription(s, on, AGENT_CHANNEL_LATEST_MODEL, on_failure);
 }
 
+/* We lack the current model (we missed a round, the link was down, or
+ * nothing came for a while): the retained one may be some rounds old (the
+ * coordinator publishes it every few rounds), so our status "syncing" also
+ * asks the coordinator, which sends the current one to us alone. Whichever
+ * comes, the newer round wins; "online" goes out again with our next
+ * answer. */
+static void ask_for_model(agent_session *s, agent_on_failure on_failure)
+{
+    fetch_latest(s, true, on_failure);
+    publish_status(s, AGENT_STATE_SYNCING);
+    s->status_due = true;
+}
+
 static agent_actions done(agent_session *s)
 {
     return (agent_actions){s->actions, s->count};
@@ -187,6 +200,7 @@ agent_actions agent_session_start(agent_session *s)
      * session for us (we were fetching it); we ask for it when we need it. */
     subscription(s, true, AGENT_CHANNEL_CONFIG, AGENT_ON_FAILURE_STOP);
     subscription(s, false, AGENT_CHANNEL_LATEST_MODEL, AGENT_ON_FAILURE_STOP);
+    subscription(s, true, AGENT_CHANNEL_OWN_MODEL, AGENT_ON_FAILURE_STOP);
     publish_status(s, AGENT_STATE_ONLINE);
     say(s, AGENT_LOG_INFO, "waiting for the configuration of job %s", s->job);
     s->waiting_since = s->last_notice = now(s);
@@ -199,9 +213,10 @@ agent_actions agent_session_on_reconnect(agent_session *s)
     /* What was published meanwhile may be gone with the broker's state, so
      * ask for the current model (a model of the round we answered makes us
      * send the answer again). The broker replaced our retained status with
-     * the Last Will: it goes out again with the next new round. */
+     * the Last Will: "syncing" replaces it, "online" follows with the next
+     * new round. */
     if (s->agent && agent_has_model(s->agent))
-        fetch_latest(s, true, AGENT_ON_FAILURE_WARN);
+        ask_for_model(s, AGENT_ON_FAILURE_WARN);
     s->status_due = true;
     return done(s);
 }
@@ -219,10 +234,10 @@ agent_actions agent_session_on_idle(agent_session *s)
         /* A model can be lost on the way without our link noticing (a
          * broker restart between two keepalives): ask for the retained one,
          * which also makes us re-send our answer. */
-        if (s->agent && agent_has_model(s->agent))
-            fetch_latest(s, true, AGENT_ON_FAILURE_WARN);
         if (s->agent)
-            say(s, AGENT_LOG_INFO, "waiting for the model after round %u; asked for the latest one",
+            ask_for_model(s, AGENT_ON_FAILURE_WARN);
+        if (s->agent)
+            say(s, AGENT_LOG_INFO, "waiting for the model after round %u; asked for the current one",
                 agent_current_round(s->agent));
         else
             say(s, AGENT_LOG_INFO, "still waiting for the configuration of job %s", s->job);
@@ -285,6 +300,9 @@ static void on_config(agent_session *s, const uint8_t *data, size_t size)
     s->joining = true;
     push(s, AGENT_ACTION_START_RUN);
     subscription(s, true, AGENT_CHANNEL_ROUND_MODELS, AGENT_ON_FAILURE_STOP);
+    /* The retained model first: at the start of a run it is the current one.
+     * If it is some rounds old, the next round's delta will not apply and
+     * we ask the coordinator then (ask_for_model): one round at most. */
     fetch_latest(s, true, AGENT_ON_FAILURE_STOP);
     /* Now with the run, our data and the round our state last answered,
      * which the coordinator checks. */
@@ -363,8 +381,9 @@ static void answer_round(agent_session *s)
 
 /* A model arrived: apply it, then answer its round (or re-send the answer:
  * the coordinator counts a repeat once). */
-static void on_model(agent_session *s, const uint8_t *data, size_t size, bool latest)
+static void on_model(agent_session *s, agent_message_kind kind, const uint8_t *data, size_t size)
 {
+    bool latest = kind != AGENT_MESSAGE_ROUND_MODEL; /* a full model we asked for */
     if (!s->agent || size == 0)
         return;
     esgd_error err = {0};
@@ -376,13 +395,19 @@ static void on_model(agent_session *s, const uint8_t *data, size_t size, bool la
     }
     if (st == ESGD_ERR_MISMATCH) {
         /* A delta for a model we do not hold: we missed a round. */
-        say(s, AGENT_LOG_WARN, "%s; fetching the retained full model", err.message);
-        fetch_latest(s, true, AGENT_ON_FAILURE_STOP_QUIETLY);
+        say(s, AGENT_LOG_WARN, "%s; asking for the current model", err.message);
+        ask_for_model(s, AGENT_ON_FAILURE_STOP_QUIETLY);
         return;
     }
     if (st != ESGD_OK) {
         s->ignored[st]++;
-        ignored(s, latest ? AGENT_MESSAGE_LATEST_MODEL : AGENT_MESSAGE_ROUND_MODEL, st, err.message);
+        ignored(s, kind, st, err.message);
+        return;
+    }
+    if (!agent_has_model(s->agent) && !agent_job_done(s->agent)) {
+        /* Older than the round our restored state answered: ask for the
+         * current one (the retained model may be rounds old). */
+        ask_for_model(s, AGENT_ON_FAILURE_WARN);
         return;
     }
     if (latest)
@@ -413,8 +438,9 @@ agent_actions agent_session_on_message(agent_session *s, agent_message_kind kind
     s->last_notice = now(s);
     if (kind == AGENT_MESSAGE_CONFIG)
         on_config(s, data, size);
-    else if (kind == AGENT_MESSAGE_ROUND_MODEL || kind == AGENT_MESSAGE_LATEST_MODEL)
-        on_model(s, data, size, kind == AGENT_MESSAGE_LATEST_MODEL);
+    else if (kind == AGENT_MESSAGE_ROUND_MODEL || kind == AGENT_MESSAGE_LATEST_MODEL ||
+             kind == AGENT_MESSAGE_OWN_MODEL)
+        on_model(s, kind, data, size);
     return done(s);
 }
 

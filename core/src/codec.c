@@ -24,12 +24,12 @@ struct codec_decoder {
     msgpack_zone zone;
 };
 
-static const char *const state_names[] = {"online", "offline", "done", NULL};
+static const char *const state_names[] = {"online", "offline", "done", "syncing", NULL};
 static const char *const form_names[] = {"full", "delta", NULL};
 
 const char *agent_state_name(agent_state s)
 {
-    return (unsigned)s <= AGENT_STATE_DONE ? state_names[s] : "unknown";
+    return (unsigned)s <= AGENT_STATE_SYNCING ? state_names[s] : "unknown";
 }
 
 /* ---------------------------------------------------------------- encoding */
@@ -173,7 +173,7 @@ esgd_status codec_encode_status(esgd_buffer *out, const status_msg *msg, esgd_er
     esgd_status st = check_job_name(msg->job, err);
     if (st != ESGD_OK)
         return st;
-    if ((unsigned)msg->state > AGENT_STATE_DONE)
+    if ((unsigned)msg->state > AGENT_STATE_SYNCING)
         return esgd_error_set(err, ESGD_ERR_RANGE, "unknown agent state %d", (int)msg->state);
     if (msg->has_data && msg->shard >= msg->shards)
         return esgd_error_set(err, ESGD_ERR_RANGE, "shard %u of %u", msg->shard, msg->shards);

@@ -126,6 +126,11 @@ uint32_t coordinator_participants(const esgd_coordinator *c)
     return aggregator_count(c->agg);
 }
 
+bool coordinator_agent_behind(const esgd_coordinator *c, uint32_t agent, uint32_t round)
+{
+    return agent < c->cfg.agents && (uint64_t)round + 1 < c->round && c->held_round[agent] <= round + 1;
+}
+
 bool coordinator_has_update(const esgd_coordinator *c, uint32_t agent)
 {
     return aggregator_has(c->agg, agent);
@@ -214,6 +219,22 @@ esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, siz
         c->counters.retained_bytes += c->out.size;
     }
     return st;
+}
+
+esgd_status coordinator_sync_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
+{
+    esgd_status st = encode_full(c, err);
+    if (st == ESGD_OK) {
+        *msg = c->out.data;
+        *size = c->out.size;
+        c->counters.sync_bytes += c->out.size;
+    }
+    return st;
+}
+
+void coordinator_note_published(esgd_coordinator *c, size_t bytes)
+{
+    c->counters.published_bytes += bytes;
 }
 
 esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err)
@@ -536,7 +557,7 @@ status_note coordinator_note_status(esgd_coordinator *c, const status_msg *s)
     /* An agent that says it last answered an earlier round than we took
      * from it came back from older state (its last saves were lost). */
     uint32_t taken = c->held_round[s->agent]; /* last accepted round + 1 */
-    if (s->state == AGENT_STATE_ONLINE && taken > 0 && s->round + 1 < taken) {
+    if ((s->state == AGENT_STATE_ONLINE || s->state == AGENT_STATE_SYNCING) && taken > 0 && s->round + 1 < taken) {
         note.rounds_lost = taken - 1 - s->round;
         c->counters.rounds_lost += note.rounds_lost;
         c->held_round[s->agent] = s->round + 1;

@@ -20,6 +20,7 @@ static const size_t counter_offsets[] = {
     offsetof(coordinator_counters, rejected_bytes),  offsetof(coordinator_counters, unused_uplink_bytes),
     offsetof(coordinator_counters, dropped_nonfinite), offsetof(coordinator_counters, conflicting),
     offsetof(coordinator_counters, data_conflicts),  offsetof(coordinator_counters, rounds_lost),
+    offsetof(coordinator_counters, sync_bytes),      offsetof(coordinator_counters, published_bytes),
 };
 /* Checkpoints with this many counters or fewer counted every update message in uplink_bytes. */
 #define COUNTERS_BEFORE_BYTE_SPLIT 10

@@ -453,7 +453,7 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
     co.keepAliveInterval = o->keepalive_seconds > 0 ? o->keepalive_seconds : 20;
     /* A persistent session: the broker keeps QoS 1 messages for us while we
      * are away, so a short outage loses no update and no model. */
-    co.cleansession = 0;
+    co.cleansession = o->clean_session ? 1 : 0;
     co.automaticReconnect = 0; /* reconnect_loop does it */
     co.connectTimeout = 5;
     co.onSuccess = on_connect_success;

@@ -29,6 +29,11 @@ void topic_status(char out[TOPIC_MAX], const char *job, uint32_t agent)
     snprintf(out, TOPIC_MAX, "esgd/%s/status/%u", job, agent);
 }
 
+void topic_agent_model(char out[TOPIC_MAX], const char *job, uint32_t agent)
+{
+    snprintf(out, TOPIC_MAX, "esgd/%s/agent/%u/model", job, agent);
+}
+
 void topic_lease(char out[TOPIC_MAX], const char *job)
 {
     snprintf(out, TOPIC_MAX, "esgd/%s/lease", job);
@@ -89,6 +94,10 @@ topic_info topic_parse(const char *topic, const char *job)
         rest += 7;
         if (parse_number(&rest, &info.agent) && *rest == '\0')
             info.kind = TOPIC_STATUS;
+    } else if (strncmp(rest, "agent/", 6) == 0) {
+        rest += 6;
+        if (parse_number(&rest, &info.agent) && strcmp(rest, "/model") == 0)
+            info.kind = TOPIC_AGENT_MODEL;
     } else if (strncmp(rest, "round/", 6) == 0) {
         rest += 6;
         if (!parse_number(&rest, &info.round))

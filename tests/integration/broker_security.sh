@@ -65,6 +65,11 @@ start_production_broker() {
 }
 start_production_broker
 echo "broker: TLS on $tls_port, plain loopback on $plain_port"
+# Only those two: a listener option placed before the first listener line
+# makes mosquitto 2.0 open an extra listener on port 1883 of every interface.
+opened=$(sed -n 's/.*Opening \(ipv[46]\) listen socket on port \([0-9]*\)\..*/\1:\2/p' "$work/broker/mosquitto.log" | sort -u)
+[ "$opened" = "$(printf 'ipv4:%s\nipv4:%s' "$tls_port" "$plain_port" | sort)" ] ||
+    fail "the production config opened other listeners than its two: ${opened//$'\n'/ }"
 
 password() { cat "$creds/$1.password"; }
 tls=(-h 127.0.0.1 -p "$tls_port" --cafile "$creds/ca.crt")
@@ -120,10 +125,15 @@ sub() {
     started_pids+=("$!")
     wait_for_line "received SUBACK" "$work/$name.sub" 10
 }
+# The client id is the user name (use_username_as_clientid), so a user has
+# one connection at a time: a publish as a user would drop that user's
+# subscriber. Each phase therefore listens only as users that do not
+# publish in it.
+# Phase 1: agents publish; the coordinator and the monitor listen.
 sub monitor monitor "esgd/$job/#"
+monitor_sub=${started_pids[-1]}
 sub coordinator coordinator "esgd/$job/round/+/grad/+" "esgd/$job/status/+"
-sub agent0 agent-0 "esgd/$job/#"
-
+coordinator_sub=${started_pids[-1]}
 # Impersonation and writes to the coordinator's topics: all denied.
 expect_pub denied agent-1 "esgd/$job/round/7/grad/0" denied-grad-of-agent-0
 expect_pub denied agent-1 "esgd/$job/status/0" denied-status-of-agent-0 -r
@@ -133,29 +143,42 @@ expect_pub denied agent-1 "esgd/$job/config" denied-config -r
 expect_pub denied agent-1 "esgd/$job/round/7/grad/1/x" denied-deeper-level
 expect_pub denied agent-1 "esgd/other-job/round/7/grad/1" denied-other-job
 expect_pub denied agent-2 "esgd/$job/round/7/grad/0" denied-grad-of-agent-0-by-2
-expect_pub denied coordinator "esgd/$job/round/7/grad/0" denied-grad-by-coordinator
-expect_pub denied monitor "esgd/$job/config" denied-config-by-monitor -r
+expect_pub denied agent-2 "esgd/$job/agent/0/model" denied-agent-model-by-2
 # What each may do.
 expect_pub allowed agent-1 "esgd/$job/round/7/grad/1" allowed-grad-1
 expect_pub allowed agent-1 "esgd/$job/status/1" allowed-status-1 -r
 expect_pub allowed agent-0 "esgd/$job/round/7/grad/0" allowed-grad-0
-expect_pub allowed coordinator "esgd/$job/config" allowed-config -r
-expect_pub allowed coordinator "esgd/$job/round/7/model" allowed-round-model
-expect_pub allowed coordinator "esgd/$job/model" allowed-model -r
 # mosquitto_pub waited for each PUBACK and the broker delivers in order, so
 # once the last allowed message is in, anything denied would be too.
-wait_for_line "esgd/$job/model allowed-model" "$work/monitor.sub" 10
 wait_for_line "esgd/$job/round/7/grad/0 allowed-grad-0" "$work/coordinator.sub" 10
-wait_for_line "esgd/$job/model allowed-model" "$work/agent0.sub" 10
-! grep -h "denied-" "$work"/*.sub || fail "a denied message reached a subscriber"
 for line in "round/7/grad/1 allowed-grad-1" "status/1 allowed-status-1" "round/7/grad/0 allowed-grad-0"; do
     grep -q "esgd/$job/$line" "$work/coordinator.sub" || fail "the coordinator did not receive $line"
 done
-for line in "config allowed-config" "round/7/model allowed-round-model" "model allowed-model"; do
+[ "$(grep -c "sending CONNECT" "$work/coordinator.sub")" = 1 ] || fail "the coordinator's subscriber was dropped"
+kill "$coordinator_sub"
+# Phase 2: the coordinator publishes; agent-0 and the monitor listen.
+sub agent0 agent-0 "esgd/$job/#"
+expect_pub denied coordinator "esgd/$job/round/7/grad/0" denied-grad-by-coordinator
+expect_pub allowed coordinator "esgd/$job/config" allowed-config -r
+expect_pub allowed coordinator "esgd/$job/round/7/model" allowed-round-model
+expect_pub allowed coordinator "esgd/$job/agent/0/model" allowed-agent-model
+expect_pub allowed coordinator "esgd/$job/agent/1/model" allowed-agent-model-of-1
+expect_pub allowed agent-1 "esgd/$job/round/8/grad/1" allowed-grad-1-again
+expect_pub allowed coordinator "esgd/$job/model" allowed-model -r
+wait_for_line "esgd/$job/model allowed-model" "$work/monitor.sub" 10
+wait_for_line "esgd/$job/model allowed-model" "$work/agent0.sub" 10
+for line in "config allowed-config" "round/7/model allowed-round-model" "model allowed-model" \
+    "agent/0/model allowed-agent-model"; do
     grep -q "esgd/$job/$line" "$work/agent0.sub" || fail "agent-0 did not receive $line"
 done
-! grep -E "esgd/$job/(round/[0-9]+/grad|status)/" "$work/agent0.sub" || fail "agent-0 read another agent's topic"
-[ "$(grep -c "^esgd/$job/" "$work/monitor.sub")" = 6 ] || fail "the monitor saw $(grep -c "^esgd/$job/" "$work/monitor.sub") messages, expected 6"
+! grep -E "esgd/$job/((round/[0-9]+/grad|status)/|agent/1/)" "$work/agent0.sub" || fail "agent-0 read another agent's topic"
+[ "$(grep -c "sending CONNECT" "$work/agent0.sub" "$work/monitor.sub" | grep -vc ":1$")" = 0 ] ||
+    fail "a subscriber was dropped"
+# Phase 3: the monitor may not write; nobody listens as monitor now.
+kill "$monitor_sub"
+expect_pub denied monitor "esgd/$job/config" denied-config-by-monitor -r
+! grep -h "denied-" "$work"/*.sub || fail "a denied message reached a subscriber"
+[ "$(grep -c "^esgd/$job/" "$work/monitor.sub")" = 9 ] || fail "the monitor saw $(grep -c "^esgd/$job/" "$work/monitor.sub") messages, expected 9"
 
 # Retained: only what was allowed is kept.
 mosquitto_sub -V mqttv5 "${tls[@]}" -u monitor -P "$(password monitor)" -t "esgd/$job/#" -v --retained-only -W 2 \
@@ -163,7 +186,7 @@ mosquitto_sub -V mqttv5 "${tls[@]}" -u monitor -P "$(password monitor)" -t "esgd
 grep "^esgd/" "$work/retained.sub" | sort >"$work/retained.sorted" || true
 printf '%s\n' "esgd/$job/config allowed-config" "esgd/$job/model allowed-model" "esgd/$job/status/1 allowed-status-1" |
     cmp -s - "$work/retained.sorted" || fail "retained messages: $(cat "$work/retained.sub")"
-echo "ACL: 10 forbidden publishes denied and undelivered, 6 allowed ones delivered to exactly their readers"
+echo "ACL: 11 forbidden publishes denied and undelivered, 9 allowed ones delivered to exactly their readers"
 
 # Big messages: a 500 KB update (more than the MLP's 410 KB full model) passes.
 head -c 500000 /dev/urandom >"$work/big.bin"
@@ -189,6 +212,11 @@ wait_for_line "received SUBACK" "$work/victim.sub" 10
 mosquitto_sub -V mqttv5 "${tls[@]}" -u agent-0 -P "$(password agent-0)" -i "esgd-coordinator-$job" \
     -t "esgd/$job/config" -W 2 >"$work/thief.sub" 2>&1 || true
 kill -0 "$victim" 2>/dev/null || fail "agent-0's credentials took the coordinator's session over: $(cat "$work/victim.sub")"
+# mosquitto_sub reconnects by itself, so a takeover shows as a second
+# CONNECT of the victim and the broker's "already connected" line.
+[ "$(grep -c "sending CONNECT" "$work/victim.sub")" = 1 ] ||
+    fail "the coordinator's connection was dropped and made again: $(cat "$work/victim.sub")"
+# The client id is the user name: the victim's is "coordinator".
 grep -q "Client coordinator already connected" "$work/broker/mosquitto.log" &&
     fail "the broker closed the coordinator's connection for agent-0's"
 kill "$victim"

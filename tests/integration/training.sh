@@ -3,7 +3,10 @@
 # floor; every message on the broker decodes with the schema (esgd-watch
 # subscribes to the whole job); the bytes the broker carried equal what the
 # coordinator counted; the last CSV row and the last progress line carry
-# the same round and byte counts as the final JSON.
+# the same round and byte counts as the final JSON. Every byte the
+# coordinator put on the broker (models, retained models, the
+# configuration, the lease, models sent to one agent) is in its
+# published_bytes.
 source "$(dirname "$0")/common.sh" "$1"
 start_broker
 job=it-training
@@ -32,18 +35,28 @@ echo "broadcast: coordinator $(json_get broadcast_bytes "$json"), broker $watche
 [ "$watched_model_bytes" = "$(json_get broadcast_bytes "$json")" ] || fail "model bytes differ"
 echo "retained full models: coordinator $(json_get retained_model_bytes "$json"), broker $watched_retained_bytes"
 [ "$watched_retained_bytes" = "$(json_get retained_model_bytes "$json")" ] || fail "retained model bytes differ"
+watched_bytes() { # watched_bytes KIND: bytes esgd-watch saw on the topics of KIND
+    grep -o "\"$1\": {[^}]*}" "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$'
+}
+watched_published=$(($(watched_bytes config) + $(watched_bytes latest_model) + $(watched_bytes round_model) +
+    $(watched_bytes agent_model) + $(watched_bytes lease)))
+echo "published by the coordinator: counted $(json_get published_bytes "$json"), broker $watched_published" \
+    "(of which to single agents: counted $(json_get sync_model_bytes "$json"), broker $(watched_bytes agent_model))"
+[ "$watched_published" = "$(json_get published_bytes "$json")" ] || fail "published bytes differ"
+[ "$(watched_bytes agent_model)" = "$(json_get sync_model_bytes "$json")" ] || fail "bytes sent to single agents differ"
 [ "$(json_get invalid "$work/watch.json")" = 0 ] || fail "invalid messages on the broker"
 
 head -n 1 "$work/rounds.csv" | grep -qx \
-    'round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes' ||
+    'round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes,sync_bytes,published_bytes' ||
     fail "CSV header: $(head -n 1 "$work/rounds.csv")"
 [ "$(sed -n 2p "$work/rounds.csv" | cut -d, -f1)" = 1 ] || fail "the CSV does not number rounds from 1"
-IFS=, read -r round _ _ _ accuracy images up down retained <<<"$(tail -n 1 "$work/rounds.csv")"
+IFS=, read -r round _ _ _ accuracy images up down retained sync published <<<"$(tail -n 1 "$work/rounds.csv")"
 echo "last CSV row: round $round accuracy $accuracy on $images images, up $up down $down retained $retained"
 [ "$round" = 150 ] && [ "$images" = 10000 ] || fail "last CSV row: round $round, $images test images"
 [ "$accuracy" = "$(json_get test_accuracy "$json")" ] || fail "CSV accuracy $accuracy differs from the JSON's"
 [ "$up" = "$(json_get uplink_bytes "$json")" ] && [ "$down" = "$(json_get downlink_bytes "$json")" ] &&
-    [ "$retained" = "$(json_get retained_model_bytes "$json")" ] || fail "last CSV row's bytes differ from the JSON's"
+    [ "$retained" = "$(json_get retained_model_bytes "$json")" ] && [ "$sync" = "$(json_get sync_model_bytes "$json")" ] &&
+    [ "$published" = "$(json_get published_bytes "$json")" ] || fail "last CSV row's bytes differ from the JSON's"
 progress=$(grep '^round ' "$work/coordinator.log" | tail -n 1)
 echo "last progress line: $progress"
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e6 }'; }

@@ -70,7 +70,8 @@ void report_progress(FILE *out, const esgd_coordinator *c, const round_summary *
 void report_csv_header(FILE *out)
 {
     fprintf(out,
-            "round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes\n");
+            "round,loss,participants,lr,test_accuracy,test_images,uplink_bytes,downlink_bytes,retained_bytes,"
+            "sync_bytes,published_bytes\n");
 }
 
 void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s, float accuracy,
@@ -82,8 +83,9 @@ void report_csv_row(FILE *out, const esgd_coordinator *c, const round_summary *s
         fprintf(out, "%.4f,%u", accuracy, test_images);
     else
         fprintf(out, ",");
-    fprintf(out, ",%llu,%llu,%llu\n", (unsigned long long)k->uplink_bytes, (unsigned long long)k->downlink_bytes,
-            (unsigned long long)k->retained_bytes);
+    fprintf(out, ",%llu,%llu,%llu,%llu,%llu\n", (unsigned long long)k->uplink_bytes,
+            (unsigned long long)k->downlink_bytes, (unsigned long long)k->retained_bytes,
+            (unsigned long long)k->sync_bytes, (unsigned long long)k->published_bytes);
 }
 
 esgd_status report_csv_cut(const char *path, uint32_t rounds, esgd_error *err)
@@ -210,6 +212,8 @@ void report_json(FILE *out, const esgd_coordinator *c, const report_rounds *r, r
     json_writer_uint(&w, "downlink_bytes", k->downlink_bytes);
     json_writer_uint(&w, "broadcast_bytes", k->broadcast_bytes);
     json_writer_uint(&w, "retained_model_bytes", k->retained_bytes);
+    json_writer_uint(&w, "sync_model_bytes", k->sync_bytes);
+    json_writer_uint(&w, "published_bytes", k->published_bytes);
     json_writer_uint(&w, "accepted", k->accepted);
     json_writer_uint(&w, "late", k->late);
     json_writer_uint(&w, "duplicate", k->duplicate);

@@ -33,8 +33,10 @@ void agent_free(esgd_agent *agent); /* NULL is a no-op */
 void agent_set_keys(esgd_agent *agent, const signing_key *own, const verify_key *coordinator);
 
 /* Checks the model message's signature (ESGD_ERR_SIGNATURE), then decodes
- * and applies it (full, or delta on the model the agent holds). A model for a round older than the one held is ignored (ESGD_OK):
- * QoS 1 redelivery and retained copies make that normal. Errors leave the
+ * and applies it (full, or delta on the model the agent holds). A model for
+ * a round older than the one held, or, holding none after a restore, older
+ * than the round answered, is ignored (ESGD_OK; agent_has_model tells): QoS 1
+ * redelivery and retained copies make that normal. Errors leave the
  * agent's model as it was: ESGD_ERR_MISMATCH (other job, or a delta whose
  * base is not the agent's round: the caller should fetch the retained full
  * model), ESGD_ERR_STALE (a model of another run of the job), plus every

@@ -45,6 +45,7 @@ typedef enum agent_message_kind {
     AGENT_MESSAGE_CONFIG,       /* the job's retained configuration */
     AGENT_MESSAGE_ROUND_MODEL,  /* the model that opens a round (full or delta) */
     AGENT_MESSAGE_LATEST_MODEL, /* the retained latest full model */
+    AGENT_MESSAGE_OWN_MODEL,    /* the current full model, sent to us alone because we asked */
     AGENT_MESSAGE_OTHER         /* anything else: only shows the link is alive */
 } agent_message_kind;
 
@@ -52,7 +53,8 @@ typedef enum agent_message_kind {
 typedef enum agent_channel {
     AGENT_CHANNEL_CONFIG,       /* the job's configuration */
     AGENT_CHANNEL_ROUND_MODELS, /* every round's model (a filter) */
-    AGENT_CHANNEL_LATEST_MODEL  /* the retained latest full model */
+    AGENT_CHANNEL_LATEST_MODEL, /* the retained latest full model */
+    AGENT_CHANNEL_OWN_MODEL     /* the models the coordinator sends to us alone */
 } agent_channel;
 
 typedef enum agent_action_kind {
@@ -86,7 +88,7 @@ typedef struct agent_action {
     uint32_t round;                 /* PUBLISH_UPDATE, FINISHED */
     const uint8_t *data;            /* PUBLISH_UPDATE: the signed update, valid until the next event */
     size_t size;
-    agent_state state;              /* PUBLISH_STATUS: online or done */
+    agent_state state;              /* PUBLISH_STATUS: online, syncing or done */
     agent_log_level level;          /* LOG */
     agent_message_kind message;     /* IGNORED: what was refused ... */
     esgd_status reason;             /* ... and why */

@@ -70,7 +70,8 @@ typedef struct model_msg {
 typedef enum agent_state {
     AGENT_STATE_ONLINE,
     AGENT_STATE_OFFLINE, /* also the agent's retained Last Will */
-    AGENT_STATE_DONE
+    AGENT_STATE_DONE,
+    AGENT_STATE_SYNCING  /* online, but without the current model: asks the coordinator for it */
 } agent_state;
 
 /* Agent -> everyone, retained, topic esgd/<job>/status/<agent>. */
@@ -89,7 +90,7 @@ typedef struct status_msg {
     uint64_t data_fp;
 } status_msg;
 
-const char *agent_state_name(agent_state s); /* "online", "offline", "done" */
+const char *agent_state_name(agent_state s); /* "online", "offline", "done", "syncing" */
 
 #define LEASE_HOLDER_MAX 200
 

@@ -57,6 +57,10 @@ typedef struct coordinator_counters {
     uint64_t data_conflicts;              /* statuses announcing another agent's shard or data, or other data
                                            * than the same id announced before (coordinator_note_status) */
     uint64_t rounds_lost;                 /* rounds agents answered, then came back without (older state) */
+    uint64_t sync_bytes;                  /* full models sent to one agent that asked (status "syncing") */
+    uint64_t published_bytes;             /* every message the program handed to the broker: models, retained
+                                           * models, answers to agents, configuration, lease, publishes again
+                                           * (coordinator_note_published); 0 in the simulator */
 } coordinator_counters;
 
 typedef enum norm_action {
@@ -128,6 +132,11 @@ const float *coordinator_params(const esgd_coordinator *c);
 const coordinator_counters *coordinator_get_counters(const esgd_coordinator *c);
 uint32_t coordinator_participants(const esgd_coordinator *c); /* updates held for the open round */
 bool coordinator_has_update(const esgd_coordinator *c, uint32_t agent);
+/* After a genuine update of agent's for `round` came late: true when the
+ * agent is behind, holding a model the open round's delta cannot apply to
+ * (round is before the last closed one) and nothing of it was accepted
+ * after that round (else the late copy is a redelivery or a replay). */
+bool coordinator_agent_behind(const esgd_coordinator *c, uint32_t agent, uint32_t round);
 
 /* Loss L_t of every closed round (count = coordinator_round). */
 const float *coordinator_loss_history(const esgd_coordinator *c);
@@ -142,6 +151,11 @@ esgd_status coordinator_round_model(esgd_coordinator *c, const uint8_t **msg, si
 /* The current model in full form, for the retained topic; its bytes are
  * counted as retained_bytes. */
 esgd_status coordinator_full_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
+/* The same message for one agent that asked for it (its status "syncing"):
+ * counted as sync_bytes. */
+esgd_status coordinator_sync_model(esgd_coordinator *c, const uint8_t **msg, size_t *size, esgd_error *err);
+/* The program handed `bytes` to the broker (any message): published_bytes. */
+void coordinator_note_published(esgd_coordinator *c, size_t bytes);
 
 /* The coordinator's signing key (config and models) and every agent's
  * public key (agents[0..agents-1]) for its updates. Without them no message

@@ -48,6 +48,11 @@ typedef struct mqtt_link_options {
      * broker when it arrives, before handing it to the link, so one dropped
      * here would be lost for good. */
     size_t max_queued_bytes;
+    /* false (the programs): a persistent session, the broker keeps QoS 1
+     * messages while we are away. true (a monitor): nothing is kept, and a
+     * broker that makes the user name the client id cannot hand one
+     * monitor's queued messages to the next. */
+    bool clean_session;
 } mqtt_link_options;
 
 /* The same settings as command-line options: mqtt_link_cli.h. */

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A late agent rejoins within the round it joined in although the retained
+# full model is many rounds old (--full-model-every 1000: only the start's
+# and the final one are retained). It takes the stale retained model and
+# answers that round; the coordinator sees an answer to a round long closed
+# and sends the current model to that agent alone, which answers the open
+# round at once (the round does not wait out its timeout for it). Every
+# byte the coordinator sent it alone is counted.
+source "$(dirname "$0")/common.sh" "$1"
+job=it-rejoin
+rounds=60
+start_broker
+start_watch "$job"
+start_coordinator "$job" --agents 3 --quorum 2 --round-timeout 1 --rounds "$rounds" --method esgd --drop 0.9 \
+    --seed 53 --model mlp --eval-every 1000 --full-model-every 1000 --start-timeout 0
+start_agents "$job" 2
+wait_for_line "^round 20/" "$work/coordinator.log" 120
+start_agent "$job" 2
+agent_pids+=("$last_pid")
+finish_job
+wait_pid "$watch_pid" 60 || fail "esgd-watch found invalid messages: $(cat "$work/watch.json")"
+
+sent=$(grep -m 1 "agent 2 lacks the current model (.*): sent round [0-9]* to it" "$work/coordinator.log") ||
+    fail "the coordinator never sent agent 2 the current model"
+synced=$(grep -o "sent round [0-9]*" <<<"$sent" | grep -o "[0-9]*$")
+echo "coordinator: $(grep -o 'agent 2 lacks.*' <<<"$sent")"
+# It was sent the round that was open when agent 2 came online.
+online=$(grep -n "agent 2 is online" "$work/coordinator.log" | head -n 1 | cut -d: -f1)
+open_then=$(head -n "$online" "$work/coordinator.log" | grep -c '^round ')
+[ "$synced" = "$open_then" ] || fail "agent 2 came online in round $open_then but rejoined in round $synced"
+# Its answers: the stale retained round 0 (late, dropped), then round $synced itself.
+answered=$(grep -o "round [0-9]*: loss" "$work/agent-2.log" | grep -o "[0-9]*" | tr '\n' ' ')
+echo "agent 2 answered rounds: $answered"
+read -r -a list <<<"$answered"
+[ "${list[0]}" = 0 ] || fail "agent 2 should first have answered the stale retained round 0"
+[ "${list[1]}" = "$synced" ] || fail "agent 2's next answer is round ${list[1]}, not the round $synced it was sent"
+json=$work/coordinator.json
+[ "$(json_get late "$json")" -le 1 ] || fail "$(json_get late "$json") late updates, expected at most the stale one"
+# From round $synced on, every round waited for and took agent 2's update.
+expected=$((2 * rounds + rounds - synced))
+[ "$(json_get accepted "$json")" = "$expected" ] ||
+    fail "accepted $(json_get accepted "$json") updates, expected $expected (agent 2 from round $synced)"
+retained=$(json_get retained_model_bytes "$json")
+sync=$(json_get sync_model_bytes "$json")
+watched=$(grep -o '"agent_model": {[^}]*}' "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$')
+echo "retained full models: $retained bytes; sent to agent 2 alone: counted $sync, on the broker $watched"
+[ "$sync" -gt 0 ] && [ "$sync" = "$watched" ] || fail "bytes sent to one agent: counted $sync, broker $watched"
+# Two retained models only: the start's and the final one.
+full=$((retained / 2))
+[ "$retained" = $((2 * full)) ] && [ "$sync" -ge "$full" ] && [ "$sync" -le $((2 * full)) ] ||
+    fail "expected 2 retained models and 1 or 2 sent to agent 2 ($retained, $sync bytes)"
+echo PASS
