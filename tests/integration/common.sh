@@ -81,6 +81,27 @@ check_env_options() {
     done
 }
 
+# predict_matches MODEL DATA [esgd-predict options]: esgd-predict on the
+# coordinator's exported MODEL and the test split of DATA must read the
+# examples the coordinator tested ($work/coordinator.json) and count exactly
+# its hits. Leaves its JSON in $work/predict.json (out) and its hits in correct.
+predict_matches() {
+    local model=$1 data_dir=$2 json=$work/coordinator.json examples coordinator_correct
+    shift 2
+    "$build/core/esgd-predict" --model "$model" --data "$data_dir" --json "$@" >"$work/predict.json" \
+        2>"$work/predict.log" || fail "esgd-predict exited with $?: $(cat "$work/predict.log")"
+    out=$work/predict.json
+    examples=$(json_get examples "$out")
+    correct=$(json_get test_correct "$out")
+    coordinator_correct=$(json_get test_correct "$json")
+    [ "$(json_get test_images "$json")" = "$examples" ] ||
+        fail "esgd-predict read $examples examples, the coordinator tested $(json_get test_images "$json")"
+    echo "coordinator: $(json_get rounds "$json") rounds, test accuracy $(json_get test_accuracy "$json")" \
+        "($coordinator_correct of $examples)"
+    echo "esgd-predict: test accuracy $(json_get test_accuracy "$out") ($correct of $examples)"
+    [ "$correct" = "$coordinator_correct" ] || fail "esgd-predict counts $correct hits, the coordinator $coordinator_correct"
+}
+
 # start_watch JOB: esgd-watch in the background, output in $work/watch.json
 start_watch() {
     "$watch_bin" --broker "$BROKER_URL" --job "$1" --timeout 600 >"$work/watch.json" 2>"$work/watch.log" &
