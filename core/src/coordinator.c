@@ -293,16 +293,11 @@ static double lower_median(double *v, uint32_t n)
 }
 
 /* The bound an update of the open round is held to when it arrives: the
- * absolute one, or the relative one from earlier rounds; 0 when there is
- * none (yet). */
-static double receipt_bound(esgd_coordinator *c)
+ * absolute one; 0 for none or the relative one, which needs the whole
+ * round (bound_at_close). */
+static double receipt_bound(const esgd_coordinator *c)
 {
-    if (c->max_norm != 0)
-        return c->max_norm > 0 ? c->max_norm : 0;
-    if (c->norm_count == 0)
-        return 0;
-    memcpy(c->norm_scratch, c->norm_history, (size_t)c->norm_count * sizeof(double));
-    return NORM_BOUND_FACTOR * lower_median(c->norm_scratch, c->norm_count);
+    return c->max_norm > 0 ? c->max_norm : 0;
 }
 
 /* Holds agent's update, just added to the aggregator, to the bound: ESGD_OK
@@ -442,19 +437,31 @@ static void exclude(esgd_coordinator *c, uint32_t agent, esgd_status reason, dou
     c->excluded[s->excluded_count++] = (round_exclusion){.agent = agent, .reason = reason, .norm = norm};
 }
 
-/* A round with no history yet: the relative bound comes from the round's
- * own updates, so it can only be applied now that they are all in. */
+/* The relative bound, applied at close when the round's updates are all
+ * in: NORM_BOUND_FACTOR x the larger of the history's median and, with two
+ * updates or more, the round's own (both lower medians, so a minority
+ * cannot raise them). The round's median follows honest agents when their
+ * gradients grow together (a loss spike at a high learning rate), which a
+ * history of smaller norms alone would refuse round after round. Returns
+ * the bound (0: none, no update held). */
 static double bound_at_close(esgd_coordinator *c, round_summary *s)
 {
-    uint32_t n = 0;
+    uint32_t n = 0, held = 0;
     for (uint32_t a = 0; a < c->cfg.agents; a++)
         if (aggregator_norm(c->agg, a) > 0)
             c->norm_scratch[n++] = aggregator_norm(c->agg, a);
     if (n == 0)
         return 0;
-    double bound = NORM_BOUND_FACTOR * lower_median(c->norm_scratch, n);
+    double reference = n >= 2 || c->norm_count == 0 ? lower_median(c->norm_scratch, n) : 0;
+    if (c->norm_count > 0) {
+        memcpy(c->norm_scratch, c->norm_history, (size_t)c->norm_count * sizeof(double));
+        double history = lower_median(c->norm_scratch, c->norm_count);
+        reference = history > reference ? history : reference;
+    }
+    double bound = NORM_BOUND_FACTOR * reference;
     for (uint32_t a = 0; a < c->cfg.agents; a++) {
         double norm = aggregator_norm(c->agg, a);
+        held += norm > 0;
         if (norm <= bound)
             continue;
         if (c->norm_action == NORM_ACTION_CLIP) {
@@ -465,6 +472,14 @@ static double bound_at_close(esgd_coordinator *c, round_summary *s)
             exclude(c, a, ESGD_ERR_RANGE, norm, s);
             aggregator_remove(c->agg, a);
         }
+    }
+    /* A lone agent (a round of one) cannot move the round's median: after
+     * NORM_BOUND_STUCK_ROUNDS rounds in a row whose every update was over
+     * the bound, the history is dropped and the next round sets the scale. */
+    c->refused_rounds = held > 0 && aggregator_count(c->agg) == 0 ? c->refused_rounds + 1 : 0;
+    if (c->refused_rounds >= NORM_BOUND_STUCK_ROUNDS) {
+        c->norm_count = c->norm_next = 0;
+        c->refused_rounds = 0;
     }
     return bound;
 }
@@ -489,9 +504,7 @@ void coordinator_close_round(esgd_coordinator *c, round_summary *summary)
         return;
     summary->round = c->round;
     summary->lr = job_lr_at_round(&c->cfg, c->round);
-    summary->norm_bound = receipt_bound(c);
-    if (c->max_norm == 0 && c->norm_count == 0)
-        summary->norm_bound = bound_at_close(c, summary);
+    summary->norm_bound = c->max_norm == 0 ? bound_at_close(c, summary) : receipt_bound(c);
     /* The aggregator forgets the updates: keep their norms for the history. */
     for (uint32_t a = 0; a < c->cfg.agents; a++)
         c->held_norm[a] = aggregator_has(c->agg, a) ? aggregator_norm(c->agg, a) : -1;

@@ -33,6 +33,7 @@ struct esgd_coordinator {
     double norm_history[NORM_BOUND_WINDOW]; /* L2 norms of the last accepted non-empty updates, a ring */
     uint32_t norm_count;       /* entries in norm_history */
     uint32_t norm_next;        /* where the next one goes */
+    uint32_t refused_rounds;   /* rounds in a row whose every held update was over the relative bound */
     double *norm_scratch;      /* (max(agents, window)) for medians */
     double *held_norm;         /* (agents) at close: norm of each held update, -1 if none */
     uint64_t *held_hash;       /* (agents) checksum of each agent's last accepted update message and */

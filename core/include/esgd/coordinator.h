@@ -68,14 +68,19 @@ typedef enum norm_action {
     NORM_ACTION_CLIP    /* scale it down to the bound and accept it */
 } norm_action;
 
-/* The default (relative) norm bound: NORM_BOUND_FACTOR x the median L2 norm
- * of the last NORM_BOUND_WINDOW accepted non-empty updates of earlier
- * rounds; in a round with no such history (round 0), the median of the
- * round's own held updates, applied at close. The median of an even count
- * is the lower middle value: while at least half of the norms are
- * honest, the others cannot raise it above the largest honest one. */
+/* The default (relative) norm bound, applied at close: NORM_BOUND_FACTOR x
+ * the larger of the median L2 norm of the last NORM_BOUND_WINDOW accepted
+ * non-empty updates of earlier rounds and, when the round holds two or
+ * more, the median of the round's own (in a round with no history, the
+ * round's own alone). The median of an even count is the lower middle
+ * value: while at least half of the norms are honest, the others cannot
+ * raise it above the largest honest one; and when honest gradients grow
+ * together (a loss spike), the round's median grows with them. After
+ * NORM_BOUND_STUCK_ROUNDS rounds in a row with every update over the bound
+ * (a lone agent whose scale changed), the history starts again. */
 #define NORM_BOUND_FACTOR 10.0
 #define NORM_BOUND_WINDOW 64
+#define NORM_BOUND_STUCK_ROUNDS 3
 
 /* A held update the round left out at close. */
 typedef struct round_exclusion {
