@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The compressed downlink against agents: esgd-sim runs of LeNet (eSGD and
-# DGC uplink at drop 0.99) with the coordinator's --down-drop 0 (off), 0.9
+# The compressed downlink against agents: esgd-sim runs of LeNet or the MLP
+# (eSGD and DGC uplink at drop 0.99) with the coordinator's --down-drop 0 (off), 0.9
 # and 0.99, at 4, 16 and 64 agents, over seeds, through
 # bench/paper-experiment.sh (one results folder per agents and down-drop).
 # Then one table: test accuracy (mean ± sd), uplink and downlink bytes per
 # agent per round, their ratio, and the accuracy change against down-drop 0.
 #
 # usage: bench/downlink-scale.sh [--out DIR] [--seeds "1 2 3"] [--epochs 2] [--agents "4 16 64"]
-#          [--down-drops "0 0.9 0.99"] [--build DIR] [--resume] [--report-only]
+#          [--down-drops "0 0.9 0.99"] [--model lenet|mlp] [--build DIR] [--resume] [--report-only]
 # Writes DIR/a<N>-dd<R>/ (paper-experiment's files) and DIR/report.md;
-# default DIR results/scale/downlink.
+# default DIR results/scale/downlink-<model>.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out=$root/results/scale/downlink seeds="1 2 3" epochs=2 agent_counts="4 16 64" down_drops="0 0.9 0.99"
+out="" seeds="1 2 3" epochs=2 agent_counts="4 16 64" down_drops="0 0.9 0.99" model=lenet
 build=$root/build pass=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -21,16 +21,18 @@ while [ $# -gt 0 ]; do
     --epochs) epochs=$2; shift 2 ;;
     --agents) agent_counts=$2; shift 2 ;;
     --down-drops) down_drops=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --resume | --report-only) pass+=("$1"); shift ;;
     --help | -h) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "downlink-scale: unknown option $1" >&2; exit 2 ;;
     esac
 done
+[ -n "$out" ] || out=$root/results/scale/downlink-$model
 for n in $agent_counts; do
     for dd in $down_drops; do
         echo "downlink-scale: $n agents, down-drop $dd" >&2
-        "$root/bench/paper-experiment.sh" --out "$out/a$n-dd$dd" --build "$build" --agents "$n" --epochs "$epochs" \
+        "$root/bench/paper-experiment.sh" --out "$out/a$n-dd$dd" --build "$build" --model "$model" --agents "$n" --epochs "$epochs" \
             --seeds "$seeds" --methods "esgd dgc" --drops 0.99 ${pass[@]+"${pass[@]}"} -- --down-drop "$dd" >/dev/null
     done
 done
@@ -58,8 +60,9 @@ for n in agent_counts:
             delta = acc[0] - base[(n, method)] if (n, method) in base else float("nan")
             rows.append((int(n), method, float(dd), acc, up[0], down[0], rs[0]["rounds"], len(rs), delta))
 first = rows[0]
-lines = [f"# Compressed downlink: LeNet, uplink drop 0.99, {first[6] * first[0] // 4} rounds at 4 agents "
-         f"({os.path.basename(out)}), {first[7]} seeds", "",
+model = json.loads(open(os.path.join(out, f"a{agent_counts[0]}-dd{down_drops[0]}", "runs.jsonl")).readline())["model"]
+lines = [f"# Compressed downlink: {model}, uplink drop 0.99, {first[6]} rounds at {first[0]} agents "
+         f"(one epoch is 60,000 examples over all agents), {first[7]} seeds", "",
          "| agents | uplink | down-drop | test accuracy % | Δ vs down-drop 0 | uplink B/agent/round | "
          "downlink B/agent/round | down / up |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 for n, method, dd, acc, up, down, rounds, seeds, delta in rows:
