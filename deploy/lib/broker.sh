@@ -7,13 +7,18 @@
 # With BROKER_PERSISTENCE=1 the broker saves sessions and queued messages
 # in DIR and loads them again on restart. BROKER_SYS_INTERVAL sets how often
 # (seconds) the broker refreshes its $SYS counters (default 10).
+# BROKER_MAX_QUEUED_MESSAGES sets max_queued_messages (default 10000): the
+# coordinator takes a burst of about 2 to 4 messages per agent at the start
+# of a job (statuses, updates, repeats), which past the cap the broker drops
+# ("Outgoing messages are being dropped"); bench/load-scale.sh raises it for
+# thousands of agents.
 
 broker_start() {
     local dir=$1 attempt port
     mkdir -p "$dir"
     command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)" >&2; return 1; }
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 12768)) # below the ephemeral range (32768-60999): a probe there can connect to itself
         # Skip ports something already listens on; mosquitto would fail on them anyway.
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             continue
@@ -27,7 +32,7 @@ listener $port 127.0.0.1
 allow_anonymous true
 $persistence
 user $(id -un)
-max_queued_messages 10000
+max_queued_messages ${BROKER_MAX_QUEUED_MESSAGES:-10000}
 max_inflight_messages 64
 sys_interval ${BROKER_SYS_INTERVAL:-10}
 # Without it Nagle + delayed ACKs add ~40 ms to every small message.

@@ -181,7 +181,7 @@ same_values() {
 free_port() {
     local port
     while :; do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 12768)) # below the ephemeral range (32768-60999): a probe there can connect to itself
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
     done
 }
