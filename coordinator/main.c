@@ -341,7 +341,8 @@ static int setup(run *r, esgd_error *err)
                                    err) != ESGD_OK)
         return EXIT_USAGE;
     if (!(r->agent_online = calloc(r->cfg.agents, 1)) || !(r->missed = calloc(r->cfg.agents, sizeof *r->missed)) ||
-        !(r->synced_round = calloc(r->cfg.agents, sizeof *r->synced_round))) {
+        !(r->synced_round = calloc(r->cfg.agents, sizeof *r->synced_round)) ||
+        !(r->config_sent_at = calloc(r->cfg.agents, sizeof *r->config_sent_at))) {
         esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
         return EXIT_RUNTIME;
     }
@@ -533,6 +534,7 @@ int main(int argc, char **argv)
     buffer_destroy(&r.broadcast);
     free(r.missed);
     free(r.synced_round);
+    free(r.config_sent_at);
     free(r.agent_keys);
     codec_decoder_free(r.status_decoder);
     metrics_stop(r.metrics);

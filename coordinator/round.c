@@ -69,7 +69,7 @@ esgd_status run_publish_model(run *r, bool again)
 /* Floods of bad messages cost one log line per 10 s each, with a count. */
 static log_limiter data_conflict_log = LOG_LIMITER(10), status_refused_log = LOG_LIMITER(10),
                    update_rejected_log = LOG_LIMITER(10), update_unused_log = LOG_LIMITER(10),
-                   conflict_log = LOG_LIMITER(10), sync_log = LOG_LIMITER(10);
+                   conflict_log = LOG_LIMITER(10), sync_log = LOG_LIMITER(10), config_request_log = LOG_LIMITER(10);
 
 #define GENERATION_SLACK_SECONDS 86400
 
@@ -99,6 +99,29 @@ static void send_model_to(run *r, uint32_t agent, const char *why)
                      round, size);
 }
 
+/* An agent that has no configuration of our run (a broker with retained
+ * messages per node never gave it ours) said "syncing": it gets the signed
+ * configuration on its own topic, at most every 2 s. */
+static void send_config_to(run *r, uint32_t agent)
+{
+    double t = monotonic_seconds();
+    if (!r->lease_claimed || (r->config_sent_at[agent] > 0 && t - r->config_sent_at[agent] < 2.0))
+        return;
+    esgd_error err = {0};
+    const uint8_t *msg;
+    size_t size;
+    char topic[TOPIC_MAX];
+    if (coordinator_config_message(r->coordinator, &msg, &size, &err) != ESGD_OK) {
+        log_error("the configuration for agent %u: %s", agent, err.message);
+        return;
+    }
+    topic_agent_config(topic, r->cfg.job, agent);
+    if (run_publish(r, topic, msg, size, false) != ESGD_OK)
+        return;
+    r->config_sent_at[agent] = t;
+    log_info_limited(&config_request_log, "agent %u asked for the configuration: sent it (%zu bytes)", agent, size);
+}
+
 static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 {
     esgd_error err = {0};
@@ -124,6 +147,10 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
         r->status_rejected++;
         log_warn_limited(&status_refused_log, "agent %u: status message refused (%s): %s", agent,
                          esgd_status_name(st), err.message);
+        return;
+    }
+    if (s.state == AGENT_STATE_SYNCING && s.run != r->cfg.run) {
+        send_config_to(r, agent);
         return;
     }
     if (s.run != 0 && s.run != r->cfg.run)
@@ -290,4 +317,5 @@ void run_flush_logs(void)
     log_limiter_flush(&update_unused_log, "duplicate, late or early updates");
     log_limiter_flush(&conflict_log, "conflicting updates");
     log_limiter_flush(&sync_log, "models sent to agents that asked");
+    log_limiter_flush(&config_request_log, "configurations sent to agents that asked");
 }

@@ -45,6 +45,7 @@ typedef struct run {
     uint8_t *agent_online;    /* (agents) last status seen + 1: 0 unknown, 1 offline or done, 2 online */
     uint32_t *missed;         /* (agents) rounds closed in a row without its update */
     uint32_t *synced_round;   /* (agents) + 1 of the round whose model we last sent the agent alone; 0 none */
+    double *config_sent_at;   /* (agents) monotonic time we last sent the agent the configuration alone */
     verify_key *agent_keys;   /* (agents) their status messages must carry these signatures */
     uint64_t status_rejected; /* status messages that failed the checks */
     codec_decoder *status_decoder;

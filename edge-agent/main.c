@@ -154,6 +154,9 @@ static void channel_topic(const agent_run *r, agent_channel channel, char out[TO
     case AGENT_CHANNEL_OWN_MODEL:
         topic_agent_model(out, r->set.job, r->set.id);
         break;
+    case AGENT_CHANNEL_OWN_CONFIG:
+        topic_agent_config(out, r->set.job, r->set.id);
+        break;
     }
 }
 
@@ -169,6 +172,8 @@ static agent_message_kind message_kind(const agent_run *r, const char *topic)
         return AGENT_MESSAGE_LATEST_MODEL;
     case TOPIC_AGENT_MODEL: /* only ours is subscribed; another id's is not for us */
         return t.agent == r->set.id ? AGENT_MESSAGE_OWN_MODEL : AGENT_MESSAGE_OTHER;
+    case TOPIC_AGENT_CONFIG:
+        return t.agent == r->set.id ? AGENT_MESSAGE_CONFIG : AGENT_MESSAGE_OTHER;
     default:
         return AGENT_MESSAGE_OTHER;
     }

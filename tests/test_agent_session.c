@@ -232,16 +232,17 @@ static void test_start_asks_for_the_configuration(void **state)
     fixture *f = *state;
     agent_actions todo = agent_session_start(f->session);
     expect_kinds(todo, AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_SUBSCRIBE,
-                 AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_LOG, -1);
+                 AGENT_ACTION_SUBSCRIBE, AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_LOG, -1);
     assert_int_equal(todo.list[0].channel, AGENT_CHANNEL_CONFIG);
     assert_int_equal(todo.list[0].on_failure, AGENT_ON_FAILURE_STOP);
     /* A fetch left in the broker's session by a crash is undone. */
     assert_int_equal(todo.list[1].channel, AGENT_CHANNEL_LATEST_MODEL);
-    /* The models the coordinator sends to us alone, when we ask. */
+    /* The model and the configuration the coordinator sends to us alone, when we ask. */
     assert_int_equal(todo.list[2].channel, AGENT_CHANNEL_OWN_MODEL);
-    assert_int_equal(todo.list[3].state, AGENT_STATE_ONLINE);
-    assert_int_equal(todo.list[3].on_failure, AGENT_ON_FAILURE_WARN);
-    expect_text(&todo.list[4], "waiting for the configuration of job unit");
+    assert_int_equal(todo.list[3].channel, AGENT_CHANNEL_OWN_CONFIG);
+    assert_int_equal(todo.list[4].state, AGENT_STATE_ONLINE);
+    assert_int_equal(todo.list[4].on_failure, AGENT_ON_FAILURE_WARN);
+    expect_text(&todo.list[5], "waiting for the configuration of job unit");
     /* Before a run: run 0, no data, the same bytes as the Last Will. */
     status_msg s = our_status(f, AGENT_STATE_OFFLINE);
     assert_int_equal(s.run, 0);
@@ -481,12 +482,25 @@ static void test_quiet_minute_fetches_the_retained_model(void **state)
 {
     fixture *f = *state;
     agent_session_start(f->session);
-    f->now += 59.5;
+    /* Without a configuration, status "syncing" (run 0) asks for one every 2 s. */
+    f->now += 1.9;
+    expect_kinds(agent_session_on_idle(f->session), -1);
+    f->now += 0.1;
+    agent_actions todo = agent_session_on_idle(f->session);
+    expect_kinds(todo, AGENT_ACTION_PUBLISH_STATUS, -1);
+    assert_int_equal(todo.list[0].state, AGENT_STATE_SYNCING);
+    assert_int_equal(our_status(f, AGENT_STATE_SYNCING).run, 0);
+    expect_kinds(agent_session_on_idle(f->session), -1);
+    for (int k = 0; k < 28; k++) {
+        f->now += 2;
+        expect_kinds(agent_session_on_idle(f->session), AGENT_ACTION_PUBLISH_STATUS, -1);
+    }
+    f->now += 1.5; /* 59.5 s in all */
     expect_kinds(agent_session_on_idle(f->session), -1);
     f->now += 0.5;
-    agent_actions todo = agent_session_on_idle(f->session);
-    expect_kinds(todo, AGENT_ACTION_LOG, -1);
-    expect_text(&todo.list[0], "still waiting for the configuration of job unit");
+    todo = agent_session_on_idle(f->session);
+    expect_kinds(todo, AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_LOG, -1);
+    expect_text(&todo.list[1], "still waiting for the configuration of job unit");
     expect_kinds(agent_session_on_idle(f->session), -1); /* the next line a minute later */
 
     deliver_config(f, f->coordinator);
@@ -515,7 +529,7 @@ static void test_configuration_timeout_stops(void **state)
     f->session = new_session(f, 0, 30);
     agent_session_start(f->session);
     f->now += 29;
-    expect_kinds(agent_session_on_idle(f->session), -1);
+    expect_kinds(agent_session_on_idle(f->session), AGENT_ACTION_PUBLISH_STATUS, -1); /* asks for it */
     f->now += 1;
     agent_actions todo = agent_session_on_idle(f->session);
     expect_kinds(todo, AGENT_ACTION_LOG, AGENT_ACTION_STOP, -1);

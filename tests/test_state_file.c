@@ -254,6 +254,11 @@ static void test_topics_round_trip_and_reject_others(void **state)
     i = topic_parse(t, "mnist");
     assert_int_equal(i.kind, TOPIC_AGENT_MODEL);
     assert_int_equal(i.agent, 12);
+    topic_agent_config(t, "mnist", 7);
+    assert_string_equal(t, "esgd/mnist/agent/7/config");
+    i = topic_parse(t, "mnist");
+    assert_int_equal(i.kind, TOPIC_AGENT_CONFIG);
+    assert_int_equal(i.agent, 7);
 
     static const char *const others[] = {
         "esgd/mnist2/config",           "esgd/mnis/config",          "esgd/mnist/round/4294967296/model",
@@ -262,6 +267,7 @@ static void test_topics_round_trip_and_reject_others(void **state)
         "esgd/mnist/status/1a",         "esgd/mnist",                "",
         "esgd/mnist/round/3/modelx",    "other/mnist/config",        "esgd/mnist/agent/1",
         "esgd/mnist/agent/1/model/x",   "esgd/mnist/agent//model",   "esgd/mnist/agent/01/model",
+        "esgd/mnist/agent/1/configx",   "esgd/mnist/agent/x/config",
     };
     for (size_t k = 0; k < sizeof others / sizeof others[0]; k++)
         if (topic_parse(others[k], "mnist").kind != TOPIC_UNKNOWN)

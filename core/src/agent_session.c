@@ -20,6 +20,10 @@
 #define SESSION_OLDER_STATUS_SECONDS 5.0
 /* A status every this many rounds keeps its round fresh. */
 #define SESSION_STATUS_ROUNDS 50
+/* Without a configuration this long, status "syncing" asks the coordinator
+ * for one, and again every this long: a broker that keeps retained messages
+ * per node (a RabbitMQ cluster) may never deliver the retained one. */
+#define SESSION_CONFIG_ASK_SECONDS 2.0
 
 struct agent_session {
     const char *job;
@@ -48,6 +52,7 @@ struct agent_session {
     double last_notice;           /* last message, or last "still waiting" line */
     double older_model_status_at; /* we last told of a model of an older generation */
     double last_sent_at;          /* our last new update, 0 before the first */
+    double config_asked_at;       /* we last asked for the configuration (waiting_since before) */
 
     uint8_t status_bytes[CODEC_STATUS_BOUND];
     agent_action actions[SESSION_MAX_ACTIONS];
@@ -201,9 +206,10 @@ agent_actions agent_session_start(agent_session *s)
     subscription(s, true, AGENT_CHANNEL_CONFIG, AGENT_ON_FAILURE_STOP);
     subscription(s, false, AGENT_CHANNEL_LATEST_MODEL, AGENT_ON_FAILURE_STOP);
     subscription(s, true, AGENT_CHANNEL_OWN_MODEL, AGENT_ON_FAILURE_STOP);
+    subscription(s, true, AGENT_CHANNEL_OWN_CONFIG, AGENT_ON_FAILURE_STOP);
     publish_status(s, AGENT_STATE_ONLINE);
     say(s, AGENT_LOG_INFO, "waiting for the configuration of job %s", s->job);
-    s->waiting_since = s->last_notice = now(s);
+    s->waiting_since = s->last_notice = s->config_asked_at = now(s);
     return done(s);
 }
 
@@ -229,6 +235,10 @@ agent_actions agent_session_on_idle(agent_session *s)
         say(s, AGENT_LOG_ERROR, "no configuration for job %s after %u s", s->job, s->config_timeout);
         stop(s, AGENT_EXIT_RUNTIME);
         return done(s);
+    }
+    if (!s->agent && t - s->config_asked_at >= SESSION_CONFIG_ASK_SECONDS) {
+        publish_status(s, AGENT_STATE_SYNCING); /* run 0: the configuration, please */
+        s->config_asked_at = t;
     }
     if (t - s->last_notice >= SESSION_QUIET_SECONDS) {
         /* A model can be lost on the way without our link noticing (a

@@ -77,6 +77,7 @@ grep -q '^topic read \$SYS/#$' "$dir/acl" || monitor_sys=1
         echo "topic write esgd/$job/round/+/grad/$id"
         echo "topic write esgd/$job/status/$id"
         echo "topic read esgd/$job/agent/$id/model"
+        echo "topic read esgd/$job/agent/$id/config"
     done
     echo "topic write \$SYS/broker/connection/$user/state"
     if [ "$monitor_sys" = 1 ]; then
@@ -102,6 +103,7 @@ grep -E "^(monitor|$(printf 'agent-%s|' "${ids[@]}" | sed 's/|$//')):" "$dir/pas
         echo "topic write esgd/$job/round/+/grad/$id"
         echo "topic write esgd/$job/status/$id"
         echo "topic read esgd/$job/agent/$id/model"
+        echo "topic read esgd/$job/agent/$id/config"
     done
     echo
     echo "user monitor"

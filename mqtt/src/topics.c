@@ -34,6 +34,11 @@ void topic_agent_model(char out[TOPIC_MAX], const char *job, uint32_t agent)
     snprintf(out, TOPIC_MAX, "esgd/%s/agent/%u/model", job, agent);
 }
 
+void topic_agent_config(char out[TOPIC_MAX], const char *job, uint32_t agent)
+{
+    snprintf(out, TOPIC_MAX, "esgd/%s/agent/%u/config", job, agent);
+}
+
 void topic_lease(char out[TOPIC_MAX], const char *job)
 {
     snprintf(out, TOPIC_MAX, "esgd/%s/lease", job);
@@ -98,6 +103,8 @@ topic_info topic_parse(const char *topic, const char *job)
         rest += 6;
         if (parse_number(&rest, &info.agent) && strcmp(rest, "/model") == 0)
             info.kind = TOPIC_AGENT_MODEL;
+        else if (strcmp(rest, "/config") == 0)
+            info.kind = TOPIC_AGENT_CONFIG;
     } else if (strncmp(rest, "round/", 6) == 0) {
         rest += 6;
         if (!parse_number(&rest, &info.round))

@@ -28,7 +28,7 @@ typedef struct kind_count {
     uint64_t messages, bytes, invalid;
 } kind_count;
 
-enum { K_CONFIG, K_LATEST, K_ROUND_MODEL, K_AGENT_MODEL, K_GRAD, K_STATUS, K_LEASE, K_OTHER, K_COUNT };
+enum { K_CONFIG, K_LATEST, K_ROUND_MODEL, K_AGENT_MODEL, K_AGENT_CONFIG, K_GRAD, K_STATUS, K_LEASE, K_OTHER, K_COUNT };
 
 typedef struct watch {
     codec_decoder *decoder;
@@ -79,7 +79,8 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
     static const int kind_of[] = {[TOPIC_UNKNOWN] = K_OTHER, [TOPIC_CONFIG] = K_CONFIG,
                                   [TOPIC_LATEST_MODEL] = K_LATEST, [TOPIC_ROUND_MODEL] = K_ROUND_MODEL,
                                   [TOPIC_ROUND_GRAD] = K_GRAD, [TOPIC_STATUS] = K_STATUS,
-                                  [TOPIC_LEASE] = K_LEASE, [TOPIC_AGENT_MODEL] = K_AGENT_MODEL};
+                                  [TOPIC_LEASE] = K_LEASE, [TOPIC_AGENT_MODEL] = K_AGENT_MODEL,
+                                  [TOPIC_AGENT_CONFIG] = K_AGENT_CONFIG};
     kind_count *k = &w->kinds[kind_of[t.kind]];
     if (m->size == 0) {
         w->cleared++;
@@ -95,6 +96,7 @@ static void observe(watch *w, const char *job, const mqtt_message *m)
     }
     switch (t.kind) {
     case TOPIC_CONFIG:
+    case TOPIC_AGENT_CONFIG:
         if (codec_decode_config(w->decoder, m->data, size, &w->cfg, &err) != ESGD_OK)
             count_invalid(w, k, m->topic, &err);
         else
@@ -175,8 +177,8 @@ int main(int argc, char **argv)
         log_error("%s", err.message);
         return 1;
     }
-    const char *names[K_COUNT] = {"config", "latest_model", "round_model", "agent_model", "update", "status", "lease",
-                                  "other"};
+    const char *names[K_COUNT] = {"config", "latest_model", "round_model", "agent_model", "agent_config", "update",
+                                  "status", "lease", "other"};
     for (int i = 0; i < K_COUNT; i++)
         w.kinds[i].name = names[i];
     uint32_t cap = 1u << 21; /* larger than any model this build trains */

@@ -39,7 +39,7 @@ watched_bytes() { # watched_bytes KIND: bytes esgd-watch saw on the topics of KI
     grep -o "\"$1\": {[^}]*}" "$work/watch.json" | grep -o '"bytes": [0-9]*' | grep -o '[0-9]*$'
 }
 watched_published=$(($(watched_bytes config) + $(watched_bytes latest_model) + $(watched_bytes round_model) +
-    $(watched_bytes agent_model) + $(watched_bytes lease)))
+    $(watched_bytes agent_model) + $(watched_bytes agent_config) + $(watched_bytes lease)))
 echo "published by the coordinator: counted $(json_get published_bytes "$json"), broker $watched_published" \
     "(of which to single agents: counted $(json_get sync_model_bytes "$json"), broker $(watched_bytes agent_model))"
 [ "$watched_published" = "$(json_get published_bytes "$json")" ] || fail "published bytes differ"

@@ -54,7 +54,8 @@ typedef enum agent_channel {
     AGENT_CHANNEL_CONFIG,       /* the job's configuration */
     AGENT_CHANNEL_ROUND_MODELS, /* every round's model (a filter) */
     AGENT_CHANNEL_LATEST_MODEL, /* the retained latest full model */
-    AGENT_CHANNEL_OWN_MODEL     /* the models the coordinator sends to us alone */
+    AGENT_CHANNEL_OWN_MODEL,    /* the models the coordinator sends to us alone */
+    AGENT_CHANNEL_OWN_CONFIG    /* the configuration the coordinator sends to us alone (AGENT_MESSAGE_CONFIG) */
 } agent_channel;
 
 typedef enum agent_action_kind {

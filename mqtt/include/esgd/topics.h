@@ -6,6 +6,7 @@
  *   esgd/<job>/round/<t>/grad/<agent>    agent's update for round t, QoS 1
  *   esgd/<job>/status/<agent>            retained agent status (Last Will: offline)
  *   esgd/<job>/agent/<agent>/model       the current full model for one agent that asked
+ *   esgd/<job>/agent/<agent>/config      the job configuration for one agent that asked
  */
 #ifndef ESGD_TOPICS_H
 #define ESGD_TOPICS_H
@@ -22,13 +23,14 @@ typedef enum topic_kind {
     TOPIC_ROUND_GRAD,
     TOPIC_STATUS,
     TOPIC_LEASE,
-    TOPIC_AGENT_MODEL
+    TOPIC_AGENT_MODEL,
+    TOPIC_AGENT_CONFIG
 } topic_kind;
 
 typedef struct topic_info {
     topic_kind kind;
     uint32_t round; /* ROUND_MODEL, ROUND_GRAD */
-    uint32_t agent; /* ROUND_GRAD, STATUS, AGENT_MODEL */
+    uint32_t agent; /* ROUND_GRAD, STATUS, AGENT_MODEL, AGENT_CONFIG */
 } topic_info;
 
 void topic_config(char out[TOPIC_MAX], const char *job);
@@ -37,6 +39,7 @@ void topic_round_model(char out[TOPIC_MAX], const char *job, uint32_t round);
 void topic_round_grad(char out[TOPIC_MAX], const char *job, uint32_t round, uint32_t agent);
 void topic_status(char out[TOPIC_MAX], const char *job, uint32_t agent);
 void topic_agent_model(char out[TOPIC_MAX], const char *job, uint32_t agent);
+void topic_agent_config(char out[TOPIC_MAX], const char *job, uint32_t agent);
 void topic_lease(char out[TOPIC_MAX], const char *job); /* retained: which coordinator runs the job */
 
 /* Subscription filters: every round's model, every update, every status, everything of the job. */
