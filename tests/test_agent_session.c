@@ -536,9 +536,18 @@ static void test_configuration_timeout_stops(void **state)
     assert_int_equal(todo.list[0].level, AGENT_LOG_ERROR);
     expect_text(&todo.list[0], "no configuration for job unit after 30 s");
     assert_int_equal(todo.list[1].exit_code, AGENT_EXIT_RUNTIME);
-    /* Once a run is joined, the timeout no longer applies. */
+    /* Once a run is joined, the timeout no longer applies; without a model
+     * the agent asks for one (status "syncing") every 2 s. */
     deliver_config(f, f->coordinator);
     join(f);
+    f->now += 1.9;
+    expect_kinds(agent_session_on_idle(f->session), -1);
+    f->now += 43.1;
+    agent_actions asked = agent_session_on_idle(f->session);
+    expect_kinds(asked, AGENT_ACTION_PUBLISH_STATUS, -1);
+    assert_int_equal(asked.list[0].state, AGENT_STATE_SYNCING);
+    expect_kinds(deliver_latest_model(f, f->coordinator), AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_SAVE_STATE,
+                 AGENT_ACTION_PUBLISH_UPDATE, AGENT_ACTION_LOG, AGENT_ACTION_PUBLISH_STATUS, -1);
     f->now += 45;
     expect_kinds(agent_session_on_idle(f->session), -1);
 }

@@ -52,7 +52,7 @@ struct agent_session {
     double last_notice;           /* last message, or last "still waiting" line */
     double older_model_status_at; /* we last told of a model of an older generation */
     double last_sent_at;          /* our last new update, 0 before the first */
-    double config_asked_at;       /* we last asked for the configuration (waiting_since before) */
+    double config_asked_at;       /* we last asked for the configuration, or joined without a model, for it */
 
     uint8_t status_bytes[CODEC_STATUS_BOUND];
     agent_action actions[SESSION_MAX_ACTIONS];
@@ -240,6 +240,13 @@ agent_actions agent_session_on_idle(agent_session *s)
         publish_status(s, AGENT_STATE_SYNCING); /* run 0: the configuration, please */
         s->config_asked_at = t;
     }
+    /* Joined, but no model came (the retained one is on another node, or
+     * the round's was sent before we subscribed): ask, as often. */
+    if (s->agent && !agent_has_model(s->agent) && !agent_job_done(s->agent) &&
+        t - s->config_asked_at >= SESSION_CONFIG_ASK_SECONDS) {
+        ask_for_model(s, AGENT_ON_FAILURE_WARN);
+        s->config_asked_at = t;
+    }
     if (t - s->last_notice >= SESSION_QUIET_SECONDS) {
         /* A model can be lost on the way without our link noticing (a
          * broker restart between two keepalives): ask for the retained one,
@@ -308,6 +315,7 @@ static void on_config(agent_session *s, const uint8_t *data, size_t size)
     memcpy(s->config_bytes, data, size);
     s->config_size = size;
     s->joining = true;
+    s->config_asked_at = now(s); /* the model's turn: asked for 2 s from now if none comes */
     push(s, AGENT_ACTION_START_RUN);
     subscription(s, true, AGENT_CHANNEL_ROUND_MODELS, AGENT_ON_FAILURE_STOP);
     /* The retained model first: at the start of a run it is the current one.
