@@ -73,6 +73,24 @@ static log_limiter data_conflict_log = LOG_LIMITER(10), status_refused_log = LOG
 
 #define GENERATION_SLACK_SECONDS 86400
 
+/* Publishes what `encode` makes (signed by the coordinator) on the agent's
+ * own topic made by `topic`; its size, or 0 when it failed (logged). */
+static size_t send_to_agent(run *r, uint32_t agent, const char *what,
+                            esgd_status (*encode)(esgd_coordinator *, const uint8_t **, size_t *, esgd_error *),
+                            void (*topic)(char[TOPIC_MAX], const char *, uint32_t))
+{
+    esgd_error err = {0};
+    const uint8_t *msg;
+    size_t size;
+    char name[TOPIC_MAX];
+    if (encode(r->coordinator, &msg, &size, &err) != ESGD_OK) {
+        log_error("the %s for agent %u: %s", what, agent, err.message);
+        return 0;
+    }
+    topic(name, r->cfg.job, agent);
+    return run_publish(r, name, msg, size, false) == ESGD_OK ? size : 0;
+}
+
 /* An agent of our run lacks the current model: it said "syncing" (it
  * missed a round, or its link was down) or answered a round long closed
  * (it took an old retained model). It gets the current model on its own
@@ -83,16 +101,8 @@ static void send_model_to(run *r, uint32_t agent, const char *why)
     uint32_t round = coordinator_round(r->coordinator);
     if (!r->lease_claimed || coordinator_done(r->coordinator) || r->synced_round[agent] == round + 1)
         return;
-    esgd_error err = {0};
-    const uint8_t *msg;
-    size_t size;
-    char topic[TOPIC_MAX];
-    if (coordinator_sync_model(r->coordinator, &msg, &size, &err) != ESGD_OK) {
-        log_error("round %u: the model for agent %u: %s", round, agent, err.message);
-        return;
-    }
-    topic_agent_model(topic, r->cfg.job, agent);
-    if (run_publish(r, topic, msg, size, false) != ESGD_OK)
+    size_t size = send_to_agent(r, agent, "model", coordinator_sync_model, topic_agent_model);
+    if (!size)
         return;
     r->synced_round[agent] = round + 1;
     log_info_limited(&sync_log, "agent %u lacks the current model (%s): sent round %u to it (%zu bytes)", agent, why,
@@ -107,16 +117,8 @@ static void send_config_to(run *r, uint32_t agent)
     double t = monotonic_seconds();
     if (!r->lease_claimed || (r->config_sent_at[agent] > 0 && t - r->config_sent_at[agent] < 2.0))
         return;
-    esgd_error err = {0};
-    const uint8_t *msg;
-    size_t size;
-    char topic[TOPIC_MAX];
-    if (coordinator_config_message(r->coordinator, &msg, &size, &err) != ESGD_OK) {
-        log_error("the configuration for agent %u: %s", agent, err.message);
-        return;
-    }
-    topic_agent_config(topic, r->cfg.job, agent);
-    if (run_publish(r, topic, msg, size, false) != ESGD_OK)
+    size_t size = send_to_agent(r, agent, "configuration", coordinator_config_message, topic_agent_config);
+    if (!size)
         return;
     r->config_sent_at[agent] = t;
     log_info_limited(&config_request_log, "agent %u asked for the configuration: sent it (%zu bytes)", agent, size);

@@ -1,12 +1,13 @@
 # Sourced by every integration test: a scratch folder, a private broker,
 # helpers to start the programs, and cleanup of everything started.
-# usage in a test: source common.sh BUILD_DIR
+# usage in a test: source common.sh BUILD_DIR   (needs_mnist=0 before it:
+# a test of its own data, not skipped without MNIST)
 set -euo pipefail
 build=$(cd "$1" && pwd)
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$root/deploy/lib/broker.sh"
 data=${ESGD_DATA_DIR:-$root/data/mnist}
-if [ ! -f "$data/train-labels-idx1-ubyte" ] || [ ! -f "$data/t10k-images-idx3-ubyte" ]; then
+if [ "${needs_mnist:-1}" = 1 ] && { [ ! -f "$data/train-labels-idx1-ubyte" ] || [ ! -f "$data/t10k-images-idx3-ubyte" ]; }; then
     echo "SKIP: MNIST not found in $data (scripts/fetch-mnist.sh fetches it)"
     exit 77
 fi

@@ -8,33 +8,14 @@
 # The test accuracy must reach 0.85, where chance is 0.25 (correct runs
 # give 0.95 to 0.99 across data and training seeds). Needs no broker and
 # no MNIST.
-set -euo pipefail
-build=$(cd "$1" && pwd)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+needs_mnist=0
+source "$here/common.sh" "$1"
 import_bin=$build/core/esgd-import
-sim_bin=$build/core/esgd-sim
 for tool in "$import_bin" "$sim_bin"; do
     [ -x "$tool" ] || { echo "SKIP: $tool is not built"; exit 77; }
 done
 command -v python3 >/dev/null || { echo "SKIP: python3 not found"; exit 77; }
-export OPENBLAS_NUM_THREADS=1
-work=$(mktemp -d "${TMPDIR:-/tmp}/esgd-it.XXXXXX")
-
-cleanup() {
-    local rc=$? f
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; then
-        echo "---- logs of the failed test ($work) ----"
-        for f in "$work"/*.log "$work"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
 
 window=64 seed=1 bound=0.85
 # Segments are whole multiples of the window, so test windows at a stride
