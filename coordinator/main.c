@@ -168,7 +168,7 @@ static int train(run *r)
         double opened = monotonic_seconds();
         metrics_progress(r->metrics, r->coordinator);
         if (!run_collect_round(r, quorum))
-            return r->lease_lost ? EXIT_USAGE : EXIT_INTERRUPTED;
+            return r->must_stop ? EXIT_USAGE : EXIT_INTERRUPTED;
         for (uint32_t a = 0; a < r->cfg.agents; a++) {
             bool answered = coordinator_has_update(r->coordinator, a);
             if (!answered && ++r->missed[a] == DEAD_AFTER_MISSED)

@@ -193,6 +193,12 @@ static void handle_status(run *r, uint32_t agent, const mqtt_message *m)
 void run_handle_message(run *r, const mqtt_message *m)
 {
     topic_info t = topic_parse(m->topic, r->cfg.job);
+    if (t.kind == TOPIC_UNKNOWN && topic_splits_job_name(m->topic, r->cfg.job) && !r->must_stop) {
+        log_error("the broker delivered %s for job %s: it turns the '.' of job names into topic levels (RabbitMQ's "
+                  "MQTT plugin does); use a job name without '.'", m->topic, r->cfg.job);
+        r->must_stop = true;
+        return;
+    }
     esgd_error err = {0};
     if (t.kind == TOPIC_STATUS) {
         handle_status(r, t.agent, m);
@@ -201,7 +207,7 @@ void run_handle_message(run *r, const mqtt_message *m)
     if (t.kind == TOPIC_LEASE) {
         if (lease_lost(&r->lease, r->link, m, &err)) {
             log_error("%s; stopping", err.message);
-            r->lease_lost = true;
+            r->must_stop = true;
         }
         return;
     }
@@ -281,7 +287,7 @@ bool run_collect_round(run *r, uint32_t quorum)
             waited = now - r->came_online_at;
         if (have == agents || (have >= quorum && (waited >= timeout || all_live_answered(r))))
             return true;
-        if (stop_requested() || r->lease_lost)
+        if (stop_requested() || r->must_stop)
             return false;
         if (have != seen) {
             seen = have;

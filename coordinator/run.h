@@ -62,7 +62,8 @@ typedef struct run {
     uint32_t rounds_run; /* closed by this start */
     double came_online_at; /* monotonic time an agent last said it is online */
     bool lease_claimed; /* until then nothing is published */
-    bool lease_lost;    /* another coordinator runs the job and claimed it first: stop */
+    bool must_stop;     /* stop with exit status 2: another coordinator claimed the job first, or the
+                         * broker cannot carry this job's topics */
 } run;
 
 /* Rounds an agent may miss in a row before it is no longer waited for. */

@@ -271,11 +271,16 @@ static int run_loop(agent_run *r)
                 break;
         }
         mqtt_message m;
-        if (mqtt_link_next(r->link, 200, &m))
+        if (!mqtt_link_next(r->link, 200, &m)) {
+            rc = carry_out(r, agent_session_on_idle(r->session), NULL);
+        } else if (topic_splits_job_name(m.topic, r->set.job)) {
+            log_error("the broker delivered %s for job %s: it turns the '.' of job names into topic levels "
+                      "(RabbitMQ's MQTT plugin does); use a job name without '.'", m.topic, r->set.job);
+            rc = AGENT_EXIT_USAGE;
+        } else {
             rc = carry_out(r, agent_session_on_message(r->session, message_kind(r, m.topic), m.data, m.size),
                            m.topic);
-        else
-            rc = carry_out(r, agent_session_on_idle(r->session), NULL);
+        }
     }
     return rc == AGENT_CONTINUE ? AGENT_EXIT_INTERRUPTED : rc;
 }

@@ -272,6 +272,14 @@ static void test_topics_round_trip_and_reject_others(void **state)
     for (size_t k = 0; k < sizeof others / sizeof others[0]; k++)
         if (topic_parse(others[k], "mnist").kind != TOPIC_UNKNOWN)
             fail_msg("'%s' was taken for a topic of job mnist", others[k]);
+
+    /* A broker that turns '.' into levels (RabbitMQ) is recognised. */
+    assert_true(topic_splits_job_name("esgd/it/rmq/config", "it.rmq"));
+    assert_true(topic_splits_job_name("esgd/a/b/c/round/3/model", "a.b.c"));
+    assert_false(topic_splits_job_name("esgd/it.rmq/config", "it.rmq"));
+    assert_false(topic_splits_job_name("esgd/it/rmq", "it.rmq"));
+    assert_false(topic_splits_job_name("esgd/it/rmqx/config", "it.rmq"));
+    assert_false(topic_splits_job_name("esgd/mnist/config", "mnist"));
 }
 
 int main(void)

@@ -119,3 +119,14 @@ topic_info topic_parse(const char *topic, const char *job)
     }
     return info;
 }
+
+bool topic_splits_job_name(const char *topic, const char *job)
+{
+    if (!strchr(job, '.') || strncmp(topic, "esgd/", 5) != 0)
+        return false;
+    size_t n = strlen(job);
+    for (size_t i = 0; i < n; i++)
+        if (topic[5 + i] != (job[i] == '.' ? '/' : job[i]))
+            return false;
+    return topic[5 + n] == '/';
+}

@@ -11,6 +11,7 @@
 #ifndef ESGD_TOPICS_H
 #define ESGD_TOPICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define TOPIC_MAX 160
@@ -51,5 +52,11 @@ void topic_filter_all(char out[TOPIC_MAX], const char *job);
 /* Which of the job's topics this is; TOPIC_UNKNOWN for anything else
  * (another job, malformed numbers, extra levels). */
 topic_info topic_parse(const char *topic, const char *job);
+
+/* True when topic is one of the job's topics with each '.' of the job name
+ * turned into a level separator: a broker that maps '.' to '/' (RabbitMQ's
+ * MQTT plugin does, its routing keys being dot-separated) delivers the
+ * job's messages there, where nothing recognises them. */
+bool topic_splits_job_name(const char *topic, const char *job);
 
 #endif
