@@ -319,8 +319,7 @@ static void *reconnect_loop(void *arg)
 
 /* ---- opening and closing ---- */
 
-/* The first line of a password file, without its newline. */
-static esgd_status read_password(const char *path, char *out, size_t cap, esgd_error *err)
+esgd_status mqtt_read_password(const char *path, char *out, size_t cap, esgd_error *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -394,7 +393,7 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
     char password[256];
     const char *use_password = o->password;
     if (o->password_file) {
-        if (read_password(o->password_file, password, sizeof password, err) != ESGD_OK)
+        if (mqtt_read_password(o->password_file, password, sizeof password, err) != ESGD_OK)
             return NULL;
         use_password = password;
     }

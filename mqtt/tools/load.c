@@ -1552,19 +1552,6 @@ static esgd_status ensure_descriptors(uint32_t agents, esgd_error *err)
     return ESGD_OK;
 }
 
-static esgd_status read_password(const char *path, char *out, size_t cap, esgd_error *err)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return esgd_error_set(err, ESGD_ERR_IO, "cannot read password file %s: %s", path, strerror(errno));
-    bool ok = fgets(out, (int)cap, f) != NULL;
-    fclose(f);
-    if (!ok)
-        return esgd_error_set(err, ESGD_ERR_IO, "password file %s is empty", path);
-    out[strcspn(out, "\r\n")] = '\0';
-    return ESGD_OK;
-}
-
 /* The connect options every agent shares: mqtt_link's choices (MQTT 3.1.1,
  * a persistent session, 5 s TCP connect timeout there; 30 s here, since
  * thousands of clients connect at once). */
@@ -1585,7 +1572,7 @@ static esgd_status connect_options(load *L, esgd_error *err)
     co.username = o->username;
     co.password = o->password;
     if (o->password_file) {
-        if (read_password(o->password_file, L->password, sizeof L->password, err) != ESGD_OK)
+        if (mqtt_read_password(o->password_file, L->password, sizeof L->password, err) != ESGD_OK)
             return err->status;
         co.password = L->password;
     }

@@ -83,6 +83,10 @@ typedef struct mqtt_link mqtt_link;
  * URL), ESGD_ERR_IO (broker not reachable in time, with the reason; an
  * unreadable password file or TLS file). */
 mqtt_link *mqtt_link_open(const mqtt_link_options *options, esgd_error *err);
+/* The first line of a password file (--password-file), without its newline,
+ * into out (cap bytes). ESGD_ERR_IO: unreadable or empty. */
+esgd_status mqtt_read_password(const char *path, char *out, size_t cap, esgd_error *err);
+
 /* Waits up to 5 s for in-flight publishes, disconnects cleanly (no Will) and frees. NULL is a no-op. */
 void mqtt_link_close(mqtt_link *link);
 
