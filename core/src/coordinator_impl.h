@@ -36,7 +36,7 @@ struct esgd_coordinator {
     uint32_t refused_rounds;   /* rounds in a row whose every held update was over the relative bound */
     double *norm_scratch;      /* (max(agents, window)) for medians */
     double *held_norm;         /* (agents) at close: norm of each held update, -1 if none */
-    uint64_t *held_hash;       /* (agents) checksum of each agent's last accepted update message and */
+    uint64_t *held_hash;       /* (agents) message_id (its signature hashed) of each agent's last accepted update and */
     uint32_t *held_round;      /* (agents) its round, to tell a redelivery from a different update under
                                 * the same id (also after the round closed) */
     uint64_t *held_bytes;      /* (agents) message size of each held update and whether it */
