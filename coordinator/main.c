@@ -126,8 +126,17 @@ static int after_round(run *r, const round_summary *s)
     return EXIT_RUNTIME;
 }
 
+/* Connections lost or clients replaced so far: what may have dropped
+ * publishes handed over before. */
+static uint64_t link_losses(mqtt_link *link)
+{
+    mqtt_link_counters k = mqtt_link_get_counters(link);
+    return k.disconnects + k.client_resets;
+}
+
 static int train(run *r)
 {
+    uint64_t final_losses = 0;
     esgd_error err = {0};
     char topic[TOPIC_MAX];
     const uint8_t *msg;
@@ -185,14 +194,24 @@ static int train(run *r)
         metrics_round_closed(r->metrics, r->coordinator, &s, took);
         round_times_add(&r->times, took);
         r->rounds_run++;
+        final_losses = link_losses(r->link);
         int rc = after_round(r, &s);
         if (rc != EXIT_DONE)
             return rc;
     }
     /* The last after_round published the final model, done = 1: agents stop
-     * when they see it. */
-    if (!mqtt_link_flush(r->link, 10000))
-        log_warn("some final messages were not acknowledged by the broker");
+     * when they see it, and nothing else will come for them. A connection
+     * lost since (a client reset drops what was buffered) or publishes not
+     * acknowledged could leave them waiting for good: publish it again. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        bool flushed = mqtt_link_flush(r->link, 10000);
+        if (flushed && link_losses(r->link) == final_losses)
+            break;
+        log_warn("the final model may not have reached the broker (%s): publishing it again",
+                 flushed ? "the connection was lost meanwhile" : "not acknowledged");
+        final_losses = link_losses(r->link);
+        run_publish_model(r, true);
+    }
     return EXIT_DONE;
 io_error:
     log_error("%s", err.message);
