@@ -191,6 +191,7 @@ static int train(run *r)
             log_warn("round %u: agent %u's update left out at close (%s, norm %g, bound %g)", s.round,
                      s.excluded[i].agent, esgd_status_name(s.excluded[i].reason), s.excluded[i].norm, s.norm_bound);
         double took = monotonic_seconds() - opened;
+        r->last_round_seconds = r->republished ? 0 : took;
         metrics_round_closed(r->metrics, r->coordinator, &s, took);
         round_times_add(&r->times, took);
         r->rounds_run++;
@@ -473,7 +474,8 @@ int main(int argc, char **argv)
         {"start-timeout", CLI_DOUBLE, &set->start_timeout,
          "seconds the first round after a start waits for agents still coming online (then --round-timeout)"},
         {"republish-after", CLI_DOUBLE, &set->republish_after,
-         "seconds without a new update before the round's model is published again (0: never)"},
+         "seconds without a new update before the round's model is published again, at least twice the last "
+         "round's length (0: never)"},
         {"full-model-every", CLI_UINT, &set->full_model_every,
          "rounds between retained full models for late agents (0: when the traffic since the last is 19 times "
          "its size, so at most 5%); always the final one"},

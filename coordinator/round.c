@@ -265,6 +265,14 @@ bool run_collect_round(run *r, uint32_t quorum)
 {
     double opened = monotonic_seconds(), last_notice = opened, last_progress = opened;
     uint32_t agents = r->cfg.agents, seen = coordinator_participants(r->coordinator);
+    /* At thousands of agents one fan-out of the model can take longer than
+     * --republish-after, and publishing it again to everyone then only
+     * feeds the stall: wait at least twice the last round's length (0 when
+     * that round itself stalled, so stalls do not lengthen the wait). */
+    double republish_after = r->set.republish_after;
+    r->republished = false;
+    if (republish_after > 0 && 2 * r->last_round_seconds > republish_after)
+        republish_after = 2 * r->last_round_seconds;
     for (;;) {
         uint32_t have = coordinator_participants(r->coordinator);
         double now = monotonic_seconds(), waited = now - opened;
@@ -274,7 +282,7 @@ bool run_collect_round(run *r, uint32_t quorum)
         uint64_t connects = mqtt_link_get_counters(r->link).connects;
         if (connects != r->connects_seen) {
             if (r->connects_seen)
-                last_progress = now - r->set.republish_after + 0.5;
+                last_progress = now - republish_after + 0.5;
             r->connects_seen = connects;
         }
         /* The first round also waits for agents still starting up (a
@@ -295,10 +303,10 @@ bool run_collect_round(run *r, uint32_t quorum)
         }
         /* Only while connected: what the link buffers offline goes out on
          * reconnection anyway, and a stall right after it republishes. */
-        if (r->set.republish_after > 0 && now - last_progress >= r->set.republish_after &&
-            mqtt_link_connected(r->link)) {
+        if (republish_after > 0 && now - last_progress >= republish_after && mqtt_link_connected(r->link)) {
             log_info("round %u: no new update for %.0f s (%u of %u agents); publishing the model again",
                      coordinator_round(r->coordinator), now - last_progress, have, agents);
+            r->republished = true;
             if (run_publish_model(r, true) != ESGD_OK)
                 return true; /* the error is logged; the round closes with what it has */
             last_progress = now;

@@ -60,6 +60,8 @@ typedef struct run {
     uint64_t lease_bytes_counted; /* of lease.published_bytes, in the coordinator's counters */
     job_lease lease;
     uint32_t rounds_run; /* closed by this start */
+    double last_round_seconds; /* the last closed round, opened to closed; 0 when it published again */
+    bool republished;          /* the open round published its model again (a stall) */
     double came_online_at; /* monotonic time an agent last said it is online */
     bool lease_claimed; /* until then nothing is published */
     bool must_stop;     /* stop with exit status 2: another coordinator claimed the job first, or the
