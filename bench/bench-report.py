@@ -71,6 +71,39 @@ def main():
     print(table(["agents", "rounds", "overhead ms (median / p90)", "round ms (median / p90)", "esgd-sim round ms",
                  "PUBLISH in", "PUBLISH out", "msgs/s", "MB in", "MB out", "MB/s"], rows))
 
+    load = bench.get("load")
+    if load:
+        print("## Many agents in one process (esgd-load: MLP, batch 8, eSGD drop 0.99, QoS 1)\n")
+        print("`bench/load-scale.sh`: every agent its own MQTT client in esgd-load, a real mosquitto and "
+              "esgd-coordinator on this machine. Overhead: from the broker's acknowledgement of a round's last "
+              "update to the next model at every agent (the coordinator's close plus the fan-out; no agent "
+              "compute), median / p90 over rounds. Close: the same to the first agent. Bytes per agent per "
+              "round as the coordinator counts them: the model delta is what each agent receives in a "
+              "round after the first (the coordinator's per-round CSV); the downlink with full models adds the first full model (and any sent again), which a "
+              "short run like this one does not amortise; retained: the full models kept on the broker, as a share "
+              "of all broker traffic (agents' uplink in and out, the coordinator's publications, the "
+              "deliveries to agents).\n")
+        rows = []
+        for r in load:
+            per = r["agents"] * r["rounds"]
+            up = r.get("steady_uplink_B_per_agent_round")
+            down = r["downlink_MB"] * 1e6 / per if r.get("downlink_MB") else None
+            traffic = 2 * (r.get("uplink_MB") or 0) + (r.get("published_MB") or 0) + (r.get("downlink_MB") or 0)
+            retained = r.get("retained_model_MB")
+            dd = (r.get("coordinator_options") or "").replace("--down-drop", "").strip() or "0"
+            delta = r.get("steady_downlink_B_per_agent_round")
+            rows.append([r["agents"], dd, r["status"], f"{r['overhead_ms_median']} / {r['overhead_ms_p90']}",
+                         r["turnaround_ms_median"], f"{r['round_ms_median']} / {r['round_ms_p90']}",
+                         f"{up:,.0f}" if up else "?", f"{delta:,}" if delta else "?",
+                         f"{delta / up:.2f}" if up and delta else "?", f"{down:,.0f}" if down else "?",
+                         f"{100 * retained / traffic:.1f}%" if retained is not None and traffic else "?",
+                         r["broker_MB_out"], f"{r['cpu_load_seconds']} / {r['cpu_broker_seconds']} / "
+                         f"{r['cpu_coordinator_seconds']}"])
+        print(table(["agents", "down-drop", "status", "overhead ms (median / p90)", "close ms",
+                     "round ms (median / p90)", "uplink B/agent/round", "model delta B/agent/round", "delta / up",
+                     "downlink with full models B/agent/round",
+                     "retained share", "broker MB out", "CPU s load / broker / coordinator"], rows))
+
     if memory:
         print("## Peak resident set\n")
         print(table(["model", "method", "drop", "agents", "rounds", "each agent (MiB)", "coordinator (MiB)"],

@@ -38,6 +38,12 @@
 #                 to the next round's model reaching the first agent: broker to
 #                 coordinator, its verify, decode and close, encoding and
 #                 publishing the next model, broker back; no agent compute
+#   overhead_ms   from the broker's acknowledgement of the round's last update
+#                 to the next round's model at every agent (turnaround plus
+#                 the next model's fan-out): what the system adds to a round
+#                 beyond the agents' own work, the issue's "round overhead"
+#                 (bench/broker-bench.sh's: the last agent to report, from its
+#                 update sent to its next model), taken at its worst agent
 #   period_ms     from one round's model to the next
 # and the coordinator's round_seconds (open to close). CPU seconds are per
 # process over the whole run (start-up included): esgd-load (summed over its
@@ -172,7 +178,7 @@ run_size() {
         "$coordinator_bin" --broker "$BROKER_URL" --job "$job" --keys "$scratch/keys" --data "$data" --json \
             --agents "$agents" --quorum "$agents" --round-timeout 600 --republish-after 60 --rounds "$rounds" \
             --lr-schedule constant --model "$model" --batch 8 --method esgd --drop 0.99 --seed 5 --eval-every 100000 \
-            "${coordinator_extra[@]}" >"$dir/coordinator.json" 2>"$dir/coordinator.log" || rc=$?
+            --csv "$dir/rounds.csv" "${coordinator_extra[@]}" >"$dir/coordinator.json" 2>"$dir/coordinator.log" || rc=$?
         times >"$dir/coordinator.times"
         exit "$rc"
     ) &
@@ -244,11 +250,25 @@ for path in glob.glob(os.path.join(d, "timeline-*.csv")):
             t["first"] = min(t["first"], float(r["first_model"])); t["last"] = max(t["last"], float(r["last_model"]))
             a = float(r["last_acked"])
             if not math.isnan(a): t["acked_at"] = max(t["acked_at"], a)
-fanout, turnaround, period = [], [], []
+fanout, turnaround, overhead, period = [], [], [], []
 for r in range(1, rounds - 1):
     t, n = rows.get(r), rows.get(r + 1)
     if not t or not n or t["answered"] != agents or t["acked"] < agents: continue
-    fanout.append(t["last"] - t["first"]); turnaround.append(n["first"] - t["acked_at"]); period.append(n["first"] - t["first"])
+    fanout.append(t["last"] - t["first"]); turnaround.append(n["first"] - t["acked_at"])
+    overhead.append(n["last"] - t["acked_at"]); period.append(n["first"] - t["first"])
+# Bytes per agent per round after the first (whose model is the full one), from
+# the coordinator's cumulative per-round CSV: the steady state of a long job.
+steady_up = steady_down = None
+try:
+    with open(os.path.join(d, "rounds.csv")) as f:
+        csv_rows = list(csv.DictReader(f))
+    if len(csv_rows) > 2:
+        a, b = csv_rows[0], csv_rows[-1]
+        n = agents * (len(csv_rows) - 1)
+        steady_up = round((int(b["uplink_bytes"]) - int(a["uplink_bytes"])) / n)
+        steady_down = round((int(b["downlink_bytes"]) - int(a["downlink_bytes"])) / n)
+except (OSError, KeyError, ValueError):
+    pass
 times = read(os.path.join(d, "coordinator.times")).split("\n")
 def seconds(text):
     m = re.findall(r"(\d+)m([\d.]+)s", text)
@@ -286,9 +306,14 @@ result = {
     "period_ms_median": ms(q(period, 0.5)), "period_ms_p90": ms(q(period, 0.9)),
     "fanout_ms_median": ms(q(fanout, 0.5)), "fanout_ms_p90": ms(q(fanout, 0.9)),
     "turnaround_ms_median": ms(q(turnaround, 0.5)), "turnaround_ms_p90": ms(q(turnaround, 0.9)),
+    "overhead_ms_median": ms(q(overhead, 0.5)), "overhead_ms_p90": ms(q(overhead, 0.9)),
     "uplink_MB": round(co["uplink_bytes"] / 1e6, 2) if "uplink_bytes" in co else None,
-    "downlink_MB": round(co["downlink_bytes"] / 1e6, 1) if "downlink_bytes" in co else None,
+    "downlink_MB": round(co["downlink_bytes"] / 1e6, 2) if "downlink_bytes" in co else None,
+    "broadcast_bytes_per_round": round(co["broadcast_bytes"] / max(1, co.get("rounds", rounds))) if "broadcast_bytes" in co else None,
     "broadcast_kB_per_round": round(co["broadcast_bytes"] / 1e3 / max(1, co.get("rounds", rounds)), 1) if "broadcast_bytes" in co else None,
+    "steady_uplink_B_per_agent_round": steady_up, "steady_downlink_B_per_agent_round": steady_down,
+    "published_MB": round(co["published_bytes"] / 1e6, 2) if "published_bytes" in co else None,
+    "retained_model_MB": round(co["retained_model_bytes"] / 1e6, 2) if "retained_model_bytes" in co else None,
     "broker_publish_in": sys_counters.get("publish/messages/received"), "broker_publish_out": sys_counters.get("publish/messages/sent"),
     "broker_MB_in": round(sys_counters["bytes/received"] / 1e6, 1) if "bytes/received" in sys_counters else None,
     "broker_MB_out": round(sys_counters["bytes/sent"] / 1e6, 1) if "bytes/sent" in sys_counters else None,
@@ -317,12 +342,14 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 cols = [("agents", "agents"), ("procs", "load_processes"), ("status", "status"), ("round ms med/p90", None),
         ("period ms", "period_ms_median"), ("fan-out ms", "fanout_ms_median"), ("close ms", "turnaround_ms_median"),
+        ("overhead ms med/p90", None),
         ("kB/round bcast", "broadcast_kB_per_round"), ("broker MB out", "broker_MB_out"),
         ("dropped", "broker_dropped"), ("CPU s load/broker/coord", None), ("load peak MiB", "load_peak_rss_mib"),
         ("KiB/agent", "load_kib_per_agent_connected"),
         ("broker peak MiB", "broker_peak_rss_mib")]
 def cell(r, name, key):
     if name == "round ms med/p90": return f"{r.get('round_ms_median')}/{r.get('round_ms_p90')}"
+    if name == "overhead ms med/p90": return f"{r.get('overhead_ms_median')}/{r.get('overhead_ms_p90')}"
     if name == "dropped":  # $SYS when mosquitto published it, else its log's warnings
         v = r.get("broker_dropped")
         return str(v) if v is not None else ("logged" if r.get("broker_drop_warnings") else "0")

@@ -2,19 +2,23 @@
 # The benchmarks (never part of the tests): the core's speed (esgd-bench:
 # training, sparsifier cost at d = 61,706 / 1e6 / 1e7, wire bytes per
 # coordinate, codec, aggregation, memory bandwidth) and the system through
-# mosquitto on loopback (bench/broker-bench.sh: 4, 8, 16, 64, 256 agents), and
-# the peak resident set of an agent training LeNet (bench/agent-memory.sh).
+# mosquitto on loopback (bench/broker-bench.sh: 4, 8, 16, 64, 256 agents), the
+# peak resident set of an agent training LeNet (bench/agent-memory.sh), and
+# many agents in one process (bench/load-scale.sh: 4 to 1,000 agents, with the
+# downlink uncompressed and at --down-drop 0.99: round overhead, close time,
+# bytes per agent, retained-model share).
 # Installs what is missing and builds first, like scripts/run.sh. Prints one
 # JSON object, with the machine it ran on, and writes it to results/bench.json.
 #
-# usage: scripts/bench.sh [--quick]   (--quick: fewer repeats, 4 and 16 agents)
+# usage: scripts/bench.sh [--quick]   (--quick: fewer repeats, 4 and 16 agents,
+#                                      16 and 256 simulated agents)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 quick=()
-sizes="4 8 16 64 256" rounds=120
+sizes="4 8 16 64 256" rounds=120 load_sizes="4 16 64 256 1000"
 case ${1:-} in
 "") ;;
---quick) quick=(--quick) sizes="4 16" rounds=40 ;;
+--quick) quick=(--quick) sizes="4 16" rounds=40 load_sizes="16 256" ;;
 --help | -h) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
@@ -26,6 +30,11 @@ echo "bench: esgd-bench ${quick[*]}" >&2
     --out "$root/results/broker-bench.jsonl" >/dev/null
 echo "bench: agent memory" >&2
 "$root/bench/agent-memory.sh" --build "$root/build" >"$root/results/agent-memory.json"
+for down_drop in 0 0.99; do
+    echo "bench: esgd-load, $load_sizes agents, --down-drop $down_drop" >&2
+    "$root/bench/load-scale.sh" --build "$root/build" --agents "$load_sizes" --rounds 40 \
+        --out "$root/results/load-scale-dd$down_drop.jsonl" -- --down-drop "$down_drop" >/dev/null
+done
 
 python3 - "$root" <<'PY' | tee "$root/results/bench.json"
 import datetime, json, os, platform, subprocess, sys
@@ -45,7 +54,9 @@ machine = {"cpu": cpu, "cores": os.cpu_count(), "memory_MiB": mem, "kernel": pla
 core = json.load(open(os.path.join(root, "results/esgd-bench.json")))
 broker = [json.loads(l) for l in open(os.path.join(root, "results/broker-bench.jsonl"))]
 memory = json.load(open(os.path.join(root, "results/agent-memory.json")))
-print(json.dumps({"machine": machine, "core": core, "broker": broker, "memory": memory}, indent=1))
+load = [json.loads(l) for dd in ("0", "0.99") for l in open(os.path.join(root, f"results/load-scale-dd{dd}.jsonl"))
+        if l.strip()]
+print(json.dumps({"machine": machine, "core": core, "broker": broker, "memory": memory, "load": load}, indent=1))
 PY
 "$root/bench/bench-report.py" "$root/results/bench.json" >"$root/results/bench.md"
 echo "bench: tables in results/bench.md" >&2
