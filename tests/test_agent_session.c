@@ -709,6 +709,84 @@ static void test_final_model_stops_the_agent(void **state)
     assert_int_equal(our_status(f, AGENT_STATE_DONE).round, 0);
 }
 
+/* Position of the first action of kind in todo, or -1. */
+static int position_of(agent_actions todo, agent_action_kind kind)
+{
+    for (uint32_t i = 0; i < todo.count; i++)
+        if (todo.list[i].kind == kind)
+            return (int)i;
+    return -1;
+}
+
+/* Answers the next round; whether the state was saved (before the update). */
+static bool answer_and_close(fixture *f)
+{
+    agent_actions todo = deliver_round_model(f, f->coordinator);
+    int save = position_of(todo, AGENT_ACTION_SAVE_STATE), update = position_of(todo, AGENT_ACTION_PUBLISH_UPDATE);
+    assert_true(update >= 0);
+    assert_true(save < update);
+    if (save >= 0)
+        assert_int_equal(todo.list[save].on_failure, AGENT_ON_FAILURE_STOP);
+    assert_int_equal(hand_over(f, todo), UPDATE_ACCEPTED);
+    close_round(f);
+    return save >= 0;
+}
+
+/* With save_every 3 and save_interval 10 s: the state is saved before
+ * every third new round's update, or at the first one 10 s after the last
+ * save; at a stop and at the job's end if rounds are unsaved, never twice. */
+static void test_state_is_saved_every_n_rounds_or_seconds(void **state)
+{
+    fixture *f = *state;
+    agent_session_free(f->session);
+    const agent_session_options o = {.job = "unit", .id = 0, .key = &agent_secret[0],
+                                     .coordinator = &coordinator_public, .clock = fixture_clock, .clock_ctx = f,
+                                     .save_every = 3, .save_interval = 10};
+    esgd_error err = {0};
+    assert_non_null(f->session = agent_session_new(&o, &err));
+    start_and_join(f);
+    assert_int_equal(agent_session_on_stop(f->session).count, 0); /* nothing answered: nothing to save */
+    for (uint32_t round = 0; round < 7; round++) {
+        f->now += 1;
+        assert_int_equal(answer_and_close(f), round == 2 || round == 5);
+    }
+    f->now += 11; /* round 7: 2 rounds unsaved, but 12 s since the save */
+    assert_true(answer_and_close(f));
+    assert_int_equal(agent_session_on_stop(f->session).count, 0);
+    f->now += 1;
+    assert_false(answer_and_close(f)); /* round 8 */
+    agent_actions todo = agent_session_on_stop(f->session);
+    expect_kinds(todo, AGENT_ACTION_SAVE_STATE, -1);
+    assert_int_equal(todo.list[0].on_failure, AGENT_ON_FAILURE_WARN);
+    assert_int_equal(agent_session_on_stop(f->session).count, 0);
+    /* Rounds 9 to 11 (the job has 12): saved at 11, so the end saves nothing. */
+    for (uint32_t round = 9; round < 12; round++)
+        assert_int_equal(answer_and_close(f), round == 11);
+    finish_job(f);
+    todo = deliver_latest_model(f, f->coordinator);
+    assert_int_equal(position_of(todo, AGENT_ACTION_SAVE_STATE), -1);
+}
+
+/* The job ends with rounds unsaved: they are saved before it finishes. */
+static void test_job_end_saves_unsaved_rounds(void **state)
+{
+    fixture *f = *state;
+    agent_session_free(f->session);
+    const agent_session_options o = {.job = "unit", .id = 0, .key = &agent_secret[0],
+                                     .coordinator = &coordinator_public, .clock = fixture_clock, .clock_ctx = f,
+                                     .save_every = 100};
+    esgd_error err = {0};
+    assert_non_null(f->session = agent_session_new(&o, &err));
+    start_and_join(f);
+    assert_false(answer_and_close(f));
+    finish_job(f);
+    agent_actions todo = deliver_latest_model(f, f->coordinator);
+    expect_kinds(todo, AGENT_ACTION_UNSUBSCRIBE, AGENT_ACTION_SAVE_STATE, AGENT_ACTION_FINISHED,
+                 AGENT_ACTION_PUBLISH_STATUS, AGENT_ACTION_STOP, -1);
+    assert_int_equal(todo.list[1].on_failure, AGENT_ON_FAILURE_WARN);
+    assert_int_equal(agent_session_on_stop(f->session).count, 0);
+}
+
 /* A new run while ours is unfinished: a warning, and the agent joins it. */
 static void test_new_run_while_unfinished_is_joined(void **state)
 {
@@ -813,6 +891,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_finished_run_waits_for_a_new_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_final_model_stops_the_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_run_while_unfinished_is_joined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_is_saved_every_n_rounds_or_seconds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_end_saves_unsaved_rounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clamped_f16_values_are_reported, setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup_keys, NULL);

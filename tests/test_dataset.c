@@ -11,9 +11,11 @@
 #include "test_skip.h"
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "esgd/dataset.h"
@@ -148,6 +150,7 @@ static void assert_dataset_empty(const esgd_dataset *ds)
     assert_null(ds->u8);
     assert_null(ds->f32);
     assert_null(ds->labels);
+    assert_null(ds->stream);
 }
 
 /* u8 examples of rank 2, rows x cols, as MNIST's. */
@@ -623,6 +626,115 @@ static void test_f32_truncated(void **state)
     assert_dataset_empty(&ds);
 }
 
+/* Batch idx[0..n) of a and of b hold the same bits. */
+static void assert_same_batches(const esgd_dataset *a, const esgd_dataset *b, const uint32_t *idx, uint32_t n)
+{
+    size_t size = a->example_size;
+    float *xa = calloc(n * size, sizeof *xa), *xb = calloc(n * size, sizeof *xb);
+    uint8_t ya[8], yb[8];
+    assert_true(xa && xb && n <= 8);
+    esgd_error err = {0};
+    assert_int_equal(dataset_read_batch(a, idx, n, xa, ya, &err), ESGD_OK);
+    if (dataset_read_batch(b, idx, n, xb, yb, &err) != ESGD_OK)
+        fail_msg("%s", err.message);
+    assert_memory_equal(xa, xb, n * size * sizeof *xa);
+    assert_memory_equal(ya, yb, n);
+    free(xa);
+    free(xb);
+}
+
+/* Overwrites the first example byte of path in place and gives the file
+ * another modification time. */
+static void change_in_place(const char *path, long header_bytes)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, header_bytes, SEEK_SET), 0);
+    assert_int_equal(fputc(7, f), 7);
+    assert_int_equal(fclose(f), 0);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    struct timespec times[2] = {sb.st_atim, sb.st_mtim};
+    times[1].tv_sec += 1;
+    assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+}
+
+/* A streamed dataset gives the bits, labels and fingerprint of the same
+ * examples held in memory, holds none of them itself, and a file cut
+ * short or changed while it is open is an error when a batch is read. */
+static void test_streamed_matches_in_memory(void **state)
+{
+    (void)state;
+    const idx_spec images = IMAGES_SPEC, labels = LABELS_SPEC;
+    const f32_spec features = {.rank = 2, .dims = {TEST_COUNT, 2, 3}};
+    for (int floats = 0; floats < 2; floats++) {
+        const char *examples_path = floats ? write_f32("stream-f32", &features) : write_idx("stream-u8", &images);
+        char examples[512];
+        snprintf(examples, sizeof examples, "%s", examples_path);
+        const char *labels_path = write_idx("stream-labels", &labels);
+        const uint32_t subset[] = {4, 1, 1, 0, 3};
+        for (int sub = 0; sub < 2; sub++) {
+            esgd_dataset held, streamed;
+            esgd_error err = {0};
+            const uint32_t *rows = sub ? subset : NULL;
+            assert_int_equal(dataset_load_idx(&held, examples, labels_path, rows, 5, &err), ESGD_OK);
+            if (dataset_open_idx(&streamed, examples, labels_path, rows, 5, DATASET_STREAMED, &err) != ESGD_OK)
+                fail_msg("%s", err.message);
+            assert_true(dataset_streamed(&streamed));
+            assert_false(dataset_streamed(&held));
+            assert_null(streamed.u8);
+            assert_null(streamed.f32);
+            assert_int_equal(streamed.count, held.count);
+            assert_int_equal(streamed.example_size, held.example_size);
+            assert_int_equal(streamed.type, held.type);
+            assert_memory_equal(streamed.labels, held.labels, held.count);
+            assert_true(dataset_fingerprint(&streamed) == dataset_fingerprint(&held));
+            assert_same_batches(&held, &streamed, (const uint32_t[]){2, 0, 4, 2}, 4);
+            float x[4 * TEST_DIM];
+            uint8_t y[4];
+            assert_int_equal(dataset_read_batch(&streamed, (const uint32_t[]){5}, 1, x, y, &err), ESGD_ERR_RANGE);
+            dataset_destroy(&held);
+            dataset_destroy(&streamed);
+            assert_dataset_empty(&streamed);
+        }
+        /* Cut short while open. */
+        esgd_dataset ds;
+        esgd_error err = {0};
+        assert_int_equal(dataset_open_idx(&ds, examples, labels_path, NULL, 0, DATASET_STREAMED, &err), ESGD_OK);
+        struct stat sb;
+        assert_int_equal(stat(examples, &sb), 0);
+        assert_int_equal(truncate(examples, sb.st_size - 1), 0);
+        float x[TEST_DIM];
+        uint8_t y[1];
+        assert_int_equal(dataset_read_batch(&ds, (const uint32_t[]){0}, 1, x, y, &err), ESGD_ERR_TRUNCATED);
+        assert_non_null(strstr(err.message, examples));
+        assert_non_null(strstr(err.message, "cut short"));
+        dataset_destroy(&ds);
+        /* Changed in place while open. */
+        examples_path = floats ? write_f32("stream-f32", &features) : write_idx("stream-u8", &images);
+        assert_int_equal(dataset_open_idx(&ds, examples, labels_path, NULL, 0, DATASET_STREAMED, &err), ESGD_OK);
+        change_in_place(examples, 16);
+        assert_int_equal(dataset_read_batch(&ds, (const uint32_t[]){0}, 1, x, y, &err), ESGD_ERR_FORMAT);
+        assert_non_null(strstr(err.message, "changed while in use"));
+        dataset_destroy(&ds);
+    }
+    /* A float that is not finite: refused when opened, naming the example. */
+    const f32_spec poisoned = {.rank = 1, .dims = {TEST_COUNT, 4}, .poisoned = 1, .poison_example = 3, .poison = 2,
+                               .poison_value = NAN};
+    const char *bad = write_f32("stream-bad", &poisoned);
+    char bad_path[512];
+    snprintf(bad_path, sizeof bad_path, "%s", bad);
+    const char *labels_path = write_idx("stream-labels", &labels);
+    esgd_dataset ds = {.count = 9};
+    esgd_error err = {0};
+    assert_int_equal(dataset_open_idx(&ds, bad_path, labels_path, NULL, 0, DATASET_STREAMED, &err), ESGD_ERR_FORMAT);
+    assert_non_null(strstr(err.message, "example 3"));
+    assert_dataset_empty(&ds);
+    assert_int_equal(dataset_open_idx(&ds, bad_path, labels_path, (const uint32_t[]){4, 0}, 2, DATASET_STREAMED, &err),
+                     ESGD_OK);
+    dataset_destroy(&ds);
+}
+
 /* MNIST's names and esgd-import's in one folder; MNIST's win when both are. */
 static void test_both_namings(void **state)
 {
@@ -956,6 +1068,12 @@ static void test_mnist_files(void **state)
         assert_int_equal(shard.labels[k], train.labels[idx[k]]);
         assert_memory_equal(shard.u8 + k * dim, train.u8 + (size_t)idx[k] * dim, dim);
     }
+    /* Streamed from the file, the same shard. */
+    esgd_dataset streamed;
+    assert_int_equal(dataset_open_split(&streamed, dir, "train", idx, n, DATASET_STREAMED, &err), ESGD_OK);
+    assert_true(dataset_fingerprint(&streamed) == dataset_fingerprint(&shard));
+    assert_same_batches(&shard, &streamed, (const uint32_t[]){0, n - 1, n / 2, 7}, 4);
+    dataset_destroy(&streamed);
     dataset_destroy(&shard);
     shards_destroy(&shards);
     free(labels);
@@ -979,6 +1097,7 @@ int main(void)
         cmocka_unit_test(test_f32_rejects_nan_and_infinity),
         cmocka_unit_test(test_f32_truncated),
         cmocka_unit_test(test_both_namings),
+        cmocka_unit_test(test_streamed_matches_in_memory),
         cmocka_unit_test(test_u8_fingerprint_unchanged),
         cmocka_unit_test(test_iid_shards_are_near_equal),
         cmocka_unit_test(test_partitions_are_deterministic_per_seed),

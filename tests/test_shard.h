@@ -13,6 +13,10 @@ static void make_shard(esgd_dataset *ds, uint32_t count, uint64_t seed)
 {
     esgd_rng rng;
     rng_seed(&rng, seed, 0);
+    /* Every other field zero: callers pass uninitialised stack structs, and
+     * dataset_destroy frees what it finds (garbage there crashed under
+     * qemu-aarch64, where the stack was not zero by chance as on x86-64). */
+    *ds = (esgd_dataset){0};
     ds->count = count;
     ds->rank = 2;
     ds->dims[0] = ds->dims[1] = 28;

@@ -175,6 +175,96 @@ static void test_write_to_a_missing_folder_fails_cleanly(void **state)
     state_writer_destroy(&w);
 }
 
+/* The whole file's bytes; *size its length. */
+static uint8_t *slurp(const char *file, long *size)
+{
+    FILE *f = fopen(file, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    *size = ftell(f);
+    rewind(f);
+    uint8_t *data = malloc((size_t)*size + 1);
+    assert_non_null(data);
+    assert_int_equal(fread(data, 1, (size_t)*size, f), (size_t)*size);
+    fclose(f);
+    return data;
+}
+
+/* One payload of small fields around blocks smaller and larger than the
+ * streaming buffer (64 KB), put into w. */
+static void put_mixed(state_writer *w, const uint8_t *big, size_t big_size)
+{
+    for (uint32_t i = 0; i < 5000; i++)
+        state_put_u32(w, i * 2654435761u);
+    state_put_bytes(w, big, 1000);
+    state_put_f64(w, 0.125);
+    state_put_bytes(w, big, big_size);
+    state_put_bytes(w, big + 3, 40000);
+    state_put_u64(w, 42);
+}
+
+/* A streamed state file is byte for byte the file state_file_write makes of
+ * the same payload, reads back, and the writer's buffer serves file after
+ * file; a folder that is missing is an error at begin, and a failed stream
+ * leaves the old file and no .tmp. */
+static void test_streamed_file_equals_the_built_one(void **state)
+{
+    (void)state;
+    size_t big_size = 300000;
+    uint8_t *big = malloc(big_size);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_size; i++)
+        big[i] = (uint8_t)(i * 7 + (i >> 9));
+    state_writer built;
+    state_writer_init(&built);
+    put_mixed(&built, big, big_size);
+    esgd_error err = {0};
+    assert_int_equal(state_file_write(path, STATE_KIND_AGENT, &built, &err), ESGD_OK);
+    long expected_size = 0;
+    uint8_t *expected = slurp(path, &expected_size);
+    state_writer_destroy(&built);
+    unlink(path);
+
+    state_writer w;
+    state_writer_init(&w);
+    for (int file = 0; file < 2; file++) {
+        uint64_t bytes = 0;
+        assert_int_equal(state_stream_begin(&w, path, STATE_KIND_AGENT, &err), ESGD_OK);
+        put_mixed(&w, big, big_size);
+        assert_int_equal(state_stream_end(&w, &bytes, &err), ESGD_OK);
+        assert_int_equal(bytes, (uint64_t)expected_size);
+        assert_true(w.capacity <= 64 * 1024);
+        long size = 0;
+        uint8_t *got = slurp(path, &size);
+        assert_int_equal(size, expected_size);
+        assert_memory_equal(got, expected, (size_t)size);
+        free(got);
+    }
+    state_reader r;
+    assert_int_equal(state_file_read(path, STATE_KIND_AGENT, &r, &err), ESGD_OK);
+    state_reader_destroy(&r);
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_int_equal(access(tmp, F_OK), -1);
+
+    assert_int_equal(state_stream_begin(&w, "/nonexistent/dir/x.state", STATE_KIND_AGENT, &err), ESGD_ERR_IO);
+    assert_non_null(strstr(err.message, "/nonexistent/dir/x.state.tmp"));
+    assert_int_equal(state_stream_end(&w, NULL, &err), ESGD_ERR_ARG);
+    /* Destroyed in the middle: the .tmp goes, the file stays. */
+    assert_int_equal(state_stream_begin(&w, path, STATE_KIND_AGENT, &err), ESGD_OK);
+    state_put_u32(&w, 1);
+    assert_int_equal(access(tmp, F_OK), 0);
+    state_writer_destroy(&w);
+    assert_int_equal(access(tmp, F_OK), -1);
+    long size = 0;
+    uint8_t *kept = slurp(path, &size);
+    assert_int_equal(size, expected_size);
+    assert_memory_equal(kept, expected, (size_t)size);
+    free(kept);
+    free(expected);
+    free(big);
+}
+
 /* ---- options ---- */
 
 static void test_cli_flags_environment_and_job_options(void **state)
@@ -289,6 +379,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_damage_is_reported, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(test_block_length_is_checked, make_dir, remove_dir),
         cmocka_unit_test(test_write_to_a_missing_folder_fails_cleanly),
+        cmocka_unit_test_setup_teardown(test_streamed_file_equals_the_built_one, make_dir, remove_dir),
         cmocka_unit_test(test_cli_flags_environment_and_job_options),
         cmocka_unit_test(test_topics_round_trip_and_reject_others),
     };

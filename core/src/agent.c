@@ -45,6 +45,11 @@ struct esgd_agent {
     uint64_t clamped;      /* f16 values clamped to the largest finite half */
     bool answered;         /* out holds the update for answered_round */
     uint32_t answered_round;
+
+    esgd_buffer config_bytes; /* the job configuration's encoding, stored in the state */
+    state_writer saved;       /* streams every save through its one small buffer */
+    uint64_t saves, saved_bytes; /* state files written and their bytes (header and checksum too) */
+    uint64_t computed;        /* updates computed (not counting re-sends) */
 };
 
 esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_dataset *shard, esgd_error *err)
@@ -81,8 +86,11 @@ esgd_agent *agent_new(const esgd_job_config *cfg, uint32_t agent_id, const esgd_
     sc.seed = cfg->seed;
     if (!(a->model = model_new(&spec, cfg->batch, err)) ||
         !(a->sparsify = sparsifier_new(&sc, d, agent_id, err)) || !(a->decoder = codec_decoder_new(err)) ||
-        buffer_init(&a->out, codec_update_bound(d), err) != ESGD_OK)
+        buffer_init(&a->out, codec_update_bound(d), err) != ESGD_OK ||
+        buffer_init(&a->config_bytes, CODEC_CONFIG_BOUND, err) != ESGD_OK ||
+        codec_encode_config(&a->config_bytes, &a->cfg, err) != ESGD_OK)
         goto fail;
+    state_writer_init(&a->saved);
     a->incoming.params.capacity = d;
     a->incoming.params.indices = malloc((size_t)d * sizeof(uint32_t));
     a->incoming.params.values = malloc((size_t)d * sizeof(float));
@@ -109,6 +117,8 @@ void agent_free(esgd_agent *a)
     sparsifier_free(a->sparsify);
     codec_decoder_free(a->decoder);
     buffer_destroy(&a->out);
+    buffer_destroy(&a->config_bytes);
+    state_writer_destroy(&a->saved);
     free(a->incoming.params.indices);
     free(a->incoming.params.values);
     free(a->order);
@@ -244,8 +254,9 @@ sparsifier *agent_sparsifier(esgd_agent *a)
 }
 
 /* Pass p over the shard is a fresh shuffle seeded by (seed, agent, p), so
- * the batch of round t depends only on t. */
-static void fill_round_batch(esgd_agent *a, uint32_t round)
+ * the batch of round t depends only on t. The examples are read now, from
+ * memory or (a streamed shard) from the file. */
+static esgd_status fill_round_batch(esgd_agent *a, uint32_t round, esgd_error *err)
 {
     uint32_t n = a->shard->count;
     uint64_t first = (uint64_t)round * a->cfg.batch;
@@ -267,7 +278,7 @@ static void fill_round_batch(esgd_agent *a, uint32_t round)
         }
         a->batch_idx[i] = a->order[pos % n];
     }
-    dataset_fill_batch(a->shard, a->batch_idx, a->cfg.batch, a->batch_x, a->batch_y);
+    return dataset_read_batch(a->shard, a->batch_idx, a->cfg.batch, a->batch_x, a->batch_y, err);
 }
 
 esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *size, esgd_error *err)
@@ -283,9 +294,13 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
         *size = a->out.size;
         return ESGD_OK;
     }
-    fill_round_batch(a, a->round);
+    esgd_status st = fill_round_batch(a, a->round, err);
+    if (st != ESGD_OK) {
+        esgd_error_prefix(err, "agent %u round %u: reading its minibatch", a->id, a->round);
+        return st;
+    }
     float loss = 0;
-    esgd_status st = model_forward_backward(a->model, a->batch_x, a->batch_y, a->cfg.batch, &loss);
+    st = model_forward_backward(a->model, a->batch_x, a->batch_y, a->cfg.batch, &loss);
     if (st != ESGD_OK)
         return esgd_error_set(err, st, "agent %u round %u: forward/backward failed", a->id, a->round);
     if (!isfinite(loss))
@@ -316,53 +331,54 @@ esgd_status agent_compute_update(esgd_agent *a, const uint8_t **msg, size_t *siz
     a->last_count = u.grad.count;
     a->answered = true;
     a->answered_round = a->round;
+    a->computed++;
     *msg = a->out.data;
     *size = a->out.size;
     return ESGD_OK;
 }
 
-/* The job configuration is stored as its wire encoding, so any setting that
- * differs makes the state file refuse to load. */
-static esgd_status config_bytes(const esgd_agent *a, esgd_buffer *buf, esgd_error *err)
+/* The job configuration is stored as its wire encoding (a->config_bytes),
+ * so any setting that differs makes the state file refuse to load. */
+esgd_status agent_save(esgd_agent *a, const char *path, esgd_error *err)
 {
-    esgd_status st = buffer_init(buf, CODEC_CONFIG_BOUND, err);
-    if (st == ESGD_OK && (st = codec_encode_config(buf, &a->cfg, err)) != ESGD_OK)
-        buffer_destroy(buf);
+    state_writer *w = &a->saved;
+    esgd_status st = state_stream_begin(w, path, STATE_KIND_AGENT, err);
+    if (st != ESGD_OK)
+        return st;
+    state_put_bytes(w, a->config_bytes.data, a->config_bytes.size);
+    state_put_u32(w, a->id);
+    state_put_u32(w, a->answered ? 1 : 0);
+    state_put_u32(w, a->answered_round);
+    state_put_bytes(w, a->out.data, a->answered ? a->out.size : 0);
+    sparsifier_save_state(a->sparsify, w);
+    state_put_u32(w, a->generation); /* added later: older files end before it */
+    uint64_t bytes = 0;
+    if ((st = state_stream_end(w, &bytes, err)) == ESGD_OK) {
+        a->saves++;
+        a->saved_bytes += bytes;
+    }
     return st;
 }
 
-esgd_status agent_save(esgd_agent *a, const char *path, esgd_error *err)
+uint64_t agent_updates_computed(const esgd_agent *a)
 {
-    esgd_buffer config;
-    esgd_status st = config_bytes(a, &config, err);
-    if (st != ESGD_OK)
-        return st;
-    state_writer w;
-    state_writer_init(&w);
-    state_put_bytes(&w, config.data, config.size);
-    state_put_u32(&w, a->id);
-    state_put_u32(&w, a->answered ? 1 : 0);
-    state_put_u32(&w, a->answered_round);
-    state_put_bytes(&w, a->out.data, a->answered ? a->out.size : 0);
-    sparsifier_save_state(a->sparsify, &w);
-    state_put_u32(&w, a->generation); /* added later: older files end before it */
-    st = state_file_write(path, STATE_KIND_AGENT, &w, err);
-    state_writer_destroy(&w);
-    buffer_destroy(&config);
-    return st;
+    return a->computed;
+}
+
+uint64_t agent_saves(const esgd_agent *a, uint64_t *bytes)
+{
+    if (bytes)
+        *bytes = a->saved_bytes;
+    return a->saves;
 }
 
 esgd_status agent_restore(esgd_agent *a, const char *path, esgd_error *err)
 {
-    esgd_buffer config;
-    esgd_status st = config_bytes(a, &config, err);
+    const esgd_buffer config = a->config_bytes;
+    state_reader r;
+    esgd_status st = state_file_read(path, STATE_KIND_AGENT, &r, err);
     if (st != ESGD_OK)
         return st;
-    state_reader r;
-    if ((st = state_file_read(path, STATE_KIND_AGENT, &r, err)) != ESGD_OK) {
-        buffer_destroy(&config);
-        return st;
-    }
     const uint8_t *saved_config = NULL, *update = NULL;
     size_t saved_size = 0, update_size = 0;
     uint32_t id = 0, answered = 0, answered_round = 0;
@@ -419,6 +435,5 @@ out:
     if (st != ESGD_OK)
         esgd_error_prefix(err, "agent %u restoring %s", a->id, path);
     state_reader_destroy(&r);
-    buffer_destroy(&config);
     return st;
 }

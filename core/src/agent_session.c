@@ -29,6 +29,8 @@ struct agent_session {
     const char *job;
     uint32_t id;
     uint32_t config_timeout;
+    uint32_t save_every;   /* rounds between state saves (at least 1) */
+    double save_interval;  /* or seconds, whichever comes first; 0: rounds only */
     double (*clock)(void *ctx);
     void *clock_ctx;
     signing_key key;
@@ -53,6 +55,8 @@ struct agent_session {
     double older_model_status_at; /* we last told of a model of an older generation */
     double last_sent_at;          /* our last new update, 0 before the first */
     double config_asked_at;       /* we last asked for the configuration, or joined without a model, for it */
+    uint32_t unsaved_rounds;      /* new rounds answered since the state was last saved (or restored) */
+    double saved_at;              /* when it was, or when we joined */
 
     uint8_t status_bytes[CODEC_STATUS_BOUND];
     agent_action actions[SESSION_MAX_ACTIONS];
@@ -148,6 +152,15 @@ static double now(const agent_session *s)
     return s->clock(s->clock_ctx);
 }
 
+/* Saves the state (the program keeps it, or does nothing without a state
+ * folder); rounds answered from now on count toward the next save. */
+static void save_state(agent_session *s, agent_on_failure on_failure)
+{
+    push(s, AGENT_ACTION_SAVE_STATE)->on_failure = on_failure;
+    s->unsaved_rounds = 0;
+    s->saved_at = now(s);
+}
+
 /* ---- lifecycle ---- */
 
 agent_session *agent_session_new(const agent_session_options *o, esgd_error *err)
@@ -164,6 +177,8 @@ agent_session *agent_session_new(const agent_session_options *o, esgd_error *err
     s->job = o->job;
     s->id = o->id;
     s->config_timeout = o->config_timeout;
+    s->save_every = o->save_every ? o->save_every : 1;
+    s->save_interval = o->save_interval > 0 ? o->save_interval : 0;
     s->clock = o->clock;
     s->clock_ctx = o->clock_ctx;
     s->key = *o->key;
@@ -179,6 +194,7 @@ agent_session *agent_session_new(const agent_session_options *o, esgd_error *err
 static void leave_run(agent_session *s)
 {
     s->clamped_seen = 0;
+    s->unsaved_rounds = 0;
     agent_free(s->agent);
     s->agent = NULL;
     free(s->config_bytes);
@@ -365,11 +381,17 @@ static void answer_round(agent_session *s)
             (unsigned long long)(clamped - s->clamped_seen), (unsigned long long)clamped);
         s->clamped_seen = clamped;
     }
-    /* The state (with this very update in it) is durable before the update
-     * leaves: a crash at any point restarts on this round and re-sends the
-     * same bytes, so no round is answered twice or computed twice. */
-    if (!repeat)
-        push(s, AGENT_ACTION_SAVE_STATE)->on_failure = AGENT_ON_FAILURE_STOP;
+    /* Every save_every new rounds, or save_interval seconds, the state (with
+     * this very update in it) is made durable before the update leaves. A
+     * crash restarts from the last save: on its round, re-sending the same
+     * bytes, if no newer round was answered since (save_every 1 makes that
+     * always so); otherwise on whatever round the coordinator opens then,
+     * with the older eSGD state (docs/algorithm.md section 6). */
+    if (!repeat) {
+        s->unsaved_rounds++;
+        if (s->unsaved_rounds >= s->save_every || (s->save_interval > 0 && started - s->saved_at >= s->save_interval))
+            save_state(s, AGENT_ON_FAILURE_STOP);
+    }
     agent_action *a = push(s, AGENT_ACTION_PUBLISH_UPDATE);
     a->on_failure = AGENT_ON_FAILURE_STOP;
     a->round = round;
@@ -440,6 +462,8 @@ static void on_model(agent_session *s, agent_message_kind kind, const uint8_t *d
         return;
     }
     if (agent_job_done(s->agent)) {
+        if (s->unsaved_rounds) /* the last rounds' state, for a restart to find the job done */
+            save_state(s, AGENT_ON_FAILURE_WARN);
         push(s, AGENT_ACTION_FINISHED)->round = agent_current_round(s->agent);
         publish_status(s, AGENT_STATE_DONE);
         stop(s, AGENT_EXIT_DONE);
@@ -462,11 +486,21 @@ agent_actions agent_session_on_message(agent_session *s, agent_message_kind kind
     return done(s);
 }
 
+agent_actions agent_session_on_stop(agent_session *s)
+{
+    s->count = 0;
+    if (s->agent && s->unsaved_rounds)
+        save_state(s, AGENT_ON_FAILURE_WARN);
+    return done(s);
+}
+
 esgd_status agent_session_join(agent_session *s, const esgd_dataset *shard, uint32_t shard_index,
                                uint32_t shard_parts, esgd_error *err)
 {
     assert(s->joining && !s->agent);
     s->joining = false;
+    s->unsaved_rounds = 0;
+    s->saved_at = now(s);
     s->shard_index = shard_index;
     s->shard_parts = shard_parts;
     s->data_fp = dataset_fingerprint(shard);

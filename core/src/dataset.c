@@ -1,17 +1,21 @@
 /* IDX example and label files (MNIST and its kin, and esgd-import's f32
  * files): header checks against the file size, whole-file or subset loading
- * that reads only the chosen rows (a gateway holds only its shard), and
- * conversion of a batch to floats. */
+ * that reads only the chosen rows (a gateway holds only its shard), or
+ * streaming that keeps the examples in the file and reads each batch's rows
+ * (a gateway's memory does not grow with its data), and conversion of a
+ * batch to floats. */
 #include "esgd/dataset.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "esgd/fingerprint.h"
 
@@ -156,14 +160,23 @@ static int compare_u64(const void *a, const void *b)
 /* The subset as (file row << 32 | position in subset), sorted: reading rows
  * in this order moves through the file forwards only, and adjacent rows come
  * from one buffered read. */
-static esgd_status subset_order(const uint32_t *subset, uint32_t n, uint32_t count, const char *path,
-                                uint64_t **order, esgd_error *err)
+static esgd_status check_subset(const uint32_t *subset, uint32_t n, uint32_t count, const char *path,
+                                esgd_error *err)
 {
-    *order = NULL;
     for (uint32_t i = 0; i < n; i++)
         if (subset[i] >= count)
             return esgd_error_set(err, ESGD_ERR_RANGE, "subset[%u] = %u is out of range: %s holds %u examples", i,
                                   subset[i], path, count);
+    return ESGD_OK;
+}
+
+static esgd_status subset_order(const uint32_t *subset, uint32_t n, uint32_t count, const char *path,
+                                uint64_t **order, esgd_error *err)
+{
+    *order = NULL;
+    esgd_status st = check_subset(subset, n, count, path, err);
+    if (st != ESGD_OK)
+        return st;
     uint64_t *keys = malloc((size_t)n * sizeof *keys);
     if (!keys)
         return esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory for a subset of %u examples", n);
@@ -249,14 +262,178 @@ esgd_status idx_read_labels(const char *path, uint8_t **labels, uint32_t *count,
     return st;
 }
 
-esgd_status dataset_load_idx(esgd_dataset *ds, const char *images_path, const char *labels_path,
-                             const uint32_t *subset, uint32_t subset_count, esgd_error *err)
+/* ---- streamed examples ---- */
+
+/* A streamed dataset's examples: its open file, from which each batch reads
+ * its rows into one row buffer. */
+struct dataset_stream {
+    int fd;
+    char *path;            /* for messages */
+    bool floats;           /* big-endian f32 values, else u8 */
+    uint32_t example_size; /* values per example */
+    size_t row_bytes;
+    off_t header_bytes;
+    uint32_t *rows;        /* file row of each position; NULL: position = row */
+    uint8_t *row;          /* (row_bytes) the example being read */
+    off_t size;            /* the file's size and modification time when opened: */
+    struct timespec mtime; /* a later other one means it changed under us */
+    uint64_t fingerprint;  /* dataset_fingerprint, computed once when opened */
+};
+
+static void stream_free(dataset_stream *s)
+{
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s->path);
+    free(s->rows);
+    free(s->row);
+    free(s);
+}
+
+/* Reads file row `row` into s->row. */
+static esgd_status stream_row(dataset_stream *s, uint32_t row, esgd_error *err)
+{
+    off_t offset = s->header_bytes + (off_t)row * (off_t)s->row_bytes;
+    size_t done = 0;
+    while (done < s->row_bytes) {
+        ssize_t k = pread(s->fd, s->row + done, s->row_bytes - done, offset + (off_t)done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return esgd_error_set(err, ESGD_ERR_IO, "reading example %u of %s: %s", row, s->path, strerror(errno));
+        if (k == 0)
+            return esgd_error_set(err, ESGD_ERR_TRUNCATED, "%s: file ends inside example %u (cut short while in use)",
+                                  s->path, row);
+        done += (size_t)k;
+    }
+    return ESGD_OK;
+}
+
+/* The value of f32 row value v, native, or a FORMAT error naming it. */
+static esgd_status stream_float(const dataset_stream *s, uint32_t row, uint32_t v, float *out, esgd_error *err)
+{
+    uint32_t bits = be32(s->row + 4 * (size_t)v);
+    memcpy(out, &bits, sizeof *out);
+    if (!isfinite(*out))
+        return esgd_error_set(err, ESGD_ERR_FORMAT, "%s: example %u holds %s at value %u (floats must be finite)",
+                              s->path, row, isnan(*out) ? "NaN" : "an infinity", v);
+    return ESGD_OK;
+}
+
+/* The file must still be the one opened: same size, same modification time. */
+static esgd_status stream_unchanged(const dataset_stream *s, esgd_error *err)
+{
+    struct stat sb;
+    if (fstat(s->fd, &sb) != 0)
+        return esgd_error_set(err, ESGD_ERR_IO, "cannot stat %s: %s", s->path, strerror(errno));
+    if (sb.st_size < s->size)
+        return esgd_error_set(err, ESGD_ERR_TRUNCATED, "%s was cut short while in use: %lld bytes, %lld when opened",
+                              s->path, (long long)sb.st_size, (long long)s->size);
+    if (sb.st_size != s->size || sb.st_mtim.tv_sec != s->mtime.tv_sec || sb.st_mtim.tv_nsec != s->mtime.tv_nsec)
+        return esgd_error_set(err, ESGD_ERR_FORMAT,
+                              "%s was changed while in use (%lld bytes, %lld when opened; modified since): its "
+                              "examples are no longer those opened",
+                              s->path, (long long)sb.st_size, (long long)s->size);
+    return ESGD_OK;
+}
+
+/* Keeps images open as out's stream: rows (owned, NULL: every row in file
+ * order), and one pass over the rows in position order that checks every
+ * float and computes the fingerprint with labels (out->labels, out->count). */
+static esgd_status stream_open(esgd_dataset *out, const idx_file *images, uint32_t *rows, esgd_error *err)
+{
+    dataset_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        free(rows);
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory");
+    }
+    s->fd = -1;
+    s->rows = rows;
+    s->floats = images->type == IDX_TYPE_FLOAT;
+    s->example_size = images->example_size;
+    s->row_bytes = images->row_bytes;
+    s->header_bytes = images->header_bytes;
+    struct stat sb;
+    esgd_status st = ESGD_OK;
+    if (!(s->path = strdup(images->path)) || !(s->row = malloc(s->row_bytes)))
+        st = esgd_error_set(err, ESGD_ERR_NOMEM, "%s: out of memory", images->path);
+    else if ((s->fd = fcntl(fileno(images->f), F_DUPFD_CLOEXEC, 0)) < 0 || fstat(s->fd, &sb) != 0)
+        st = esgd_error_set(err, ESGD_ERR_IO, "%s: %s", images->path, strerror(errno));
+    if (st == ESGD_OK) {
+        s->size = sb.st_size;
+        s->mtime = sb.st_mtim;
+    }
+    uint64_t h = FNV1A64_START;
+    for (uint32_t i = 0; i < out->count && st == ESGD_OK; i++) {
+        uint32_t row = rows ? rows[i] : i;
+        st = stream_row(s, row, err);
+        for (uint32_t v = 0; s->floats && v < s->example_size && st == ESGD_OK; v++) {
+            /* Hashed as dataset_fingerprint hashes floats: little-endian. */
+            float f;
+            if ((st = stream_float(s, row, v, &f, err)) == ESGD_OK) {
+                uint32_t bits;
+                memcpy(&bits, &f, sizeof bits);
+                uint8_t *p = s->row + 4 * (size_t)v;
+                p[0] = (uint8_t)bits, p[1] = (uint8_t)(bits >> 8), p[2] = (uint8_t)(bits >> 16);
+                p[3] = (uint8_t)(bits >> 24);
+            }
+        }
+        if (st == ESGD_OK)
+            h = fnv1a64_continue(h, s->row, s->row_bytes);
+    }
+    if (st != ESGD_OK) {
+        stream_free(s);
+        return st;
+    }
+    s->fingerprint = fnv1a64_continue(h, out->labels, out->count);
+    out->stream = s;
+    return ESGD_OK;
+}
+
+/* The streamed form of dataset_open_idx: every label (they are small) and
+ * the rows of the subset's examples, kept in memory; the examples stay in
+ * the file. */
+static esgd_status open_streamed(esgd_dataset *out, idx_file *images, idx_file *labels, const uint32_t *subset,
+                                 esgd_error *err)
+{
+    uint8_t *all = NULL;
+    uint32_t *rows = NULL;
+    esgd_status st = ESGD_OK;
+    if (subset && (st = check_subset(subset, out->count, images->dims[0], images->path, err)) != ESGD_OK)
+        return st;
+    if ((st = idx_load_rows(labels, NULL, labels->dims[0], &all, err)) != ESGD_OK)
+        return st;
+    if (!subset) {
+        out->labels = all;
+        return stream_open(out, images, NULL, err);
+    }
+    out->labels = malloc(out->count);
+    rows = malloc((size_t)out->count * sizeof *rows);
+    if (!out->labels || !rows) {
+        free(all);
+        free(rows);
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "out of memory for a subset of %u examples", out->count);
+    }
+    for (uint32_t i = 0; i < out->count; i++) {
+        rows[i] = subset[i];
+        out->labels[i] = all[subset[i]];
+    }
+    free(all);
+    return stream_open(out, images, rows, err);
+}
+
+esgd_status dataset_open_idx(esgd_dataset *ds, const char *images_path, const char *labels_path,
+                             const uint32_t *subset, uint32_t subset_count, dataset_storage storage, esgd_error *err)
 {
     if (!ds)
         return esgd_error_set(err, ESGD_ERR_ARG, "dataset_load_idx: NULL dataset");
     *ds = (esgd_dataset){0};
     if (subset && subset_count == 0)
         return esgd_error_set(err, ESGD_ERR_ARG, "dataset_load_idx: empty subset");
+    if (storage != DATASET_IN_MEMORY && storage != DATASET_STREAMED)
+        return esgd_error_set(err, ESGD_ERR_ARG, "dataset_open_idx: unknown storage %d", (int)storage);
 
     idx_file images = {0}, labels = {0};
     uint64_t *order = NULL;
@@ -277,6 +454,11 @@ esgd_status dataset_load_idx(esgd_dataset *ds, const char *images_path, const ch
         out.dims[i] = images.dims[1 + i];
     out.example_size = images.example_size;
     out.type = images.type == IDX_TYPE_FLOAT ? DATASET_F32 : DATASET_U8;
+    if (storage == DATASET_STREAMED) {
+        if ((st = open_streamed(&out, &images, &labels, subset, err)) == ESGD_OK)
+            *ds = out;
+        goto done;
+    }
     if ((subset && (st = subset_order(subset, subset_count, images.dims[0], images_path, &order, err)) != ESGD_OK) ||
         (st = idx_load_rows(&images, order, out.count, &values, err)) != ESGD_OK ||
         (st = idx_load_rows(&labels, order, out.count, &out.labels, err)) != ESGD_OK)
@@ -296,6 +478,17 @@ done:
         free(out.labels);
     }
     return st;
+}
+
+esgd_status dataset_load_idx(esgd_dataset *ds, const char *images_path, const char *labels_path,
+                             const uint32_t *subset, uint32_t subset_count, esgd_error *err)
+{
+    return dataset_open_idx(ds, images_path, labels_path, subset, subset_count, DATASET_IN_MEMORY, err);
+}
+
+bool dataset_streamed(const esgd_dataset *ds)
+{
+    return ds && ds->stream;
 }
 
 /* A split's file names in the two namings: MNIST's and esgd-import's. */
@@ -348,6 +541,12 @@ void dataset_labels_path(char *out, unsigned long out_size, const char *dir, con
 esgd_status dataset_load_split(esgd_dataset *ds, const char *dir, const char *split, const uint32_t *subset,
                                uint32_t subset_count, esgd_error *err)
 {
+    return dataset_open_split(ds, dir, split, subset, subset_count, DATASET_IN_MEMORY, err);
+}
+
+esgd_status dataset_open_split(esgd_dataset *ds, const char *dir, const char *split, const uint32_t *subset,
+                               uint32_t subset_count, dataset_storage storage, esgd_error *err)
+{
     if (ds)
         *ds = (esgd_dataset){0};
     if (!dir || !split)
@@ -362,7 +561,7 @@ esgd_status dataset_load_split(esgd_dataset *ds, const char *dir, const char *sp
                               labels);
     split_path(images, sizeof images, dir, split, split_namings[naming].examples);
     split_path(labels, sizeof labels, dir, split, split_namings[naming].labels);
-    return dataset_load_idx(ds, images, labels, subset, subset_count, err);
+    return dataset_open_idx(ds, images, labels, subset, subset_count, storage, err);
 }
 
 void dataset_destroy(esgd_dataset *ds)
@@ -372,11 +571,13 @@ void dataset_destroy(esgd_dataset *ds)
     free(ds->u8);
     free(ds->f32);
     free(ds->labels);
+    stream_free(ds->stream);
     *ds = (esgd_dataset){0};
 }
 
 void dataset_fill_batch(const esgd_dataset *ds, const uint32_t *idx, uint32_t n, float *x, uint8_t *y)
 {
+    assert(!ds->stream); /* dataset_read_batch reads a streamed one */
     size_t dim = ds->example_size;
     for (uint32_t i = 0; i < n; i++) {
         assert(idx[i] < ds->count);
@@ -392,8 +593,41 @@ void dataset_fill_batch(const esgd_dataset *ds, const uint32_t *idx, uint32_t n,
     }
 }
 
+esgd_status dataset_read_batch(const esgd_dataset *ds, const uint32_t *idx, uint32_t n, float *x, uint8_t *y,
+                               esgd_error *err)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (idx[i] >= ds->count)
+            return esgd_error_set(err, ESGD_ERR_RANGE, "batch example %u is number %u, the data holds %u", i, idx[i],
+                                  ds->count);
+    dataset_stream *s = ds->stream;
+    if (!s) {
+        dataset_fill_batch(ds, idx, n, x, y);
+        return ESGD_OK;
+    }
+    esgd_status st = stream_unchanged(s, err);
+    size_t dim = ds->example_size;
+    for (uint32_t i = 0; i < n && st == ESGD_OK; i++) {
+        uint32_t row = s->rows ? s->rows[idx[i]] : idx[i];
+        float *xi = x + (size_t)i * dim;
+        if ((st = stream_row(s, row, err)) != ESGD_OK)
+            break;
+        if (s->floats) {
+            for (uint32_t v = 0; v < dim && st == ESGD_OK; v++)
+                st = stream_float(s, row, v, &xi[v], err);
+        } else {
+            for (size_t p = 0; p < dim; p++)
+                xi[p] = s->row[p] / 255.0f; /* as dataset_fill_batch: the same bits */
+        }
+        y[i] = ds->labels[idx[i]];
+    }
+    return st;
+}
+
 uint64_t dataset_fingerprint(const esgd_dataset *d)
 {
+    if (d->stream)
+        return d->stream->fingerprint;
     size_t values = (size_t)d->count * d->example_size;
     uint64_t h = FNV1A64_START;
     if (d->type == DATASET_F32) {

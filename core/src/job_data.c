@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
-                           esgd_dataset *out, uint32_t *train_samples, esgd_error *err)
+                           dataset_storage storage, esgd_dataset *out, uint32_t *train_samples, esgd_error *err)
 {
     if (parts == 0 || index >= parts)
         return esgd_error_set(err, ESGD_ERR_ARG, "shard %u/%u: index must be below the shard count", index, parts);
@@ -21,7 +21,7 @@ esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t
     if (st == ESGD_OK) {
         const uint32_t *subset = shards.indices + shards.offsets[index];
         uint32_t n = shards.offsets[index + 1] - shards.offsets[index];
-        st = dataset_load_split(out, dir, "train", subset, n, err);
+        st = dataset_open_split(out, dir, "train", subset, n, storage, err);
     }
     if (st == ESGD_OK && train_samples)
         *train_samples = count;
@@ -32,9 +32,10 @@ esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t
     return st;
 }
 
-esgd_status job_load_own(const esgd_job_config *cfg, const char *dir, esgd_dataset *out, esgd_error *err)
+esgd_status job_load_own(const esgd_job_config *cfg, const char *dir, dataset_storage storage, esgd_dataset *out,
+                         esgd_error *err)
 {
-    esgd_status st = dataset_load_split(out, dir, "train", NULL, 0, err);
+    esgd_status st = dataset_open_split(out, dir, "train", NULL, 0, storage, err);
     for (uint32_t i = 0; st == ESGD_OK && i < out->count; i++)
         if (out->labels[i] >= cfg->classes)
             st = esgd_error_set(err, ESGD_ERR_RANGE, "example %u has label %u; the job has %u classes (0..%u)", i,

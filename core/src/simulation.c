@@ -71,7 +71,7 @@ static esgd_status load_data(esgd_simulation *s, const char *dir, esgd_job_confi
         char name[KEY_NAME_MAX];
         keys_agent_name(name, a);
         keys_derive(cfg->seed, name, &agent_secret, &s->agent_keys[a]);
-        if ((st = job_load_shard(cfg, dir, a, cfg->agents, &s->shards[a], NULL, err)) != ESGD_OK)
+        if ((st = job_load_shard(cfg, dir, a, cfg->agents, DATASET_IN_MEMORY, &s->shards[a], NULL, err)) != ESGD_OK)
             return st;
         if (!(s->agents[a] = agent_new(cfg, a, &s->shards[a], err)))
             return err ? err->status : ESGD_ERR_ARG;

@@ -15,6 +15,7 @@
 #define STATE_MAGIC "ESGDSTAT"
 #define STATE_FORMAT_VERSION 1
 #define HEADER_SIZE 24 /* magic 8, version 4, kind 4, size 8 */
+#define STREAM_BUFFER (64 * 1024) /* a streaming writer's buffer; larger blocks go straight to the file */
 
 uint64_t state_checksum(const void *data, size_t n)
 {
@@ -38,18 +39,49 @@ static uint64_t get_le(const uint8_t *p, int bytes)
 void state_writer_init(state_writer *w)
 {
     memset(w, 0, sizeof *w);
+    w->fd = -1;
 }
+
+static void stream_close(state_writer *w);
 
 void state_writer_destroy(state_writer *w)
 {
+    stream_close(w);
     free(w->data);
     memset(w, 0, sizeof *w);
+}
+
+static bool write_all(int fd, const void *data, size_t n);
+
+/* Streaming: n bytes of payload to the file, into the checksum. */
+static void stream_write(state_writer *w, const void *data, size_t n)
+{
+    if (w->failed || n == 0)
+        return;
+    w->hash = fnv1a64_continue(w->hash, data, n);
+    if (!write_all(w->fd, data, n)) {
+        w->failed = true;
+        w->error = errno ? errno : EIO;
+        return;
+    }
+    w->streamed += n;
+}
+
+static void stream_flush(state_writer *w)
+{
+    stream_write(w, w->data, w->size);
+    w->size = 0;
 }
 
 static uint8_t *reserve(state_writer *w, size_t n)
 {
     if (w->failed)
         return NULL;
+    if (w->streaming && w->size + n > w->capacity) {
+        stream_flush(w); /* n is at most the buffer: state_put_bytes sends more straight to the file */
+        if (w->failed)
+            return NULL;
+    }
     if (w->size + n > w->capacity) {
         size_t cap = w->capacity ? w->capacity : 4096;
         while (cap < w->size + n)
@@ -91,6 +123,11 @@ void state_put_f64(state_writer *w, double v)
 void state_put_bytes(state_writer *w, const void *data, size_t size)
 {
     state_put_u64(w, size);
+    if (w->streaming && size > w->capacity / 2) {
+        stream_flush(w);
+        stream_write(w, data, size);
+        return;
+    }
     uint8_t *p = reserve(w, size);
     if (p && size)
         memcpy(p, data, size);
@@ -111,20 +148,15 @@ static bool write_all(int fd, const void *data, size_t n)
     return true;
 }
 
-esgd_status file_write_atomic(const char *path, const void *const *parts, const size_t *sizes, size_t count,
-                              esgd_error *err)
+/* The end of an atomic write to tmp (fd open on it): fsync, close, rename
+ * over path, fsync the folder. ok false (saved: its errno): a write
+ * failed; tmp is removed. */
+static esgd_status atomic_commit(int fd, const char *tmp, const char *path, bool ok, int saved, esgd_error *err)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return esgd_error_set(err, ESGD_ERR_ARG, "path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return esgd_error_set(err, ESGD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    bool ok = true;
-    for (size_t i = 0; ok && i < count; i++)
-        ok = sizes[i] == 0 || write_all(fd, parts[i], sizes[i]);
-    ok = ok && fsync(fd) == 0;
-    int saved = errno;
+    if (ok && fsync(fd) != 0) {
+        ok = false;
+        saved = errno;
+    }
     if (close(fd) != 0 && ok) {
         ok = false;
         saved = errno;
@@ -145,15 +177,116 @@ esgd_status file_write_atomic(const char *path, const void *const *parts, const 
     return ESGD_OK;
 }
 
+esgd_status file_write_atomic(const char *path, const void *const *parts, const size_t *sizes, size_t count,
+                              esgd_error *err)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return esgd_error_set(err, ESGD_ERR_ARG, "path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return esgd_error_set(err, ESGD_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    bool ok = true;
+    for (size_t i = 0; ok && i < count; i++)
+        ok = sizes[i] == 0 || write_all(fd, parts[i], sizes[i]);
+    return atomic_commit(fd, tmp, path, ok, errno, err);
+}
+
+static void put_header(uint8_t header[HEADER_SIZE], uint32_t kind, uint64_t size)
+{
+    memcpy(header, STATE_MAGIC, 8);
+    put_le(header + 8, STATE_FORMAT_VERSION, 4);
+    put_le(header + 12, kind, 4);
+    put_le(header + 16, size, 8);
+}
+
+/* Leaves streaming: the open file (if any) closed and removed. */
+static void stream_close(state_writer *w)
+{
+    if (w->streaming && w->fd >= 0) {
+        close(w->fd);
+        unlink(w->tmp);
+    }
+    w->streaming = false;
+    w->fd = -1;
+    free(w->path);
+    free(w->tmp);
+    w->path = w->tmp = NULL;
+}
+
+esgd_status state_stream_begin(state_writer *w, const char *path, uint32_t kind, esgd_error *err)
+{
+    stream_close(w);
+    w->size = 0;
+    w->failed = false;
+    w->error = 0;
+    w->streamed = 0;
+    w->hash = FNV1A64_START;
+    if (w->capacity < STREAM_BUFFER) {
+        uint8_t *grown = realloc(w->data, STREAM_BUFFER);
+        if (!grown)
+            return esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory", path);
+        w->data = grown;
+        w->capacity = STREAM_BUFFER;
+    }
+    size_t n = strlen(path);
+    w->path = strdup(path);
+    w->tmp = malloc(n + 5);
+    if (!w->path || !w->tmp) {
+        stream_close(w);
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory", path);
+    }
+    memcpy(w->tmp, path, n);
+    memcpy(w->tmp + n, ".tmp", 5);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        esgd_error_set(err, ESGD_ERR_IO, "state %s: cannot create: %s", w->tmp, strerror(errno));
+        stream_close(w);
+        return ESGD_ERR_IO;
+    }
+    w->streaming = true;
+    /* The size is not known yet: state_stream_end writes it. */
+    uint8_t header[HEADER_SIZE];
+    put_header(header, kind, 0);
+    if (!write_all(w->fd, header, sizeof header)) {
+        w->failed = true;
+        w->error = errno ? errno : EIO;
+    }
+    return ESGD_OK;
+}
+
+esgd_status state_stream_end(state_writer *w, uint64_t *bytes, esgd_error *err)
+{
+    if (!w->streaming)
+        return esgd_error_set(err, ESGD_ERR_ARG, "state: no file is being written");
+    stream_flush(w);
+    uint8_t size[8], trailer[8];
+    put_le(size, w->streamed, 8);
+    put_le(trailer, w->hash, 8);
+    bool ok = !w->failed && write_all(w->fd, trailer, sizeof trailer) &&
+              pwrite(w->fd, size, sizeof size, 16) == (ssize_t)sizeof size;
+    int saved = w->failed ? w->error : errno;
+    int fd = w->fd;
+    w->fd = -1; /* atomic_commit closes it, and removes the file on failure */
+    w->streaming = false;
+    esgd_status st = atomic_commit(fd, w->tmp, w->path, ok, saved ? saved : EIO, err);
+    if (st != ESGD_OK)
+        esgd_error_prefix(err, "state");
+    else if (bytes)
+        *bytes = HEADER_SIZE + w->streamed + 8;
+    stream_close(w);
+    w->size = 0;
+    return st;
+}
+
 esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err)
 {
     if (w->failed)
         return esgd_error_set(err, ESGD_ERR_NOMEM, "state %s: out of memory building it", path);
+    if (w->streaming)
+        return esgd_error_set(err, ESGD_ERR_ARG, "state %s: the writer is streaming (state_stream_end)", path);
     uint8_t header[HEADER_SIZE], trailer[8];
-    memcpy(header, STATE_MAGIC, 8);
-    put_le(header + 8, STATE_FORMAT_VERSION, 4);
-    put_le(header + 12, kind, 4);
-    put_le(header + 16, w->size, 8);
+    put_header(header, kind, w->size);
     put_le(trailer, state_checksum(w->data, w->size), 8);
     const void *parts[] = {header, w->data, trailer};
     const size_t sizes[] = {sizeof header, w->size, sizeof trailer};

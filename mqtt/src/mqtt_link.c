@@ -375,6 +375,24 @@ static void link_free(mqtt_link *l)
     free(l);
 }
 
+/* Paho initialises OpenSSL (library, error strings, configuration, every
+ * algorithm) when the first client is made, which touches about 3 MB of
+ * libcrypto: more than a gateway's model. A process whose broker is not
+ * TLS has Paho leave it alone; OpenSSL 1.1 and later initialise
+ * themselves anyway when a TLS connection is made. */
+static void openssl_init_once(const char *url)
+{
+    static bool done;
+    if (done)
+        return;
+    done = true;
+    bool tls = url && (strncmp(url, "ssl://", 6) == 0 || strncmp(url, "mqtts://", 8) == 0 ||
+                       strncmp(url, "wss://", 6) == 0);
+    MQTTAsync_init_options inits = MQTTAsync_init_options_initializer;
+    inits.do_openssl_init = tls;
+    MQTTAsync_global_init(&inits);
+}
+
 mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
 {
     if (!o || !o->broker_url || !o->client_id || !*o->client_id) {
@@ -431,6 +449,7 @@ mqtt_link *mqtt_link_open(const mqtt_link_options *o, esgd_error *err)
         return NULL;
     }
 
+    openssl_init_once(o->broker_url);
     MQTTAsync_createOptions cro = MQTTAsync_createOptions_initializer;
     cro.sendWhileDisconnected = 1; /* buffer publishes while reconnecting */
     cro.maxBufferedMessages = 10000;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # An agent killed (SIGKILL) at random moments, again and again, restarted
-# each time with its state folder: it saves its state (with the encoded
-# update) before publishing the update, so whatever the moment of the kill
-# it resumes on the right round and re-sends the same bytes. With quorum =
-# all, the job must end with exactly the simulator's model.
+# each time with its state folder: with --save-every 1 it saves its state
+# (with the encoded update) before publishing every update, so whatever the
+# moment of the kill it resumes on the right round and re-sends the same
+# bytes. With quorum = all, the job must end with exactly the simulator's
+# model. (The default, a save every 100 rounds: agent_periodic_save.sh.)
 source "$(dirname "$0")/common.sh" "$1"
 job=it-agent-crash
 rounds=150
@@ -14,13 +15,13 @@ start_broker
 start_coordinator "$job" "${settings[@]}" --quorum 3 --round-timeout 600 --republish-after 2
 start_agent "$job" 0; a0=$last_pid
 start_agent "$job" 2; a2=$last_pid
-start_agent "$job" 1 --state-dir "$work/state-1"; a1=$last_pid
+start_agent "$job" 1 --state-dir "$work/state-1" --save-every 1; a1=$last_pid
 for ((k = 1; k <= kills; k++)); do
     wait_for_line "^round $((k * rounds / (kills + 2)))/" "$work/coordinator.log" 120
     sleep "0.00$((RANDOM % 10))" # somewhere inside a round: before, during or after the save
     kill -9 "$a1"
     wait "$a1" 2>/dev/null || true
-    start_agent "$job" 1 --state-dir "$work/state-1"; a1=$last_pid
+    start_agent "$job" 1 --state-dir "$work/state-1" --save-every 1; a1=$last_pid
 done
 agent_pids=("$a0" "$a1" "$a2")
 finish_job

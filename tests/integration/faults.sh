@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # An agent killed mid-run does not stop the job (quorum + deadline); its
-# retained Last Will marks it offline; restarted late with its state folder,
-# it rejoins from the retained configuration and model and answers again.
+# retained Last Will marks it offline; restarted late with its state folder
+# (saved every 4 rounds, so the kill loses some), it rejoins from the
+# retained configuration and model and answers again.
 source "$(dirname "$0")/common.sh" "$1"
 source "$(dirname "$0")/faults_common.sh"
 job=it-faults
@@ -12,7 +13,7 @@ start_broker
 start_coordinator "$job" "${settings[@]}" --quorum 2 --round-timeout 0.3
 start_agent "$job" 0; a0=$last_pid
 start_agent "$job" 1; a1=$last_pid
-start_agent "$job" 2 --state-dir "$work/state-2"; a2=$last_pid
+start_agent "$job" 2 --state-dir "$work/state-2" --save-every 4; a2=$last_pid
 
 wait_for_line "round 10:" "$work/agent-2.log" 120
 kill -9 "$a2"
@@ -23,7 +24,7 @@ wait_for_line "agent 2 is offline" "$work/coordinator.log" 30
 before=$(grep -c "participants 2" "$work/coordinator.log" || true)
 wait_for_line "^round 40/" "$work/coordinator.log" 120
 echo "restarting agent 2 (rounds closed with 2 agents so far: $(grep -c 'participants 2' "$work/coordinator.log"))"
-start_agent "$job" 2 --state-dir "$work/state-2"; a2=$last_pid
+start_agent "$job" 2 --state-dir "$work/state-2" --save-every 4; a2=$last_pid
 wait_pid "$coordinator_pid" 600 || fail "coordinator exited with $?"
 for pid in "$a0" "$a1" "$a2"; do wait_pid "$pid" 60 || fail "an agent exited with $?"; done
 

@@ -57,7 +57,9 @@ const float *agent_params(const esgd_agent *agent);
 /* Round t = the round of the last applied model: gradient on the round's
  * minibatch, sparsify, encode. *msg points into the agent's buffer, valid
  * until the next call. The minibatch is a pure function of (seed, agent,
- * round), so a restarted agent draws the same data for the same round.
+ * round), so a restarted agent draws the same data for the same round. A
+ * streamed shard is read now: its errors (a data file cut short or changed
+ * since it was opened, dataset_read_batch) leave the agent as it was.
  * Idempotent per round: asked again for the round it last answered, it
  * returns the same message without touching its state (for re-sending). */
 esgd_status agent_compute_update(esgd_agent *agent, const uint8_t **msg, size_t *size, esgd_error *err);
@@ -68,10 +70,13 @@ uint32_t agent_last_count(const esgd_agent *agent);
 /* f16 values clamped to +-65504 so far (values format f16 only). */
 uint64_t agent_clamped_values(const esgd_agent *agent);
 
+/* Updates computed since agent_new (a re-sent one counts once). */
+uint64_t agent_updates_computed(const esgd_agent *agent);
+
 /* The last round answered (false if none yet). */
 bool agent_answered_round(const esgd_agent *agent, uint32_t *round);
 
-/* What a restarted gateway needs to continue exactly where it was: the
+/* What a restarted gateway needs to continue where it was: the
  * sparsifier's state (importance, residual, previous selection, random
  * stream), the last answered round and its encoded update. The model is not
  * saved; it comes back from the retained model. Written atomically
@@ -79,6 +84,9 @@ bool agent_answered_round(const esgd_agent *agent, uint32_t *round);
  * or agent (ESGD_ERR_MISMATCH) and leaves the agent unchanged on any error. */
 esgd_status agent_save(esgd_agent *agent, const char *path, esgd_error *err);
 esgd_status agent_restore(esgd_agent *agent, const char *path, esgd_error *err);
+/* State files agent_save has written, and (bytes != NULL) their bytes in
+ * all; it builds every one in the same buffer, kept by the agent. */
+uint64_t agent_saves(const esgd_agent *agent, uint64_t *bytes);
 
 /* The agent's sparsifier, for tests. */
 sparsifier *agent_sparsifier(esgd_agent *agent);

@@ -62,8 +62,9 @@ typedef enum agent_action_kind {
     AGENT_ACTION_SUBSCRIBE,      /* channel */
     AGENT_ACTION_UNSUBSCRIBE,    /* channel */
     AGENT_ACTION_START_RUN,      /* load the data of agent_session_config, then agent_session_join */
-    AGENT_ACTION_SAVE_STATE,     /* agent_save(agent_session_agent) if state is kept; comes before the
-                                  * new update leaves, so a crash re-sends the same bytes */
+    AGENT_ACTION_SAVE_STATE,     /* agent_save(agent_session_agent) if state is kept: every save_every
+                                  * new rounds or save_interval seconds, before that round's update
+                                  * leaves; at the job's end; and at agent_session_on_stop */
     AGENT_ACTION_PUBLISH_UPDATE, /* data/size on round's update topic, QoS 1, not retained */
     AGENT_ACTION_PUBLISH_STATUS, /* agent_session_status_message(state) on the status topic, retained */
     AGENT_ACTION_LOG,            /* level, text */
@@ -110,6 +111,9 @@ typedef struct agent_session_options {
     const signing_key *key;        /* ours: updates and status (copied) */
     const verify_key *coordinator; /* every configuration and model must carry its signature (copied) */
     uint32_t config_timeout;       /* seconds to wait for the first configuration; 0: forever */
+    uint32_t save_every;           /* SAVE_STATE every this many new rounds answered; 0 or 1: every round */
+    double save_interval;          /* ... or when this many seconds have passed since the last save, at the
+                                    * next new round, whichever comes first; 0: by rounds only */
     double (*clock)(void *ctx);    /* monotonic seconds (runtime.h's monotonic_seconds, or a test's) */
     void *clock_ctx;
 } agent_session_options;
@@ -124,6 +128,9 @@ agent_actions agent_session_on_message(agent_session *s, agent_message_kind kind
                                        size_t size);
 agent_actions agent_session_on_reconnect(agent_session *s); /* the link connected again */
 agent_actions agent_session_on_idle(agent_session *s);      /* a wait for a message timed out */
+/* The program stops (a signal, an error): SAVE_STATE if rounds were
+ * answered since the last save. Then free the session. */
+agent_actions agent_session_on_stop(agent_session *s);
 
 /* After AGENT_ACTION_START_RUN: builds the agent of the new run on shard
  * (borrowed; must outlive the run, that is until the next START_RUN or

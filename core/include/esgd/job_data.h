@@ -12,14 +12,16 @@
 
 /* The training examples of shard `index` of `parts`: reads DIR's training
  * labels, cuts them as the job says (partition, alpha, seed) and loads that
- * shard's images. *train_samples (may be NULL) receives the training-set
- * size. Errors: every dataset error, ESGD_ERR_ARG (index >= parts). */
+ * shard's images into memory or opens them streamed (dataset_storage).
+ * *train_samples (may be NULL) receives the training-set size. Errors:
+ * every dataset error, ESGD_ERR_ARG (index >= parts). */
 esgd_status job_load_shard(const esgd_job_config *cfg, const char *dir, uint32_t index, uint32_t parts,
-                           esgd_dataset *out, uint32_t *train_samples, esgd_error *err);
+                           dataset_storage storage, esgd_dataset *out, uint32_t *train_samples, esgd_error *err);
 
 /* All of DIR's training split: a gateway's own data rather than a shard of
  * a shared set. Checks that every label is below the job's classes.
  * Errors: every dataset error, ESGD_ERR_RANGE (a label). */
-esgd_status job_load_own(const esgd_job_config *cfg, const char *dir, esgd_dataset *out, esgd_error *err);
+esgd_status job_load_own(const esgd_job_config *cfg, const char *dir, dataset_storage storage, esgd_dataset *out,
+                         esgd_error *err);
 
 #endif

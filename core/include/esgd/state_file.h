@@ -8,7 +8,11 @@
  *
  * The payload is built and read with state_writer / state_reader, which
  * check every length: a short or corrupt file is an error, never an
- * out-of-bounds read. */
+ * out-of-bounds read. A writer either builds the whole payload in memory
+ * (state_file_write) or streams it (state_stream_begin .. state_stream_end):
+ * its fields then go through one small buffer, kept for the next file, and
+ * large blocks straight to the file, so saving a large state needs no
+ * memory of its size. */
 #ifndef ESGD_STATE_FILE_H
 #define ESGD_STATE_FILE_H
 
@@ -23,7 +27,13 @@ enum { STATE_KIND_COORDINATOR = 1, STATE_KIND_AGENT = 2 };
 typedef struct state_writer {
     uint8_t *data;
     size_t size, capacity;
-    bool failed; /* out of memory; reported by state_file_write */
+    bool failed; /* out of memory (or a failed write when streaming); reported at the end */
+    /* Streaming: data is a buffer of capacity flushed to fd. */
+    bool streaming;
+    int fd, error;       /* error: errno of the failed write */
+    uint64_t streamed;   /* payload bytes flushed so far */
+    uint64_t hash;       /* their checksum so far */
+    char *path, *tmp;    /* the file and PATH.tmp */
 } state_writer;
 
 void state_writer_init(state_writer *w);
@@ -38,6 +48,16 @@ void state_put_bytes(state_writer *w, const void *data, size_t size);
 uint64_t state_checksum(const void *data, size_t size);
 
 esgd_status state_file_write(const char *path, uint32_t kind, const state_writer *w, esgd_error *err);
+
+/* A state file written as its fields are put: state_stream_begin creates
+ * PATH.tmp with the header, the state_put_* calls go to it, and
+ * state_stream_end writes the checksum and the size, fsyncs, renames it
+ * over PATH and fsyncs the folder (file_write_atomic's guarantee). *bytes
+ * (may be NULL): the file's size. Every error (IO, NOMEM, a failed write
+ * on the way) comes from state_stream_end, which removes PATH.tmp and
+ * leaves PATH as it was; begin fails only when PATH.tmp cannot be made. */
+esgd_status state_stream_begin(state_writer *w, const char *path, uint32_t kind, esgd_error *err);
+esgd_status state_stream_end(state_writer *w, uint64_t *bytes, esgd_error *err);
 /* Writes parts[0..count) in order to PATH.tmp, fsyncs it, renames it over
  * PATH and fsyncs the folder: a crash leaves the old file or the new one,
  * never a mix. Used for state files and exported models. */
