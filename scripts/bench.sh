@@ -30,6 +30,10 @@ echo "bench: esgd-bench ${quick[*]}" >&2
     --out "$root/results/broker-bench.jsonl" >/dev/null
 echo "bench: agent memory" >&2
 "$root/bench/agent-memory.sh" --build "$root/build" >"$root/results/agent-memory.json"
+# LeNet training beside PyTorch 1.13 (skipped when python3-torch is missing)
+echo "bench: LeNet vs PyTorch" >&2
+"$root/bench/vs-pytorch.sh" --build "$root/build" --repeats "$([ ${#quick[@]} -gt 0 ] && echo 1 || echo 3)" \
+    >"$root/results/vs-pytorch.json" || echo "bench: vs-pytorch skipped or failed (exit $?)" >&2
 for down_drop in 0 0.99; do
     echo "bench: esgd-load, $load_sizes agents, --down-drop $down_drop" >&2
     "$root/bench/load-scale.sh" --build "$root/build" --agents "$load_sizes" --rounds 40 \

@@ -18,6 +18,8 @@
 #include "esgd/codec.h"
 #include "esgd/rng.h"
 
+#include "../core/src/half.h" /* the hardware and portable array conversions */
+
 /* ------------------------------------------------------------- helpers */
 
 typedef struct vec_storage {
@@ -946,6 +948,95 @@ static void test_f16_matches_compiler(void **state)
 #endif
 }
 
+/* half_write_le / half_read_le (the CPU's conversion instructions where
+ * it has them) against the portable code, bit for bit: every sign and
+ * exponent with every top-10 mantissa pattern and 16 choices of the 13 bits
+ * rounding drops (ties, one either side, ...), which is every rounding case
+ * of every half including the subnormal and overflow ranges, NaNs with
+ * every kept payload, Infs and zeros; then a prime stride through all 2^32
+ * bit patterns, and with ESGD_F16_EXHAUSTIVE=1 all of them; then every
+ * half back to float, and the first Inf/NaN named at the same index. */
+static void test_f16_hardware_matches_portable(void **state)
+{
+    (void)state;
+    const char *hw = half_hardware();
+    print_message("f16 conversion: %s\n", hw ? hw : "portable only (no hardware path on this CPU or target)");
+    enum { CHUNK = 1 << 16 };
+    uint32_t *bits = malloc(sizeof(uint32_t) * CHUNK);
+    uint8_t *a = malloc(2 * CHUNK), *b = malloc(2 * CHUNK);
+    float *fa = malloc(sizeof(float) * CHUNK), *fb = malloc(sizeof(float) * CHUNK);
+    assert_true(bits && a && b && fa && fb);
+    static const uint32_t low[16] = {0, 1, 2, 0x7ff, 0xfff, 0x1000, 0x1001, 0x17ff, 0x1800, 0x1801, 0x1ffe, 0x1fff,
+                                     0x0800, 0x0801, 0x0555, 0x1aaa};
+    uint64_t checked = 0;
+    uint32_t n = 0;
+    /* ~8.4M floats: 2 signs x 256 exponents x 1024 kept mantissas x 16 dropped patterns */
+    for (uint32_t top = 0; top < (1u << 19); top++)
+        for (uint32_t l = 0; l < 16; l++) {
+            bits[n++] = (top << 13) | low[l];
+            if (n == CHUNK || (top == (1u << 19) - 1 && l == 15)) {
+                half_write_le(a, (const float *)(const void *)bits, n);
+                half_write_le_portable(b, (const float *)(const void *)bits, n);
+                if (memcmp(a, b, 2 * (size_t)n) != 0)
+                    for (uint32_t i = 0; i < n; i++)
+                        if (a[2 * i] != b[2 * i] || a[2 * i + 1] != b[2 * i + 1])
+                            fail_msg("f32 0x%08x -> half 0x%02x%02x, portable 0x%02x%02x", bits[i], a[2 * i + 1],
+                                     a[2 * i], b[2 * i + 1], b[2 * i]);
+                checked += n;
+                n = 0;
+            }
+        }
+    const char *env = getenv("ESGD_F16_EXHAUSTIVE");
+    uint64_t stride = env && strcmp(env, "1") == 0 ? 1 : 65521;
+    for (uint64_t x = 0; x <= 0xffffffffu;) {
+        for (n = 0; n < CHUNK && x <= 0xffffffffu; x += stride)
+            bits[n++] = (uint32_t)x;
+        half_write_le(a, (const float *)(const void *)bits, n);
+        half_write_le_portable(b, (const float *)(const void *)bits, n);
+        if (memcmp(a, b, 2 * (size_t)n) != 0)
+            for (uint32_t i = 0; i < n; i++)
+                if (a[2 * i] != b[2 * i] || a[2 * i + 1] != b[2 * i + 1])
+                    fail_msg("f32 0x%08x -> half 0x%02x%02x, portable 0x%02x%02x", bits[i], a[2 * i + 1], a[2 * i],
+                             b[2 * i + 1], b[2 * i]);
+        checked += n;
+    }
+    print_message("f16 conversion: %llu floats gave the same halves%s\n", (unsigned long long)checked,
+                  stride == 1 ? " (all 2^32 bit patterns)" : "");
+    /* every finite half back to float: same bits */
+    uint32_t finite = 0;
+    for (uint32_t h = 0; h < 0x10000; h++)
+        if ((h & 0x7c00u) != 0x7c00u) {
+            a[2 * finite] = (uint8_t)h;
+            a[2 * finite + 1] = (uint8_t)(h >> 8);
+            finite++;
+        }
+    esgd_error e1 = {0}, e2 = {0};
+    assert_int_equal(half_read_le(a, finite, fa, &e1), ESGD_OK);
+    assert_int_equal(half_read_le_portable(a, finite, fb, &e2), ESGD_OK);
+    assert_memory_equal(fa, fb, sizeof(float) * finite);
+    /* an Inf or NaN at every position of a 37-value run is named at it */
+    static const uint16_t bad[] = {0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xffff};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        for (uint32_t at = 0; at < 37; at++) {
+            for (uint32_t i = 0; i < 37; i++) {
+                uint16_t h = i == at ? bad[k] : (uint16_t)(0x3c00 + i);
+                a[2 * i] = (uint8_t)h;
+                a[2 * i + 1] = (uint8_t)(h >> 8);
+            }
+            e1 = (esgd_error){0};
+            e2 = (esgd_error){0};
+            assert_int_equal(half_read_le(a, 37, fa, &e1), ESGD_ERR_NONFINITE);
+            assert_int_equal(half_read_le_portable(a, 37, fb, &e2), ESGD_ERR_NONFINITE);
+            assert_string_equal(e1.message, e2.message);
+            assert_memory_equal(fa, fb, sizeof(float) * at);
+        }
+    free(bits);
+    free(a);
+    free(b);
+    free(fa);
+    free(fb);
+}
+
 /* Values binary16 cannot hold go out as the largest finite half instead of
  * making the whole update unsendable; the count says how many. */
 static void test_f16_clamp(void **state)
@@ -1475,6 +1566,7 @@ int main(void)
         cmocka_unit_test(test_f16_clamp),
         cmocka_unit_test(test_f16_conversion_table),
         cmocka_unit_test(test_f16_matches_compiler),
+        cmocka_unit_test(test_f16_hardware_matches_portable),
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_malformed_specials),
         cmocka_unit_test(test_truncated_at_every_offset),

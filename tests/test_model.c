@@ -13,6 +13,8 @@
 #include "esgd/model.h"
 #include "esgd/rng.h"
 
+#include "../core/src/model_impl.h" /* gemm_rows */
+
 /* The layer table of model.h, written out independently of model.c. */
 typedef struct test_layer {
     const char *name;
@@ -615,6 +617,79 @@ static void test_evaluate_bad_args(void **state)
     model_free(m);
 }
 
+/* True when this CPU fuses multiply-adds in the kernels (model_gemm.c):
+ * x86-64 with FMA (the v3 and v4 code), any target whose compiler says
+ * fmaf is fast (aarch64, armhf with VFPv4). */
+static bool cpu_fuses(void)
+{
+#if !defined(__OPTIMIZE__)
+    return false; /* GCC forms FMAs only when optimising: an -O0 build rounds products apart */
+#elif defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(__FP_FAST_FMAF)
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* gemm_rows and its portable 4-row form against a plain loop with the
+ * order the header promises (k ascending, one running sum from zero),
+ * fused with fmaf where the CPU fuses: bit for bit, at shapes with row and
+ * column tails and both strides of A, which is what keeps LeNet's results
+ * the same on every CPU with FMA whatever its vector width. */
+static void test_gemm_fixed_order(void **state)
+{
+    (void)state;
+    bool fused = cpu_fuses();
+    print_message("gemm_rows reference: %s\n", fused ? "fmaf (this CPU fuses)" : "multiply, then add");
+    static const uint32_t shapes[][3] = {{16, 3200, 150}, {150, 16, 3200}, {120, 32, 400}, {10, 84, 32},
+                                         {13, 37, 7},     {1, 5, 3},       {9, 17, 1},    {150, 3200, 16}};
+    esgd_rng rng;
+    rng_seed(&rng, 99, 0);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        uint32_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+        float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N);
+        float *c = malloc(sizeof(float) * M * N), *c4 = malloc(sizeof(float) * M * N);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_non_null(c);
+        assert_non_null(c4);
+        for (size_t i = 0; i < (size_t)M * K; i++)
+            a[i] = (float)rng_normal(&rng);
+        for (size_t i = 0; i < (size_t)K * N; i++)
+            b[i] = (float)rng_normal(&rng);
+        for (int transposed = 0; transposed < 2; transposed++) {
+            size_t sam = transposed ? 1 : K, sak = transposed ? M : 1;
+            gemm_rows(M, N, K, a, sam, sak, b, N, c, N);
+            gemm_rows_portable(M, N, K, a, sam, sak, b, N, c4, N);
+            for (uint32_t m = 0; m < M; m++)
+                for (uint32_t n = 0; n < N; n++) {
+                    float want = 0.0f;
+                    for (uint32_t k = 0; k < K; k++) {
+                        float x = a[m * sam + k * sak], y = b[(size_t)k * N + n];
+                        if (fused) {
+                            want = fmaf(x, y, want);
+                        } else {
+                            volatile float p = x * y; /* rounded on its own */
+                            want = want + p;
+                        }
+                    }
+                    float got = c[(size_t)m * N + n], got4 = c4[(size_t)m * N + n];
+                    if (memcmp(&got, &want, sizeof want) != 0 || memcmp(&got4, &want, sizeof want) != 0)
+                        fail_msg("%ux%ux%u%s C[%u][%u]: gemm_rows %a, 4-row %a, reference %a", M, N, K,
+                                 transposed ? " (A transposed)" : "", m, n, (double)got, (double)got4,
+                                 (double)want);
+                }
+        }
+        free(a);
+        free(b);
+        free(c);
+        free(c4);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_evaluate),
         cmocka_unit_test(test_evaluate_bad_args),
+        cmocka_unit_test(test_gemm_fixed_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

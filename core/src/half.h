@@ -20,4 +20,13 @@ void half_write_le(uint8_t *out, const float *values, uint32_t count);
  * not finite"); values before it are written. */
 esgd_status half_read_le(const uint8_t *in, uint32_t count, float *values, esgd_error *err);
 
+/* Both use the CPU's conversion instructions where there are any (F16C on
+ * x86-64, checked at run time; fcvt on aarch64), with the same bits as the
+ * portable code below, which runs elsewhere. half_hardware() names the
+ * instructions in use, NULL when none. The portable forms are exported for
+ * the tests that compare the two. */
+const char *half_hardware(void);
+void half_write_le_portable(uint8_t *out, const float *values, uint32_t count);
+esgd_status half_read_le_portable(const uint8_t *in, uint32_t count, float *values, esgd_error *err);
+
 #endif

@@ -38,7 +38,7 @@ static void impl_free(model_impl *m)
     if (!m)
         return;
     void *buffers[] = {m->xpad,    m->conv1,    m->dconv1,  m->arg1,     m->pool1,   m->dpool1,
-                       m->col2,    m->conv2,    m->dconv2,  m->dw2_t,    m->arg2,
+                       m->col2,    m->conv2,    m->dconv2,  m->dconv2_t, m->dw2_t, m->fc_t, m->arg2,
                        m->flat,    m->dflat,    m->hidden1, m->dhidden1, m->hidden2, m->dhidden2,
                        m->eval_x,  m->eval_y,   m->eval_idx, m->col};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
@@ -128,7 +128,9 @@ static bool alloc_lenet_workspace(model_impl *m, size_t batch)
     m->col2 = alloc_zeroed(col2, f, &ok);
     m->conv2 = alloc_zeroed(conv2, f, &ok);
     m->dconv2 = alloc_zeroed(conv2, f, &ok);
+    m->dconv2_t = alloc_zeroed(conv2, f, &ok);
     m->dw2_t = alloc_zeroed((size_t)CONV2_OUT * CONV1_OUT * KERNEL * KERNEL, f, &ok);
+    m->fc_t = alloc_zeroed(batch * (FLAT_SIZE + m->layers[2].out + m->layers[3].out + m->layers[4].out), f, &ok);
     m->arg2 = alloc_zeroed(batch * FLAT_SIZE, 1, &ok);
     m->flat = alloc_zeroed(batch * FLAT_SIZE, f, &ok);
     m->dflat = alloc_zeroed(batch * FLAT_SIZE, f, &ok);

@@ -62,7 +62,9 @@ struct model_impl {
     float *col2;    /* (150, B*100) conv2 im2col of pool1; in backward, its gradient */
     float *conv2;   /* (16, B, 10, 10) conv2 output before bias */
     float *dconv2;  /* (16, B, 10, 10) */
+    float *dconv2_t; /* (B*100, 16) dconv2 transposed */
     float *dw2_t;   /* (150, 16) conv2's weight gradient, transposed */
+    float *fc_t;    /* the dense layers' inputs and outputs feature-major: (400 + 120 + 84 + 10, B) */
     uint8_t *arg2;  /* (16, B, 5, 5) */
     float *flat;    /* (B, 400) relu(maxpool(conv2) + bias), per example (c, row, col) */
     float *dflat;   /* (B, 400) */
@@ -96,6 +98,18 @@ void generic_backward(const model_spec *spec, model_impl *m, uint32_t batch);
 void fc_forward(const layer *l, const float *x, uint32_t batch, float *out, bool relu);
 void fc_backward(const layer *l, const float *x, const float *dout, uint32_t batch, float *dx);
 
+/* The fused LeNet's matrix product (model_gemm.c), with a summation order
+ * fixed by the code (the same bits on every CPU with a fused multiply-add):
+ * C[m][n] = sum over k = 0, 1, .. K-1 of A[m*sam + k*sak] * B[k*ldb + n],
+ * one running sum per output, for m < M, n < N; C's rows are ldc apart and
+ * overwritten. A's elements are read one at a time, so either of its
+ * strides may be 1 (A or its transpose); B's rows are contiguous. */
+void gemm_rows(uint32_t M, uint32_t N, uint32_t K, const float *A, size_t sam, size_t sak, const float *B, size_t ldb,
+               float *C, size_t ldc);
+/* The same with 4-row blocks (gemm_rows may pick an 8-row AVX-512 one),
+ * for the test that holds both to the same bits. */
+void gemm_rows_portable(uint32_t M, uint32_t N, uint32_t K, const float *A, size_t sam, size_t sak, const float *B,
+                        size_t ldb, float *C, size_t ldc);
 
 /* Mean cross-entropy of softmax(logits) against y, computed through
  * log-sum-exp so large logits cannot overflow. With dlogits != NULL also

@@ -1,7 +1,8 @@
 /* The fused LeNet-5 kernels, which run the "lenet" spec (and any spec that
  * is the same network), the dense layer both paths share, and softmax
- * cross-entropy: the fc layers and conv2 on OpenBLAS sgemm, conv1 as a
- * direct vectorised loop, ReLU fused with 2x2 max pooling. They read the
+ * cross-entropy: the fused path's fc layers and conv2 on model_gemm.c's
+ * products (the shared dense layer, for other specs, on OpenBLAS sgemm),
+ * conv1 as a direct vectorised loop, ReLU fused with 2x2 max pooling. They read the
  * parameters through the layer views and write only into the workspace
  * model.c sized once (model_impl.h), so a step never allocates. Other
  * specs run layer by layer (model_generic.c).
@@ -270,27 +271,68 @@ static void relu_pool_backward(const float *out, const float *dout, const uint8_
     }
 }
 
-/* conv2 as one GEMM over the batch: out (16, batch*100) = W (16, 150) x col. */
+/* conv2 as one product over the batch: out (16, batch*100) = W (16, 150) x
+ * col, each output summed over the 150 taps in order (model_gemm.c). */
 static void conv2_forward(const layer *l, const float *col, size_t columns, float *out)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->out, (int)columns, (int)l->fan_in, 1.0f, l->w,
-                (int)l->fan_in, col, (int)columns, 0.0f, out, (int)columns);
+    gemm_rows(l->out, (uint32_t)columns, l->fan_in, l->w, l->fan_in, 1, col, columns, out, columns);
 }
 
-/* dW = dout col^T, computed as its transpose col dout^T (150, 16) in
- * dw_t and then transposed: sgemm ran that shape 20-35% faster here.
- * Then dcol (150, batch*100) = W^T dout goes into col itself, which dW no
- * longer needs: one buffer instead of two (1.9 MB less resident in an
- * agent at batch 32). Bias gradients come from relu_pool_backward. */
-static void conv2_backward(const layer *l, float *col, size_t columns, const float *dout, float *dw_t)
+/* dW (16, 150) = dout col^T, computed as its transpose col dout^T
+ * (150, 16) in dw_t, a product whose 16 outputs per row are one vector,
+ * each summed over the batch*100 columns in order; dout_t holds dout
+ * transposed. Then dcol (150, batch*100) = W^T dout goes into col itself,
+ * which dW no longer needs: one buffer instead of two (1.9 MB less
+ * resident in an agent at batch 32). Bias gradients come from
+ * relu_pool_backward. */
+static void conv2_backward(const layer *l, float *col, size_t columns, const float *dout, float *dout_t, float *dw_t)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)l->fan_in, (int)l->out, (int)columns, 1.0f, col,
-                (int)columns, dout, (int)columns, 0.0f, dw_t, (int)l->out);
+    for (uint32_t o = 0; o < l->out; o++)
+        for (size_t n = 0; n < columns; n++)
+            dout_t[n * l->out + o] = dout[o * columns + n];
+    gemm_rows(l->fan_in, l->out, (uint32_t)columns, col, columns, 1, dout_t, l->out, dw_t, l->out);
     for (uint32_t o = 0; o < l->out; o++)
         for (uint32_t i = 0; i < l->fan_in; i++)
             l->dw[(size_t)o * l->fan_in + i] = dw_t[(size_t)i * l->out + o];
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l->fan_in, (int)columns, (int)l->out, 1.0f, l->w,
-                (int)l->fan_in, dout, (int)columns, 0.0f, col, (int)columns);
+    gemm_rows(l->fan_in, (uint32_t)columns, l->out, l->w, 1, l->fan_in, dout, columns, col, columns);
+}
+
+/* The fused path's dense layers, on model_gemm.c rather than sgemm. The
+ * forward reads its input feature-major, xt (in, batch), and writes its
+ * output both ways: out_t (out, batch) for the next layer's forward and
+ * out (batch, out) for the backward. out = x W^T + b, then ReLU if asked:
+ * the bias is added to the finished sum, as fc_forward does. */
+static void lenet_fc_forward(const layer *l, const float *xt, uint32_t batch, float *out_t, float *out, bool relu)
+{
+    gemm_rows(l->out, batch, l->in, l->w, l->in, 1, xt, batch, out_t, batch);
+    for (uint32_t o = 0; o < l->out; o++)
+        for (uint32_t b = 0; b < batch; b++) {
+            float v = out_t[(size_t)o * batch + b] + l->b[o];
+            v = relu && v < 0.0f ? 0.0f : v;
+            out_t[(size_t)o * batch + b] = v;
+            out[(size_t)b * l->out + o] = v;
+        }
+}
+
+/* From dout (batch, out): dW[o][i] = the sum over examples in order of
+ * dout[b][o] x[b][i], db as fc_backward, dx (batch, in) = dout W. */
+static void lenet_fc_backward(const layer *l, const float *x, const float *dout, uint32_t batch, float *dx)
+{
+    gemm_rows(l->out, l->in, batch, dout, 1, l->out, x, l->in, l->dw, l->in);
+    memset(l->db, 0, l->out * sizeof(float));
+    for (uint32_t i = 0; i < batch; i++)
+        for (uint32_t o = 0; o < l->out; o++)
+            l->db[o] += dout[(size_t)i * l->out + o];
+    if (dx)
+        gemm_rows(batch, l->in, l->out, dout, l->out, 1, l->w, l->in, dx, l->in);
+}
+
+/* xt (cols, rows) = x (rows, cols) transposed. */
+static void transpose(const float *x, uint32_t rows, uint32_t cols, float *xt)
+{
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t c = 0; c < cols; c++)
+            xt[(size_t)c * rows + r] = x[(size_t)r * cols + c];
 }
 
 /* Mean cross-entropy of softmax(logits) against y, computed through
@@ -362,9 +404,14 @@ void lenet_forward(model_impl *m, const float *x, uint32_t batch)
     conv2_im2col(m->pool1, batch, m->col2);
     conv2_forward(conv2, m->col2, (size_t)batch * CONV2_SIDE * CONV2_SIDE, m->conv2);
     relu_pool_forward(m->conv2, conv2->b, &g2, m->flat, m->arg2);
-    fc_forward(&m->layers[2], m->flat, batch, m->hidden1, true);
-    fc_forward(&m->layers[3], m->hidden1, batch, m->hidden2, true);
-    fc_forward(&m->layers[4], m->hidden2, batch, m->logits, false);
+    /* feature-major copies for the dense layers' forward */
+    float *flat_t = m->fc_t, *hidden1_t = flat_t + (size_t)batch * FLAT_SIZE;
+    float *hidden2_t = hidden1_t + (size_t)batch * m->layers[2].out;
+    float *logits_t = hidden2_t + (size_t)batch * m->layers[3].out;
+    transpose(m->flat, batch, FLAT_SIZE, flat_t);
+    lenet_fc_forward(&m->layers[2], flat_t, batch, hidden1_t, m->hidden1, true);
+    lenet_fc_forward(&m->layers[3], hidden1_t, batch, hidden2_t, m->hidden2, true);
+    lenet_fc_forward(&m->layers[4], hidden2_t, batch, logits_t, m->logits, false);
 }
 
 /* Needs m->dlogits and the activations of the forward pass just run. */
@@ -373,13 +420,13 @@ void lenet_backward(model_impl *m, uint32_t batch)
     const layer *conv1 = &m->layers[0], *conv2 = &m->layers[1];
     pool_geometry g1 = pool1_geometry(batch), g2 = pool2_geometry(batch);
 
-    fc_backward(&m->layers[4], m->hidden2, m->dlogits, batch, m->dhidden2);
+    lenet_fc_backward(&m->layers[4], m->hidden2, m->dlogits, batch, m->dhidden2);
     relu_backward(m->hidden2, m->dhidden2, (size_t)batch * m->layers[4].in);
-    fc_backward(&m->layers[3], m->hidden1, m->dhidden2, batch, m->dhidden1);
+    lenet_fc_backward(&m->layers[3], m->hidden1, m->dhidden2, batch, m->dhidden1);
     relu_backward(m->hidden1, m->dhidden1, (size_t)batch * m->layers[3].in);
-    fc_backward(&m->layers[2], m->flat, m->dhidden1, batch, m->dflat);
+    lenet_fc_backward(&m->layers[2], m->flat, m->dhidden1, batch, m->dflat);
     relu_pool_backward(m->flat, m->dflat, m->arg2, &g2, m->dconv2, conv2->db);
-    conv2_backward(conv2, m->col2, (size_t)batch * CONV2_SIDE * CONV2_SIDE, m->dconv2, m->dw2_t);
+    conv2_backward(conv2, m->col2, (size_t)batch * CONV2_SIDE * CONV2_SIDE, m->dconv2, m->dconv2_t, m->dw2_t);
     conv2_col2im(m->col2, batch, m->dpool1);
     relu_pool_backward(m->pool1, m->dpool1, m->arg1, &g1, m->dconv1, conv1->db);
     /* The input needs no gradient, so conv1 stops at its weights. */

@@ -3,16 +3,19 @@
  * information bound, codec throughput, the cost of signing and checking a
  * message, and aggregation throughput next to the memory bandwidth; single thread (set OPENBLAS_NUM_THREADS=1). Timings
  * live here, never in tests. */
+#include <cblas.h>
 #include <math.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "esgd/aggregator.h"
 #include "esgd/codec.h"
+#include "esgd/dataset.h"
 #include "esgd/envelope.h"
 #include "esgd/job.h"
 #include "esgd/json_writer.h"
@@ -69,6 +72,94 @@ static double bench_training(const char *spec_text, bool layerwise, int steps)
     return batch / median(runs, REPEATS);
 }
 
+static void *alloc_or_die(size_t bytes)
+{
+    void *p = malloc(bytes);
+    if (!p) {
+        fprintf(stderr, "esgd-bench: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+static double user_cpu_seconds(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec * 1e-6;
+}
+
+/* esgd-bench --train DIR: LeNet on DIR's MNIST train split as a plain
+ * single-process training loop, the work bench/vs-pytorch.sh times on
+ * PyTorch too. Each epoch draws a fresh permutation; each batch of 32 is
+ * gathered and scaled (dataset_fill_batch), then forward, softmax
+ * cross-entropy, backward and the SGD step params -= lr * grads, lr 0.1
+ * in epoch 0 and halved each epoch. Only that loop is timed (loading the
+ * data and the final test evaluation are not). One JSON line on stdout. */
+static int bench_train_mnist(const char *dir, uint32_t epochs, const char *model_text)
+{
+    const uint32_t batch = 32;
+    esgd_error err = {0};
+    esgd_dataset train = {0}, test = {0};
+    model_spec spec;
+    esgd_model *m = NULL;
+    if (dataset_load_split(&train, dir, "train", NULL, 0, &err) != ESGD_OK ||
+        dataset_load_split(&test, dir, "t10k", NULL, 0, &err) != ESGD_OK ||
+        model_spec_parse(&spec, model_text, train.dims, train.rank, 10, &err) != ESGD_OK ||
+        !(m = model_new(&spec, batch, &err))) {
+        fprintf(stderr, "esgd-bench: %s\n", err.message);
+        return 1;
+    }
+    blas_threads_default();
+    model_init_params(m, 1);
+    uint32_t n = train.count, steps = n / batch;
+    uint32_t *perm = alloc_or_die(sizeof *perm * n);
+    float *x = alloc_or_die(sizeof *x * batch * m->input_size);
+    uint8_t y[32];
+    esgd_rng rng;
+    rng_seed(&rng, 11, 0);
+    double loss_sum = 0;
+    double t0 = monotonic_seconds(), u0 = user_cpu_seconds();
+    for (uint32_t e = 0; e < epochs; e++) {
+        float lr = 0.1f * powf(0.5f, (float)e);
+        for (uint32_t i = 0; i < n; i++)
+            perm[i] = i;
+        for (uint32_t i = n; i > 1; i--) {
+            uint32_t j = rng_below(&rng, i), t = perm[i - 1];
+            perm[i - 1] = perm[j];
+            perm[j] = t;
+        }
+        loss_sum = 0;
+        for (uint32_t s = 0; s < steps; s++) {
+            dataset_fill_batch(&train, perm + (size_t)s * batch, batch, x, y);
+            float loss;
+            model_forward_backward(m, x, y, batch, &loss);
+            for (uint32_t j = 0; j < m->num_params; j++)
+                m->params[j] -= lr * m->grads[j];
+            loss_sum += loss;
+        }
+    }
+    double wall = monotonic_seconds() - t0, user = user_cpu_seconds() - u0;
+    float accuracy = 0;
+    if (model_evaluate(m, &test, 0, &accuracy, NULL, &err) != ESGD_OK) {
+        fprintf(stderr, "esgd-bench: %s\n", err.message);
+        return 1;
+    }
+    double samples = (double)epochs * steps * batch;
+    printf("{\"impl\": \"esgd\", \"model\": \"%s\", \"batch\": %u, \"epochs\": %u, \"samples\": %.0f, "
+           "\"seconds\": %.3f, \"user_seconds\": %.3f, \"samples_per_second\": %.0f, "
+           "\"samples_per_user_second\": %.0f, \"last_epoch_loss\": %.4f, \"test_accuracy\": %.4f, "
+           "\"blas_core\": \"%s\"}\n",
+           model_text, batch, epochs, samples, wall, user, samples / wall, samples / user, loss_sum / steps,
+           accuracy, openblas_get_corename());
+    free(perm);
+    free(x);
+    model_free(m);
+    dataset_destroy(&train);
+    dataset_destroy(&test);
+    return 0;
+}
+
 /* Median seconds per sparsifier_select at dimension d, over `rounds`
  * rounds after the two random ones, alternating loss fell / rose. */
 static double bench_select(sparsify_method method, uint32_t d, double drop, int rounds, int loss_fell)
@@ -103,16 +194,6 @@ static double bench_select(sparsify_method method, uint32_t d, double drop, int 
     free(g);
     sparsifier_free(s);
     return med;
-}
-
-static void *alloc_or_die(size_t bytes)
-{
-    void *p = malloc(bytes);
-    if (!p) {
-        fprintf(stderr, "esgd-bench: out of memory (%zu bytes)\n", bytes);
-        exit(1);
-    }
-    return p;
 }
 
 /* An update of k of d coordinates, chosen uniformly (selection sampling),
@@ -387,9 +468,13 @@ static double bench_triad_gbps(size_t bytes)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "--train") == 0)
+        return bench_train_mnist(argv[2], argc > 3 ? (uint32_t)strtoul(argv[3], NULL, 10) : 2,
+                                 argc > 4 ? argv[4] : "lenet");
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     if (argc > 1 && !quick) {
         fprintf(stderr, "usage: esgd-bench [--quick]\n"
+                        "       esgd-bench --train DATA_DIR [EPOCHS [MODEL]]   (LeNet on MNIST, see bench/vs-pytorch.sh)\n"
                         "Prints the core's speed as JSON on stdout (set OPENBLAS_NUM_THREADS=1).\n");
         return strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
