@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "esgd/codec.h"
 #include "esgd/job.h"
 #include "esgd/sparsifier.h"
 
@@ -120,6 +121,48 @@ static void test_dgc_options(void **state)
     assert_memory_equal(&before, &cfg, sizeof cfg);
     cfg.sparsify.dgc_momentum = 1.0f; /* set behind the table's back (the codec path checks too) */
     assert_int_equal(job_config_validate(&cfg, &err), ESGD_ERR_ARG);
+}
+
+/* down-drop auto: twice the coordinates of one agent's update, off where
+ * agents send no fixed count; the configuration message carries the number. */
+static void test_down_drop_auto(void **state)
+{
+    (void)state;
+    esgd_job_config cfg;
+    job_config_defaults(&cfg);
+    esgd_error err = {0};
+    const job_option *opt = job_option_find("down-drop");
+    assert_non_null(opt);
+    assert_true(job_down_drop(&cfg) == 0.0); /* the default is off */
+    assert_int_equal(job_config_set(&cfg, "down-drop", "auto", &err), ESGD_OK);
+    assert_true(cfg.down_drop == JOB_DOWN_DROP_AUTO);
+    assert_int_equal(job_config_set(&cfg, "drop", "0.99", &err), ESGD_OK);
+    assert_true(job_down_drop(&cfg) == 1.0 - 2.0 * (1.0 - 0.99));
+    assert_true(job_config_get_float(&cfg, opt) == job_down_drop(&cfg));
+    uint32_t up = sparsifier_keep_count(61706, 0.99), down = sparsifier_keep_count(61706, job_down_drop(&cfg));
+    assert_in_range(down, 2 * up - 1, 2 * up); /* twice, up to rounding */
+    assert_int_equal(job_config_set(&cfg, "drop", "0.4", &err), ESGD_OK);
+    assert_true(job_down_drop(&cfg) == 0.0); /* 1 - 2 (1 - 0.4) < 0 */
+    assert_int_equal(job_config_set(&cfg, "drop", "0.99", &err), ESGD_OK);
+    assert_int_equal(job_config_set(&cfg, "method", "dense", &err), ESGD_OK);
+    assert_true(job_down_drop(&cfg) == 0.0);
+    assert_int_equal(job_config_set(&cfg, "method", "threshold", &err), ESGD_OK);
+    assert_true(job_down_drop(&cfg) == 0.0);
+    assert_int_equal(job_config_set(&cfg, "method", "dgc", &err), ESGD_OK);
+    /* -1 is only auto's marker: as a number it is out of range. */
+    assert_int_equal(job_config_set(&cfg, "down-drop", "-1", &err), ESGD_ERR_RANGE);
+    assert_true(cfg.down_drop == JOB_DOWN_DROP_AUTO);
+
+    esgd_buffer buf;
+    assert_int_equal(buffer_init(&buf, 4096, &err), ESGD_OK);
+    assert_int_equal(codec_encode_config(&buf, &cfg, &err), ESGD_OK);
+    codec_decoder *dec = codec_decoder_new(NULL);
+    assert_non_null(dec);
+    esgd_job_config got;
+    assert_int_equal(codec_decode_config(dec, buf.data, buf.size, &got, &err), ESGD_OK);
+    assert_true(got.down_drop == 1.0 - 2.0 * (1.0 - 0.99));
+    codec_decoder_free(dec);
+    buffer_destroy(&buf);
 }
 
 static void test_rounds_epochs_and_learning_rate(void **state)
@@ -310,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_set_rejects_bad_values_with_a_reason),
         cmocka_unit_test(test_environment_sets_options),
         cmocka_unit_test(test_dgc_options),
+        cmocka_unit_test(test_down_drop_auto),
         cmocka_unit_test(test_rounds_epochs_and_learning_rate),
         cmocka_unit_test(test_validate_catches_combinations),
         cmocka_unit_test(test_default_schedule_is_the_old_step_rule_bit_for_bit),

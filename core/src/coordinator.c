@@ -61,8 +61,9 @@ esgd_coordinator *coordinator_new(const esgd_job_config *cfg, esgd_error *err)
     }
     /* Every agent trains on exactly one batch a round: a larger claim is a lie. */
     aggregator_require_samples(c->agg, cfg->batch);
-    uint32_t keep = sparsifier_keep_count(c->dim, cfg->down_drop);
-    if (cfg->down_drop > 0 && keep < c->dim && aggregator_set_downlink(c->agg, keep, err) != ESGD_OK)
+    double down_drop = job_down_drop(cfg);
+    uint32_t keep = sparsifier_keep_count(c->dim, down_drop);
+    if (down_drop > 0 && keep < c->dim && aggregator_set_downlink(c->agg, keep, err) != ESGD_OK)
         goto fail;
     model_init_params(c->model, cfg->seed);
     return c;

@@ -59,7 +59,7 @@ static const option_entry options[] = {
         "DGC rounds over which drop ramps from 0.75 to --drop"),
     NUM("down-drop", FIELD_F64, down_drop, 0.0, 0.999999,
         "compressed downlink: the model changes in ceil((1-R) d) coordinates a round, the rest of the step is "
-        "held back for later rounds (0: off)"),
+        "held back for later rounds (0: off; auto: twice the coordinates of one agent's update, 1 - 2 (1 - drop))"),
     NUM("agents", FIELD_U32, agents, 1, 100000, "number of agents N"),
     NUM("batch", FIELD_U32, batch, 1, 4096, "minibatch per agent per round"),
     NUM("lr", FIELD_F64, lr, 1e-12, 1e6, "learning rate in epoch 0"),
@@ -101,6 +101,23 @@ void job_config_defaults(esgd_job_config *cfg)
     cfg->values = VALUE_FORMAT_F32;
     cfg->train_samples = 60000;
     cfg->eval_every = 0;
+    cfg->down_drop = 0.0; /* off: results/scale.md section 1 has the data */
+}
+
+double job_down_drop(const esgd_job_config *cfg)
+{
+    if (cfg->down_drop != JOB_DOWN_DROP_AUTO)
+        return cfg->down_drop;
+    sparsify_method m = cfg->sparsify.method;
+    if (m == SPARSIFY_DENSE || m == SPARSIFY_THRESHOLD)
+        return 0.0;
+    double r = 1.0 - 2.0 * (1.0 - cfg->sparsify.drop_ratio);
+    return r > 0.0 ? r : 0.0;
+}
+
+static bool is_down_drop(const job_option *opt)
+{
+    return strcmp(opt->name, "down-drop") == 0;
 }
 
 size_t job_option_count(void)
@@ -241,6 +258,8 @@ uint64_t job_config_get_uint(const esgd_job_config *cfg, const job_option *opt)
 
 double job_config_get_float(const esgd_job_config *cfg, const job_option *opt)
 {
+    if (is_down_drop(opt))
+        return job_down_drop(cfg);
     const option_entry *e = entry_of(opt);
     if (e->kind == FIELD_F64)
         return *(const double *)field_cptr(cfg, e);
@@ -267,6 +286,10 @@ esgd_status job_config_set(esgd_job_config *cfg, const char *name, const char *t
     if (!opt)
         return esgd_error_set(err, ESGD_ERR_ARG, "unknown option --%s", name);
     const option_entry *e = entry_of(opt);
+    if (is_down_drop(opt) && strcmp(text, "auto") == 0) {
+        cfg->down_drop = JOB_DOWN_DROP_AUTO;
+        return ESGD_OK;
+    }
     char *end = NULL;
     errno = 0;
     switch (e->kind) {

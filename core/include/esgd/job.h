@@ -15,6 +15,8 @@
 #include "esgd/model_spec.h"
 
 #define JOB_NAME_MAX 64
+/* down-drop "auto": see job_down_drop. Never on the wire. */
+#define JOB_DOWN_DROP_AUTO (-1.0)
 
 typedef struct esgd_job_config {
     char job[JOB_NAME_MAX + 1];  /* [A-Za-z0-9_.-], used in topic names */
@@ -23,7 +25,8 @@ typedef struct esgd_job_config {
     uint32_t classes;            /* labels 0..classes-1 */
     sparsifier_config sparsify;  /* method, drop ratio, eSGD options, seed */
     double down_drop;            /* compressed downlink: the model changes in ceil((1 - down_drop) d)
-                                  * coordinates a round at most (aggregator_set_downlink); 0: off */
+                                  * coordinates a round at most (aggregator_set_downlink); 0: off;
+                                  * JOB_DOWN_DROP_AUTO: job_down_drop decides */
     uint32_t agents;             /* N, expected agents */
     uint32_t batch;              /* minibatch per agent per round */
     double lr;                   /* learning rate of epoch 0 */
@@ -69,6 +72,12 @@ esgd_status job_config_set_string(esgd_job_config *cfg, const job_option *opt, c
                                   esgd_error *err);
 uint64_t job_config_get_uint(const esgd_job_config *cfg, const job_option *opt);
 double job_config_get_float(const esgd_job_config *cfg, const job_option *opt);
+/* The downlink drop in effect: down_drop, or for JOB_DOWN_DROP_AUTO twice
+ * the coordinates one agent's update holds, 1 - 2 (1 - drop), and 0 (off)
+ * where that is not above 0 or agents send no fixed count (dense,
+ * threshold). job_config_get_float reports this value for down-drop, so a
+ * configuration message always carries a number. */
+double job_down_drop(const esgd_job_config *cfg);
 const char *job_config_get_string(const esgd_job_config *cfg, const job_option *opt);
 
 /* Reads ESGD_<NAME> for every option that is set in the environment. */
