@@ -33,6 +33,16 @@ def main():
                 [["LeNet-5 (61,706 parameters)", t["batch"], f"{t['lenet']:,}"],
                  ["MLP 784-128-10 (101,770)", t["batch"], f"{t['mlp']:,}"]]))
 
+    vs = bench.get("vs_pytorch")
+    if vs:
+        print("## LeNet training beside PyTorch 1.13 (bench/vs-pytorch.sh)\n")
+        print("The same LeNet, batch 32, plain SGD, MNIST, one thread each, runs alternated; only the training "
+              f"loop is timed. 1-minute load average {vs.get('load_average_1min')}.\n")
+        rows = [[name, f"{vs[key]['samples_per_second']:,}", f"{vs[key]['samples_per_user_second']:,}",
+                 vs[key].get("test_accuracy")] for name, key in (("eSGD's LeNet", "esgd"), ("PyTorch 1.13", "pytorch"))]
+        print(table(["", "samples/s (wall)", "samples per user-CPU second", "test accuracy"], rows))
+        print(f"Ratio: {vs['ratio_wall']}x by wall clock, {vs['ratio_user_cpu']}x by user CPU.\n")
+
     print("## Sparsifier cost per round (ms; eSGD differs when the loss rose)\n")
     rows = []
     for s in core["select_ms_per_round"]:
@@ -83,6 +93,8 @@ def main():
               "short run like this one does not amortise; retained: the full models kept on the broker, as a share "
               "of all broker traffic (agents' uplink in and out, the coordinator's publications, the "
               "deliveries to agents).\n")
+        if bench.get("load_note"):
+            print(f"These rows were {bench['load_note']}.\n")
         rows = []
         for r in load:
             per = r["agents"] * r["rounds"]

@@ -60,7 +60,13 @@ broker = [json.loads(l) for l in open(os.path.join(root, "results/broker-bench.j
 memory = json.load(open(os.path.join(root, "results/agent-memory.json")))
 load = [json.loads(l) for dd in ("0", "0.99") for l in open(os.path.join(root, f"results/load-scale-dd{dd}.jsonl"))
         if l.strip()]
-print(json.dumps({"machine": machine, "core": core, "broker": broker, "memory": memory, "load": load}, indent=1))
+vs_path = os.path.join(root, "results/vs-pytorch.json")
+try:
+    vs_pytorch = json.load(open(vs_path))
+except (OSError, ValueError):
+    vs_pytorch = None  # python3-torch missing: the run was skipped
+print(json.dumps({"machine": machine, "core": core, "broker": broker, "memory": memory, "load": load,
+                  "vs_pytorch": vs_pytorch}, indent=1))
 PY
 "$root/bench/bench-report.py" "$root/results/bench.json" >"$root/results/bench.md"
 echo "bench: tables in results/bench.md" >&2
