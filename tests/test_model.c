@@ -634,7 +634,7 @@ static bool cpu_fuses(void)
 #endif
 }
 
-/* gemm_rows and its portable 4-row form against a plain loop with the
+/* gemm_rows and its portable form against a plain loop with the
  * order the header promises (k ascending, one running sum from zero),
  * fused with fmaf where the CPU fuses: bit for bit, at shapes with row and
  * column tails and both strides of A, which is what keeps LeNet's results

@@ -106,8 +106,8 @@ void fc_backward(const layer *l, const float *x, const float *dout, uint32_t bat
  * strides may be 1 (A or its transpose); B's rows are contiguous. */
 void gemm_rows(uint32_t M, uint32_t N, uint32_t K, const float *A, size_t sam, size_t sak, const float *B, size_t ldb,
                float *C, size_t ldc);
-/* The same with 4-row blocks (gemm_rows may pick an 8-row AVX-512 one),
- * for the test that holds both to the same bits. */
+/* The same in portable vector code (gemm_rows may pick an AVX-512 or
+ * AVX2 one at run time), for the test that holds both to the same bits. */
 void gemm_rows_portable(uint32_t M, uint32_t N, uint32_t K, const float *A, size_t sam, size_t sak, const float *B,
                         size_t ldb, float *C, size_t ldc);
 
