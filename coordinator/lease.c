@@ -2,9 +2,11 @@
 #define _DEFAULT_SOURCE /* realpath */
 #include "lease.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "esgd/log.h"
@@ -57,6 +59,7 @@ esgd_status lease_init(job_lease *l, const char *job, uint64_t run, uint32_t gen
 
 void lease_destroy(job_lease *l)
 {
+    lease_refresh_stop(l);
     codec_decoder_free(l->decoder);
     l->decoder = NULL;
 }
@@ -90,8 +93,115 @@ esgd_status lease_publish(job_lease *l, mqtt_link *link, esgd_error *err)
 {
     esgd_status st = mqtt_link_publish(link, l->topic, l->live, l->live_size, 1, true, err);
     if (st == ESGD_OK)
-        l->published_bytes += l->live_size;
+        atomic_fetch_add(&l->published_bytes, l->live_size);
     return st;
+}
+
+/* Another holder, named in err: the same words for every way of finding one. */
+static esgd_status holder_found(const job_lease *l, const lease_msg *seen, esgd_error *err)
+{
+    return esgd_error_set(err, ESGD_ERR_ARG,
+                          "another coordinator is running job %s: %s (generation %u); stop it first, or give this "
+                          "job another name",
+                          l->own.job, seen->holder, seen->generation);
+}
+
+esgd_status lease_probe(job_lease *l, const mqtt_link_options *options, esgd_error *err)
+{
+    mqtt_link_options o = *options;
+    o.will_topic = NULL;
+    o.will_payload = NULL;
+    o.will_size = 0;
+    o.clean_session = true;
+    o.max_queued_bytes = 1 << 20;
+    mqtt_link *probe = mqtt_link_open(&o, err);
+    if (!probe) {
+        esgd_error_prefix(err, "checking the lease of job %s", l->own.job);
+        return err->status;
+    }
+    esgd_status st = mqtt_link_subscribe(probe, l->topic, err);
+    double until = monotonic_seconds() + LEASE_PROBE_SECONDS;
+    while (st == ESGD_OK && monotonic_seconds() < until && !stop_requested()) {
+        mqtt_message m;
+        if (!mqtt_link_next(probe, 50, &m) || strcmp(m.topic, l->topic) != 0)
+            continue;
+        lease_msg found;
+        /* Retained: perhaps of a coordinator long gone; lease_claim looks at it. */
+        if (!m.retained && others_lease(l, &m, &found) && found.live)
+            st = holder_found(l, &found, err);
+    }
+    mqtt_link_close(probe);
+    return st;
+}
+
+/* The refresh thread: the live lease every LEASE_REFRESH_SECONDS while
+ * connected (nothing piles up in the offline buffer while it is not). */
+static void *refresh_main(void *arg)
+{
+    job_lease *l = arg;
+    pthread_mutex_lock(&l->refresh_lock);
+    while (!l->refresh_stop) {
+        struct timespec at;
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        at.tv_sec += (time_t)LEASE_REFRESH_SECONDS;
+        at.tv_nsec += (long)((LEASE_REFRESH_SECONDS - (double)(time_t)LEASE_REFRESH_SECONDS) * 1e9);
+        if (at.tv_nsec >= 1000000000L) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000L;
+        }
+        while (!l->refresh_stop && pthread_cond_timedwait(&l->refresh_wake, &l->refresh_lock, &at) != ETIMEDOUT) {
+        }
+        if (l->refresh_stop)
+            break;
+        pthread_mutex_unlock(&l->refresh_lock);
+        esgd_error err = {0};
+        if (mqtt_link_connected(l->refresh_link)) {
+            if (mqtt_link_publish(l->refresh_link, l->topic, l->live, l->live_size, 1, false, &err) == ESGD_OK)
+                atomic_fetch_add(&l->published_bytes, l->live_size);
+            else
+                log_warn("lease refresh: %s", err.message);
+        }
+        pthread_mutex_lock(&l->refresh_lock);
+    }
+    pthread_mutex_unlock(&l->refresh_lock);
+    return NULL;
+}
+
+esgd_status lease_refresh_start(job_lease *l, mqtt_link *link, esgd_error *err)
+{
+    if (l->refreshing)
+        return ESGD_OK;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&l->refresh_wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "lease refresh: %s", strerror(rc));
+    pthread_mutex_init(&l->refresh_lock, NULL);
+    l->refresh_link = link;
+    l->refresh_stop = false;
+    if ((rc = pthread_create(&l->refresher, NULL, refresh_main, l)) != 0) {
+        pthread_cond_destroy(&l->refresh_wake);
+        pthread_mutex_destroy(&l->refresh_lock);
+        return esgd_error_set(err, ESGD_ERR_NOMEM, "lease refresh: cannot start its thread: %s", strerror(rc));
+    }
+    l->refreshing = true;
+    return ESGD_OK;
+}
+
+void lease_refresh_stop(job_lease *l)
+{
+    if (!l->refreshing)
+        return;
+    pthread_mutex_lock(&l->refresh_lock);
+    l->refresh_stop = true;
+    pthread_cond_signal(&l->refresh_wake);
+    pthread_mutex_unlock(&l->refresh_lock);
+    pthread_join(l->refresher, NULL);
+    pthread_cond_destroy(&l->refresh_wake);
+    pthread_mutex_destroy(&l->refresh_lock);
+    l->refreshing = false;
 }
 
 /* Passes messages on until `seconds` have passed; true as soon as the
@@ -150,10 +260,7 @@ esgd_status lease_claim(job_lease *l, mqtt_link *link, void (*other)(void *ctx, 
                      found.holder, found.live ? "live" : "released", HOLDER_CHECK_SECONDS);
             lease_msg seen = found;
             if (watch_for_holder(l, link, HOLDER_CHECK_SECONDS, &seen, other, ctx))
-                return esgd_error_set(err, ESGD_ERR_ARG,
-                                      "another coordinator is running job %s: %s (generation %u); stop it first, "
-                                      "or give this job another name",
-                                      l->own.job, seen.holder, seen.generation);
+                return holder_found(l, &seen, err);
         }
     }
     return lease_publish(l, link, err);

@@ -80,6 +80,10 @@ static esgd_status encode_next_model(void *ctx, const round_summary *s, esgd_err
         st = keep_copy(r, &r->broadcast, coordinator_round_model, err);
     if (st != ESGD_OK)
         return st;
+    /* The final model ends the lease refreshes: every lease published is
+     * counted in the last row, and goes out before the final model. */
+    if (coordinator_done(r->coordinator))
+        lease_refresh_stop(&r->lease);
     /* Counted now, with what they will be published as (checkpoint_and_publish:
      * a failure there ends the job), so that the row includes them. */
     run_count_lease_bytes(r);
@@ -436,6 +440,26 @@ static int setup(run *r, esgd_error *err)
     if (lease_init(&r->lease, r->cfg.job, r->cfg.run, coordinator_generation(r->coordinator), r->set.state_dir, &own,
                    err) != ESGD_OK)
         return EXIT_RUNTIME;
+    /* First a look at the lease under a client id of our own, so that a
+     * live holder's connection is not taken over by looking (lease.h). */
+    char probe_id[160];
+    snprintf(probe_id, sizeof probe_id, "esgd-lease-%s-%08x", r->cfg.job, (unsigned)randombytes_random());
+    mqtt_link_options po = r->set.link;
+    po.client_id = probe_id;
+    if (r->set.lease_username) {
+        /* Its own user, which may only read the lease topic; not the
+         * coordinator's password or client certificate. */
+        po.username = r->set.lease_username;
+        po.password = NULL;
+        po.password_file = r->set.lease_password_file;
+        po.cert_file = po.key_file = NULL;
+    } else if (r->set.lease_password_file) {
+        esgd_error_set(err, ESGD_ERR_ARG, "--lease-password-file needs --lease-username");
+        return EXIT_USAGE;
+    }
+    esgd_status st = lease_probe(&r->lease, &po, err);
+    if (st != ESGD_OK)
+        return st == ESGD_ERR_ARG ? EXIT_USAGE : EXIT_RUNTIME;
     mqtt_link_options mo = r->set.link;
     mo.client_id = client_id;
     mo.will_topic = r->lease.topic;
@@ -443,9 +467,11 @@ static int setup(run *r, esgd_error *err)
     mo.will_size = r->lease.released_size;
     if (!(r->link = mqtt_link_open(&mo, err)))
         return EXIT_RUNTIME;
-    esgd_status st = lease_claim(&r->lease, r->link, on_other_message, r, err);
+    st = lease_claim(&r->lease, r->link, on_other_message, r, err);
     if (st != ESGD_OK)
         return st == ESGD_ERR_ARG ? EXIT_USAGE : EXIT_RUNTIME;
+    if (lease_refresh_start(&r->lease, r->link, err) != ESGD_OK)
+        return EXIT_RUNTIME;
     r->lease_claimed = true;
     return EXIT_DONE;
 }
@@ -486,6 +512,11 @@ int main(int argc, char **argv)
         {"metrics-address", CLI_STRING, &set->metrics_address, "IPv4 address the metrics server listens on"},
         {"max-update-norm", CLI_DOUBLE, &set->max_update_norm,
          "L2 norm bound on one agent's update (0: 10 x the median of recent updates; < 0: none)"},
+        {"lease-username", CLI_STRING, &set->lease_username,
+         "broker user for the lease check at start, which only reads esgd/<job>/lease (default: --username; give one "
+         "where the broker makes the user name the client id)"},
+        {"lease-password-file", CLI_STRING, &set->lease_password_file,
+         "file whose first line is --lease-username's password"},
         {"keys", CLI_STRING, &set->keys_dir, "folder with coordinator.key (ours) and agent-<id>.pub (esgd-keygen)"},
         {"norm-action", CLI_STRING, &set->norm_action, "what to do with an update over the bound: reject | clip"},
         {"eval-limit", CLI_UINT, &set->eval_limit, "test examples per periodic evaluation (the final one uses all)"},
@@ -544,6 +575,7 @@ int main(int argc, char **argv)
     run_flush_logs();
     metrics_stop(r.metrics);
     r.metrics = NULL;
+    lease_refresh_stop(&r.lease); /* it publishes on the link */
     mqtt_link_close(r.link);
     if (r.report.csv)
         fclose(r.report.csv);

@@ -24,8 +24,9 @@ esgd_status run_publish(run *r, const char *topic, const uint8_t *msg, size_t si
 
 void run_count_lease_bytes(run *r)
 {
-    coordinator_note_published(r->coordinator, r->lease.published_bytes - r->lease_bytes_counted);
-    r->lease_bytes_counted = r->lease.published_bytes;
+    uint64_t now = atomic_load(&r->lease.published_bytes); /* the refresh thread adds to it */
+    coordinator_note_published(r->coordinator, now - r->lease_bytes_counted);
+    r->lease_bytes_counted = now;
 }
 
 uint64_t run_traffic(const run *r)

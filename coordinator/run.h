@@ -23,6 +23,7 @@ enum { EXIT_DONE = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 3 };
 typedef struct settings {
     mqtt_link_options link; /* broker settings; client id set at connect */
     const char *data_dir, *state_dir, *csv_path, *metrics_address, *keys_dir;
+    const char *lease_username, *lease_password_file; /* the lease check's broker user; NULL: --username's */
     uint32_t metrics_port;    /* 0: no metrics server */
     double max_update_norm;   /* 0: no bound */
     const char *norm_action;  /* "reject" or "clip" */

@@ -2,7 +2,7 @@
 # Creates everything the production broker (deploy/mosquitto/mosquitto.conf)
 # and the programs need to run one job with per-client credentials:
 #
-#   passwd                 mosquitto password file (hashed): coordinator, monitor, agent-0..agent-N-1
+#   passwd                 mosquitto password file (hashed): coordinator, monitor, lease, agent-0..agent-N-1
 #   acl                    mosquitto ACL for the job (see below)
 #   <user>.password        each user's random password, mode 0600 (for --password-file)
 #   ca.crt, ca.key         a private test CA (keep ca.key off the gateways)
@@ -18,7 +18,8 @@
 #                          (the programs' --keys folder)
 #
 # ACL scheme: user names are "coordinator", "monitor" (read-only, for
-# esgd-watch) and "agent-<id>" where <id> is the agent's --id. Mosquitto's
+# esgd-watch), "lease" (the coordinator's look at the lease before it
+# connects, --lease-username) and "agent-<id>" where <id> is the agent's --id. Mosquitto's
 # %u would give "agent-<id>", not the bare <id> the topics carry, so the ACL
 # has one explicit block per user instead of `pattern` lines. Per job
 # (topics in schemas/messages.md; '+' matches exactly one level):
@@ -28,6 +29,7 @@
 #   agent-<id>   writes esgd/<job>/round/+/grad/<id>, esgd/<job>/status/<id> (also its Last Will)
 #                reads  esgd/<job>/config, esgd/<job>/model, esgd/<job>/round/+/model
 #   monitor      reads  esgd/<job>/#
+#   lease        reads  esgd/<job>/lease
 # Anything not granted is denied: mosquitto drops a denied PUBLISH (MQTT 5
 # clients get reason "not authorized") and delivers nothing a reader may not read.
 #
@@ -72,7 +74,7 @@ fi
 
 mkdir -p "$out"
 umask 077
-users=(coordinator monitor)
+users=(coordinator monitor lease)
 for ((i = 0; i < agents; i++)); do users+=("agent-$i"); done
 
 # Passwords: 32 random base64 characters each. They go to mosquitto_passwd -U
@@ -105,6 +107,11 @@ chmod 0640 "$out/passwd"
     echo "# esgd-watch and dashboards: read everything of the job, write nothing."
     echo "user monitor"
     echo "topic read esgd/$job/#"
+    echo
+    echo "# esgd-coordinator --lease-username: at start, whether another coordinator runs the job,"
+    echo "# under an identity (and so a client id) other than the coordinator's."
+    echo "user lease"
+    echo "topic read esgd/$job/lease"
     for ((i = 0; i < agents; i++)); do
         echo
         echo "user agent-$i"

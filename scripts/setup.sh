@@ -39,6 +39,8 @@ command -v npm >/dev/null 2>&1 || packages+=(npm)
 # test (file for CPack's dependency scan, systemd for systemd-analyze
 # verify), and the libFuzzer harnesses (clang).
 packages+=(mosquitto-clients openssl prometheus python3 python3-nacl curl file systemd clang-14 libclang-rt-14-dev)
+# Only for the RabbitMQ cluster test, which runs its own nodes on 127.0.0.1.
+packages+=(rabbitmq-server)
 # Fashion-MNIST only when asked for.
 if [ "$dataset" = fashion ]; then packages+=(dataset-fashion-mnist); fi
 
@@ -56,7 +58,12 @@ if ((${#missing[@]})); then
     say "  ${missing[*]}"
     apt-get update
     # Progress shows as apt's one line per package fetched and set up.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    rest=()
+    for p in "${missing[@]}"; do [ "$p" = rabbitmq-server ] || rest+=("$p"); done
+    ((${#rest[@]} == 0)) || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${rest[@]}"
+    # rabbitmq-server's system service would listen on every interface: installed
+    # with it kept from starting and left disabled.
+    ((${#rest[@]} == ${#missing[@]})) || "$root/deploy/rabbitmq/local-cluster.sh" --install
     say "packages installed"
 else
     say "all ${#packages[@]} Debian packages already installed"

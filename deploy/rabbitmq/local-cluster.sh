@@ -6,16 +6,19 @@
 # systemd, stopped by their PIDs. Nothing listens beyond loopback (epmd also
 # takes [::1] on its port: it always adds the loopback addresses).
 #
-# As a library (deploy/rabbitmq/cluster-check.sh):
+# As a library (tests/integration/rabbitmq_cluster.sh, in CTest):
 #   source deploy/rabbitmq/local-cluster.sh
 #   rabbit_cluster_start DIR N VHOST USER PASSWORD
 #       # sets RABBIT_NODES[i], RABBIT_MQTT_PORTS[i], RABBIT_URLS[i] (i = 1..N),
 #       # RABBIT_BOOT_SECONDS, RABBIT_JOIN_SECONDS; returns 1 with a message on failure
 #   rabbit_ctl I COMMAND...       # rabbitmqctl against node I
 #   rabbit_cluster_stop           # TERM, then KILL after 30 s; also epmd
+#   rabbit_install                # as root: apt-get install rabbitmq-server, its
+#                                 # system services kept from starting and left disabled
 # By hand:
 #   deploy/rabbitmq/local-cluster.sh [--nodes N] DIR
 #       # starts the cluster, prints the URLs and credentials, stops it on Ctrl-C
+#   deploy/rabbitmq/local-cluster.sh --install   # rabbit_install (scripts/setup.sh)
 RABBIT_LIB=${RABBIT_LIB:-/usr/lib/rabbitmq/bin}
 RABBIT_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RABBIT_DIR=
@@ -31,6 +34,33 @@ RABBIT_WRAPPER_PIDS=()
 
 rabbit_installed() {
     [ -x "$RABBIT_LIB/rabbitmq-server" ] && [ -x "$RABBIT_LIB/rabbitmqctl" ] && command -v epmd >/dev/null
+}
+
+# rabbit_install: as root, apt-get install rabbitmq-server (apt-get update
+# and again when that fails), apt's output on stdout. Packages' services are
+# kept from starting while it installs (a temporary /usr/sbin/policy-rc.d,
+# only when there is none; RABBIT_POLICY_MADE=1 meanwhile, for a caller's
+# trap), and rabbitmq-server's and epmd's are left disabled: they would
+# listen on every interface (AMQP 5672, distribution 25672, epmd 4369),
+# while these nodes are our own, on 127.0.0.1. Status 1 when it failed.
+RABBIT_POLICY_MADE=0
+rabbit_install() {
+    local rc=0 unit
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && RABBIT_POLICY_MADE=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server ||
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server; } ||
+        rc=1
+    if [ "$RABBIT_POLICY_MADE" = 1 ]; then rm -f /usr/sbin/policy-rc.d; RABBIT_POLICY_MADE=0; fi
+    [ "$rc" = 0 ] || return 1
+    # ...nor at the next boot.
+    for unit in rabbitmq-server.service epmd.socket epmd.service; do
+        deb-systemd-helper disable "$unit" >/dev/null 2>&1 || true
+    done
+    update-rc.d rabbitmq-server disable >/dev/null 2>&1 || true
+    echo "installed rabbitmq-server $(dpkg-query -W -f '${Version}' rabbitmq-server) (its system service and epmd's left disabled)"
+    rabbit_installed
 }
 
 _rabbit_port_free() {
@@ -251,6 +281,11 @@ rabbit_cluster_stop() {
 # By hand: start, print, wait for Ctrl-C, stop.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -eu
+    if [ "${1:-}" = --install ]; then
+        trap '[ "$RABBIT_POLICY_MADE" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+        rabbit_install
+        exit
+    fi
     nodes=2
     [ "${1:-}" = --nodes ] && { nodes=$2; shift 2; }
     [ $# = 1 ] || { echo "usage: $0 [--nodes N] DIR" >&2; exit 2; }

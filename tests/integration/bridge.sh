@@ -136,7 +136,11 @@ sys_read "$local_port" "$work/sys-before.txt"
 # their site's broker, each with its own credentials.
 BROKER_URL=tcp://127.0.0.1:$local_port
 start_coordinator "$job" "${settings[@]}" --quorum 4 --username coordinator \
-    --password-file "$creds/coordinator.password"
+    --password-file "$creds/coordinator.password" --lease-username lease --lease-password-file "$creds/lease.password"
+# The agents once the job is on the broker, so that they find its retained
+# configuration rather than ask for it (an answer to one agent goes to one
+# site only, which would skew the copies counted below).
+wait_for_line "job $job run " "$work/coordinator.log" 60
 agent_pids=()
 for id in 0 1 2 3; do
     site=a

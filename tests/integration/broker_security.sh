@@ -248,8 +248,26 @@ sleep 0.5
 BROKER_URL=$url
 export ESGD_KEYS=$creds/keys # the production keys, not the test's own
 # shellcheck disable=SC2046
-start_coordinator "$job" --ca-file "$creds/ca.crt" $(secret coordinator) \
+lease_user=()
+"$coordinator_bin" --help | grep -q -- "--lease-username" &&
+    lease_user=(--lease-username lease --lease-password-file "$creds/lease.password")
+start_coordinator "$job" --ca-file "$creds/ca.crt" $(secret coordinator) "${lease_user[@]}" \
     --model mlp --agents "$agents" --quorum "$agents" --rounds 30 --method esgd --drop 0.9 --seed 5 --eval-every 1000
+if [ "${#lease_user[@]}" -gt 0 ]; then
+    # A second coordinator of the job (the broker makes the user name the
+    # client id): it looks at the lease as "lease" and refuses to start,
+    # without taking the first one's connection as "coordinator".
+    wait_for_line "job $job run " "$work/coordinator.log" 60
+    rc=0
+    # shellcheck disable=SC2046
+    timeout 60 "$coordinator_bin" --broker "$url" --job "$job" --data "$data" --ca-file "$creds/ca.crt" \
+        $(secret coordinator) "${lease_user[@]}" --model mlp --agents "$agents" --state-dir "$work/second-state" \
+        >/dev/null 2>"$work/second.log" || rc=$?
+    [ "$rc" = 2 ] && grep -q "another coordinator is running job $job" "$work/second.log" ||
+        fail "a second coordinator should refuse the job with exit status 2 (got $rc): $(tail -n 2 "$work/second.log")"
+    echo "second coordinator: $(grep -o 'another coordinator.*' "$work/second.log" | head -n 1)"
+    grep -q "u'lease')" "$work/broker/mosquitto.log" || fail "the lease check did not log in as lease"
+fi
 agent_pids=()
 for ((id = 0; id < agents; id++)); do
     # shellcheck disable=SC2046
@@ -270,6 +288,8 @@ for ((id = 0; id < agents; id++)); do
     grep -q "u'agent-$id')" "$work/broker/mosquitto.log" || fail "agent $id did not log in as agent-$id"
 done
 grep -q "u'coordinator')" "$work/broker/mosquitto.log" || fail "the coordinator did not log in as coordinator"
+! grep -q 'connection to .* lost' "$work/coordinator.log" ||
+    fail "the coordinator lost its connection: $(grep -m1 'connection to .* lost' "$work/coordinator.log")"
 
 # ---- 4. require_certificate true: only clients with a certificate from the CA ----
 broker_stop

@@ -17,6 +17,9 @@ start_broker
 start_watch "$job"
 start_coordinator "$job" --agents 3 --quorum 2 --round-timeout 1 --rounds "$rounds" --method esgd --drop 0.9 \
     --seed 53 --model mlp --eval-every 1000 --full-model-every 1000 --start-timeout 0
+# Agents 0 and 1 once the job is on the broker: they take the retained
+# configuration, so that the one answer logged below is agent 2's.
+wait_for_line "job $job run " "$work/coordinator.log" 60
 start_agents "$job" 2
 wait_for_line "^round 20/" "$work/coordinator.log" 120
 mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -r -n -t "esgd/$job/config" || fail "cannot clear the retained config"

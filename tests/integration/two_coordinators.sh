@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A second coordinator for a running job refuses to start, with a clear
 # error and exit status 2: with the same state folder (its lock), and with
-# another folder (the lease on the broker naming the live coordinator).
+# another folder (the lease on the broker naming the live coordinator, whose
+# refresh the second one sees before it connects as the job's coordinator:
+# the first one is never knocked off the broker).
 # The first one carries on and, with quorum = all, ends with exactly the
 # simulator's model.
 source "$(dirname "$0")/common.sh" "$1"
@@ -27,6 +29,10 @@ rc=$(second "$work/state-b" "$work/second-other.log")
 grep -q "another coordinator is running job $job" "$work/second-other.log" ||
     fail "no clear error: $(tail -n 3 "$work/second-other.log")"
 echo "other folder: $(grep -o 'another coordinator.*' "$work/second-other.log" | head -n 1)"
+# The second one looked at the lease under a client id of its own (the
+# holder's refresh told it), so the first one kept its connection.
+! grep -q 'connection to .* lost' "$work/coordinator.log" ||
+    fail "the first coordinator lost its connection while the second one checked the lease: $(grep -m1 'connection to .* lost' "$work/coordinator.log")"
 finish_job
 same_values "$work/sim.json" "$work/coordinator.json" model_fnv1a64 accepted
 echo PASS
