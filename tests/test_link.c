@@ -353,7 +353,10 @@ static void test_outage(void **state)
     printf("received after the outage: %s\n", seen);
     assert_non_null(strstr(seen, "/keep=offline;"));
     assert_non_null(strstr(seen, "/added=2;"));
-    assert_null(strstr(seen, "/drop="));
+    /* drop=1 may come again: the broker saved the session with it still in
+     * flight when the acknowledgement had not reached it yet (QoS 1 is at
+     * least once). What the unsubscription made offline must stop is 2. */
+    assert_null(strstr(seen, "/drop=2;"));
 
     c = mqtt_link_get_counters(l);
     if (down_so_far < 1.5)
