@@ -2,7 +2,9 @@
 # The whole test suite, as CI runs it: installs what is missing, fetches
 # MNIST, builds with warnings as errors and runs every CTest test, once in a
 # plain build and once under AddressSanitizer + UBSan, then the libFuzzer
-# harnesses. Every stage runs even when an earlier one failed; the end is a
+# harnesses, then the ARM check (scripts/arm-check.sh: cross builds for
+# arm64 and armhf, their unit tests and esgd-sim jobs under qemu, their
+# .deb packages). Every stage runs even when an earlier one failed; the end is a
 # table (stage, passed, failed, skipped, time) and one closing line, and the
 # exit status is non-zero when anything failed.
 # Usage: scripts/test.sh [--no-skips]
@@ -15,7 +17,7 @@ no_skips=0
 for arg in "$@"; do
     case $arg in
     --no-skips) no_skips=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -75,6 +77,20 @@ fuzz() {
     record "fuzz harnesses" "$pass" "$fail" 0 $((SECONDS - started))
 }
 
+# arm: scripts/arm-check.sh's checks, counted from its closing line; its
+# exit 77 (qemu or the cross packages cannot be installed) is one skip.
+arm() {
+    local started=$SECONDS log="$logs/arm.log" line pass=0 fail=1 skip=0
+    banner "ARM: cross builds, unit tests and esgd-sim under qemu, .deb packages"
+    "$root/scripts/arm-check.sh" --x86-build "$root/build-ci" 2>&1 | tee "$log"
+    local status=${PIPESTATUS[0]}
+    line=$(grep -E '^arm-check: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1)
+    [ -n "$line" ] && read -r pass fail skip < <(sed -E 's/[^0-9]+([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+).*/\1 \2 \3/' <<<"$line")
+    ((status == 0 || status == 77 || fail > 0)) || fail=1
+    ((no_skips && skip)) && fail=$((fail + skip)) skip=0
+    record "ARM under qemu" "$pass" "$fail" "$skip" $((SECONDS - started))
+}
+
 asan_build() {
     cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESGD_WERROR=ON \
         -DESGD_SANITIZE=ON >/dev/null && cmake --build "$root/build-asan" -j"$(nproc)"
@@ -86,6 +102,7 @@ step "ASan+UBSan build" asan_build
 tests "tests under ASan+UBSan" "$root/build-asan" ASAN_OPTIONS=detect_leaks=1:suppressions=$root/tests/asan.supp \
     UBSAN_OPTIONS=print_stacktrace=1
 fuzz
+arm
 
 banner "summary"
 printf '%-22s %7s %7s %8s %8s\n' stage passed failed skipped time

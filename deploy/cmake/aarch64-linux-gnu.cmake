@@ -2,7 +2,8 @@
 # compiler and multiarch libraries. See deploy/README.md, "Cross-compiling":
 #   dpkg --add-architecture arm64 && apt-get update
 #   apt-get install gcc-aarch64-linux-gnu libmsgpack-dev:arm64 libopenblas-dev:arm64 \
-#       libpaho-mqtt-dev:arm64 libssl-dev:arm64
+#       libpaho-mqtt-dev:arm64 libssl-dev:arm64 libsodium-dev:arm64 libmicrohttpd-dev:arm64
+# (scripts/arm-check.sh does all of it, with the unit tests under qemu-user-static)
 #   cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=deploy/cmake/aarch64-linux-gnu.cmake -DESGD_BUILD_TESTS=OFF
 #   cmake --build build-arm64 --target esgd-agent
 set(ESGD_CROSS_TRIPLET aarch64-linux-gnu)

@@ -19,6 +19,14 @@ if(CMAKE_HOST_SYSTEM_PROCESSOR STREQUAL "x86_64")
   list(APPEND CMAKE_IGNORE_PATH /usr/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/cmake)
 endif()
 
+# The target's programs run on the build machine under qemu-user-static when
+# it is installed (qemu-aarch64-static, qemu-arm-static): CTest then runs the
+# unit tests through it (scripts/arm-check.sh). Without it nothing changes.
+find_program(ESGD_QEMU NAMES qemu-${CMAKE_SYSTEM_PROCESSOR}-static qemu-${CMAKE_SYSTEM_PROCESSOR})
+if(ESGD_QEMU)
+  set(CMAKE_CROSSCOMPILING_EMULATOR ${ESGD_QEMU})
+endif()
+
 # pkg-config (OpenBLAS) must read the target's .pc files only.
 set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/${ESGD_CROSS_TRIPLET}/pkgconfig:/usr/share/pkgconfig)
 set(ENV{PKG_CONFIG_PATH} "")
