@@ -55,14 +55,19 @@ json_get() {
     grep -o "\"$1\": *[^,}]*" "$2" | head -n 1 | sed 's/^[^:]*: *//; s/"//g'
 }
 
-# wait_for_line PATTERN FILE SECONDS
-wait_for_line() {
+# wait_line PATTERN FILE SECONDS: 0 when a line matches within the time
+wait_line() {
     local i
     for ((i = 0; i < $3 * 10; i++)); do
         grep -q -- "$1" "$2" 2>/dev/null && return 0
         sleep 0.1
     done
-    fail "no line matching '$1' in $2 after $3 s"
+    return 1
+}
+
+# wait_for_line PATTERN FILE SECONDS: the same, failing the test on a timeout
+wait_for_line() {
+    wait_line "$@" || fail "no line matching '$1' in $2 after $3 s"
 }
 
 start_broker() {

@@ -105,15 +105,6 @@ stop_pid() {
 seconds() {
     sed -n 's/^[0-9-]*T\([0-9]*\):\([0-9]*\):\([0-9.]*\)Z.*/\1 \2 \3/p' <<<"$1" | awk '{ printf "%.3f", $1 * 3600 + $2 * 60 + $3 }'
 }
-# wait_line PATTERN FILE SECONDS: 0 when a line matches within the time
-wait_line() {
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        grep -q -- "$1" "$2" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # ---- the cluster -----------------------------------------------------------
 password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
