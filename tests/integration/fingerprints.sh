@@ -5,7 +5,7 @@
 # values here; matches_sim.sh separately checks that the broker run equals
 # the simulator. Last code move: double-precision aggregation and the
 # median loss signal (robust aggregation, 2026-12-02); on 2026-12-03 the
-# pins moved from Haswell's kernels to Prescott's (same code). On 2026-12-04
+# pins moved from Haswell's kernels to Prescott's (same code). On 2026-12-03
 # the three LeNet pins moved (54509c27043ff159 -> dde47eed36dcaf83,
 # 8a25363d0bf86e9b -> 6166870c29c13263, c71be179f2758b38 -> b967814f4caa6452):
 # the fused LeNet's conv2 and dense layers left OpenBLAS for model_gemm.c,
