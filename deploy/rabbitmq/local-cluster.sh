@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private RabbitMQ cluster with the MQTT plugin on 127.0.0.1, for tests and
 # trials (Debian 12's rabbitmq-server, 3.10): its own epmd on a free port,
-# N nodes esgd1@localhost .. esgdN@localhost with their own MQTT and Erlang
+# N nodes esgd1@127.0.0.1 .. esgdN@127.0.0.1 with their own MQTT and Erlang
 # distribution ports, all under one folder, run as the current user without
 # systemd, stopped by their PIDs. Nothing listens beyond loopback (epmd also
 # takes [::1] on its port: it always adds the loopback addresses).
@@ -97,6 +97,7 @@ _rabbit_pick_ports() {
 _rabbit_common_env() {
     export HOME=$RABBIT_DIR
     export ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$RABBIT_EPMD_PORT
+    export RABBITMQ_USE_LONGNAME=true
     export RABBITMQ_CONF_ENV_FILE=$RABBIT_DIR/rabbitmq-env.conf
     export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     export RABBITMQ_CTL_DIST_PORT_MIN=$RABBIT_CTL_PORT RABBITMQ_CTL_DIST_PORT_MAX=$((RABBIT_CTL_PORT + 9))
@@ -121,7 +122,9 @@ _rabbit_spawn() {
     RABBIT_USED_PORTS+="${RABBIT_MQTT_PORTS[$i]} "
     RABBIT_DIST_PORTS[$i]=$(_rabbit_pick_ports 1)
     RABBIT_USED_PORTS+="${RABBIT_DIST_PORTS[$i]} "
-    RABBIT_NODES[$i]=esgd$i@localhost
+    # Long names on the address itself: a host name needs resolving, and a
+    # bare root (debootstrap) has no /etc/hosts, so not even localhost.
+    RABBIT_NODES[$i]=esgd$i@127.0.0.1
     RABBIT_URLS[$i]=tcp://127.0.0.1:${RABBIT_MQTT_PORTS[$i]}
     sed -e "s/@MQTT_PORT@/${RABBIT_MQTT_PORTS[$i]}/" -e "s/@VHOST@/$vhost/" \
         "$RABBIT_HERE/local-node.conf" >"$d/rabbitmq.conf"

@@ -39,7 +39,7 @@ rabbit_test_cleanup() {
     rabbit_cluster_stop
     [ "$RABBIT_POLICY_MADE" = 1 ] && rm -f /usr/sbin/policy-rc.d
     if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -n "$RABBIT_DIR" ]; then
-        for f in "$RABBIT_DIR"/n*/log/esgd*@localhost.log; do
+        for f in "$RABBIT_DIR"/n*/log/esgd*@*.log; do
             [ -f "$f" ] && { echo "== $f (errors and warnings)"; grep -E '\[(error|warning)\]' "$f" | tail -n 8; }
         done
     fi
@@ -115,8 +115,9 @@ rabbit_cluster_start "$work/rabbit" 2 esgd esgd "$password" || fail "the RabbitM
 node1=${RABBIT_URLS[1]} node2=${RABBIT_URLS[2]}
 echo "cluster up: nodes booted in $RABBIT_BOOT_SECONDS s, joined and user set up in $RABBIT_JOIN_SECONDS s;" \
     "node 1 $node1, node 2 $node2"
-running=$(rabbit_ctl 1 eval 'lists:sort(rabbit_nodes:all_running()).' 2>&1 | tr -d '\n ' || true)
-[ "$running" = "[esgd1@localhost,esgd2@localhost]" ] || fail "the cluster's running nodes: $running"
+# (Erlang quotes the atoms: their names hold dots.)
+running=$(rabbit_ctl 1 eval 'lists:sort(rabbit_nodes:all_running()).' 2>&1 | tr -d "\n '" || true)
+[ "$running" = "[esgd1@127.0.0.1,esgd2@127.0.0.1]" ] || fail "the cluster's running nodes: $running"
 
 # Nothing of the cluster listens beyond loopback (epmd adds [::1] itself).
 listening=$(python3 - $(rabbit_pids) <<'EOF'
