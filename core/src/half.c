@@ -106,6 +106,7 @@ esgd_status half_read_le_portable(const uint8_t *in, uint32_t count, float *valu
  * portable code. */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
 #if __has_attribute(target)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HALF_F16C 1
 
@@ -141,12 +142,15 @@ __attribute__((target("avx,f16c"))) static esgd_status read_f16c(const uint8_t *
     return ESGD_OK;
 }
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports
+ * does not know "f16c"; "avx" also says the OS saves the YMM registers. */
 static bool have_f16c(void)
 {
     static int cached = -1;
     if (cached < 0) {
+        unsigned eax, ebx, ecx, edx;
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        cached = __builtin_cpu_supports("avx") && __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
     }
     return cached;
 }
