@@ -5,7 +5,8 @@
 # commands there as root, each timed, in private mount and PID namespaces
 # (so nothing it starts outlives it). A missing install step fails it, and so
 # does any test that skips on the bare machine. Only a mirror that cannot be
-# reached at all, after retries, ends it as skipped (exit 0, said loudly).
+# reached at all, after retries, ends it as skipped (exit 77, said loudly;
+# .ci/run then runs the suite on the machine itself).
 #
 # What it copies from this machine: the apt sources and apt's settings (the
 # same mirror), the CA certificates this machine trusts (a machine behind a
@@ -55,7 +56,7 @@ if ((!reached)); then
     say "machine after 3 attempts, so no bare Debian root can be built."
     say "The fresh-machine check did NOT run."
     say "************************************************************"
-    exit 0
+    exit 77
 fi
 
 # ---- the bare root ----
