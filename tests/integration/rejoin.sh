@@ -49,7 +49,12 @@ read -r -a list <<<"$answered"
 [ "${list[0]}" = 0 ] || fail "agent 2 should first have answered the stale retained round 0"
 [ "${list[1]}" = "$synced" ] || fail "agent 2's next answer is round ${list[1]}, not the round $synced it was sent"
 json=$work/coordinator.json
-[ "$(json_get late "$json")" -le 1 ] || fail "$(json_get late "$json") late updates, expected at most the stale one"
+# Late: the stale answer, sometimes twice (in about one run of four here;
+# an agent sends its answer again, the same bytes, when it sees that
+# round's model again, and then it is late, not conflicting). Every later
+# round took all three updates: the accepted count below.
+[ "$(json_get conflicting "$json")" = 0 ] || fail "$(json_get conflicting "$json") conflicting updates"
+[ "$(json_get late "$json")" -le 2 ] || fail "$(json_get late "$json") late updates, expected the stale one (twice at most)"
 # From round $synced on, every round waited for and took agent 2's update.
 expected=$((2 * rounds + rounds - synced))
 [ "$(json_get accepted "$json")" = "$expected" ] ||
